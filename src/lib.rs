@@ -1,0 +1,8 @@
+//! dtvisor's portable core: everything from the boot DTB to the guest DTB
+//! is plain Rust over byte slices, built for the host and tested there.
+//! Architecture glue lives in the image (`src/main.rs`, `src/boot`, `src/arch`).
+#![cfg_attr(not(test), no_std)]
+
+extern crate alloc;
+
+pub mod fdt;
