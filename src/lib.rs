@@ -6,3 +6,5 @@
 extern crate alloc;
 
 pub mod fdt;
+pub mod hw;
+pub mod mm;

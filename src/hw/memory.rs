@@ -1,0 +1,96 @@
+//! Host memory from the boot DTB: RAM banks, `/memreserve/` entries and
+//! `/reserved-memory` children.
+
+use crate::fdt::{Fdt, Node};
+use crate::mm::Range;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+/// Why a range is not free RAM.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReservedKind {
+    /// A `/memreserve/` entry of the FDT header.
+    MemReserve,
+    /// A `/reserved-memory` child (its node path).
+    Node(String),
+    /// The hypervisor image.
+    Image,
+    /// The boot DTB itself.
+    Dtb,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reserved {
+    pub range: Range,
+    pub kind: ReservedKind,
+}
+
+/// What the DTB says about host memory.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HostMemory {
+    /// RAM banks from `memory` nodes (`device_type = "memory"`), sorted.
+    pub ram: Vec<Range>,
+    /// Every range that is not free to allocate.
+    pub reserved: Vec<Reserved>,
+}
+
+/// `#address-cells`/`#size-cells` that govern the `reg` of `node`'s
+/// children, per the DT spec (defaults 2/1 at the root, not inherited).
+pub fn child_cells(node: &Node<'_>) -> (u32, u32) {
+    let (a, s) = node.cells();
+    (a.unwrap_or(2), s.unwrap_or(1))
+}
+
+impl HostMemory {
+    /// Reads RAM and reservations. Ranges that cannot be decoded are
+    /// skipped here; discovery reports them (hw::Platform).
+    pub fn from_fdt(fdt: &Fdt<'_>) -> HostMemory {
+        let root = fdt.root();
+        let (ac, sc) = child_cells(&root);
+        let mut ram = Vec::new();
+        for n in root.children() {
+            let is_mem = n.prop("device_type").and_then(|p| p.str()) == Some("memory");
+            if !is_mem || !n.is_enabled() {
+                continue;
+            }
+            if let Some(regs) = n.prop("reg").and_then(|p| p.ranges(ac, sc)) {
+                ram.extend(
+                    regs.filter_map(|(a, s)| Range::from_base_size(a, s))
+                        .filter(|r| !r.is_empty()),
+                );
+            }
+        }
+        ram.sort();
+        let mut reserved: Vec<Reserved> = fdt
+            .reserved_entries()
+            .filter_map(|(a, s)| Range::from_base_size(a, s))
+            .map(|range| Reserved {
+                range,
+                kind: ReservedKind::MemReserve,
+            })
+            .collect();
+        if let Some(rm) = root.child("reserved-memory") {
+            let (ac, sc) = child_cells(&rm);
+            for c in rm.children().filter(|c| c.is_enabled()) {
+                let Some(regs) = c.prop("reg").and_then(|p| p.ranges(ac, sc)) else {
+                    continue; // dynamically placed (size/alloc-ranges only)
+                };
+                for (a, s) in regs {
+                    if let Some(range) = Range::from_base_size(a, s) {
+                        let path = alloc::format!("/reserved-memory/{}", c.name());
+                        reserved.push(Reserved {
+                            range,
+                            kind: ReservedKind::Node(path),
+                        });
+                    }
+                }
+            }
+        }
+        HostMemory { ram, reserved }
+    }
+
+    /// Whether `r` lies wholly inside one RAM bank.
+    pub fn in_ram(&self, r: &Range) -> bool {
+        self.ram.iter().any(|b| b.contains_range(r))
+    }
+}

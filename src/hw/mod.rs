@@ -1,0 +1,3 @@
+//! Host discovery: the boot DTB turned into a `Platform`.
+pub mod memory;
+pub use memory::{HostMemory, Reserved, ReservedKind};

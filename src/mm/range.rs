@@ -1,0 +1,99 @@
+//! Half-open physical address ranges `[start, end)`.
+
+use core::fmt;
+
+/// A half-open range of physical (or guest-physical) addresses.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Range {
+    pub start: u64,
+    pub end: u64,
+}
+
+impl Range {
+    /// `[start, start + size)`; None if it wraps past 2^64.
+    pub fn from_base_size(start: u64, size: u64) -> Option<Range> {
+        Some(Range {
+            start,
+            end: start.checked_add(size)?,
+        })
+    }
+
+    pub const fn new(start: u64, end: u64) -> Range {
+        Range { start, end }
+    }
+
+    pub fn size(&self) -> u64 {
+        self.end.saturating_sub(self.start)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.end <= self.start
+    }
+
+    pub fn overlaps(&self, o: &Range) -> bool {
+        !self.is_empty() && !o.is_empty() && self.start < o.end && o.start < self.end
+    }
+
+    /// Whether `o` lies wholly inside `self`.
+    pub fn contains_range(&self, o: &Range) -> bool {
+        o.start >= self.start && o.end <= self.end
+    }
+
+    pub fn contains(&self, addr: u64) -> bool {
+        addr >= self.start && addr < self.end
+    }
+}
+
+impl fmt::Debug for Range {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl fmt::Display for Range {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "[{:#x}, {:#x})", self.start, self.end)
+    }
+}
+
+/// Formats a byte count the way the boot plan prints sizes: the largest of
+/// GiB/MiB/KiB that divides it exactly, else bytes.
+pub struct Size(pub u64);
+
+impl fmt::Display for Size {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let b = self.0;
+        const K: u64 = 1024;
+        if b != 0 && b % (K * K * K) == 0 {
+            write!(f, "{} GiB", b / (K * K * K))
+        } else if b != 0 && b % (K * K) == 0 {
+            write!(f, "{} MiB", b / (K * K))
+        } else if b != 0 && b % K == 0 {
+            write!(f, "{} KiB", b / K)
+        } else {
+            write!(f, "{b} B")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    extern crate std;
+    use std::format;
+
+    #[test]
+    fn overlap_rules() {
+        let a = Range::new(0x1000, 0x2000);
+        assert!(a.overlaps(&Range::new(0x1fff, 0x3000)));
+        assert!(!a.overlaps(&Range::new(0x2000, 0x3000)));
+        assert!(!a.overlaps(&Range::new(0x1800, 0x1800)));
+        assert!(a.contains_range(&Range::new(0x1000, 0x2000)));
+        assert!(Range::from_base_size(u64::MAX, 2).is_none());
+        assert_eq!(format!("{a}"), "[0x1000, 0x2000)");
+        assert_eq!(format!("{}", Size(256 << 20)), "256 MiB");
+        assert_eq!(format!("{}", Size(2 << 30)), "2 GiB");
+        assert_eq!(format!("{}", Size(12 << 10)), "12 KiB");
+        assert_eq!(format!("{}", Size(7)), "7 B");
+    }
+}
