@@ -182,7 +182,7 @@ impl<'a> Fdt<'a> {
             };
             let start = off as usize;
             let end = start.checked_add(size as usize).ok_or(err)?;
-            if start < HEADER_LEN || start % align != 0 || end > blob.len() {
+            if start < HEADER_LEN || !start.is_multiple_of(align) || end > blob.len() {
                 return Err(err);
             }
             Ok(&blob[start..end])
@@ -674,7 +674,7 @@ impl<'a> Prop<'a> {
 
     /// The value as 32-bit cells; None if the length is not a multiple of 4.
     pub fn cells(&self) -> Option<impl Iterator<Item = u32> + 'a> {
-        if self.value.len() % 4 != 0 {
+        if !self.value.len().is_multiple_of(4) {
             return None;
         }
         let v = self.value;
@@ -683,7 +683,7 @@ impl<'a> Prop<'a> {
 
     /// Number of whole cells, if the length is a multiple of 4.
     pub fn cell_count(&self) -> Option<usize> {
-        (self.value.len() % 4 == 0).then_some(self.value.len() / 4)
+        self.value.len().is_multiple_of(4).then_some(self.value.len() / 4)
     }
 
     /// A single NUL-terminated UTF-8 string with no interior NUL.
@@ -723,7 +723,7 @@ impl<'a> Prop<'a> {
             return None;
         }
         let per = (ac + sc) as usize * 4;
-        if self.value.is_empty() || self.value.len() % per != 0 {
+        if self.value.is_empty() || !self.value.len().is_multiple_of(per) {
             return None;
         }
         let p = *self;

@@ -64,11 +64,11 @@ impl fmt::Display for Size {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b = self.0;
         const K: u64 = 1024;
-        if b != 0 && b % (K * K * K) == 0 {
+        if b != 0 && b.is_multiple_of(K * K * K) {
             write!(f, "{} GiB", b / (K * K * K))
-        } else if b != 0 && b % (K * K) == 0 {
+        } else if b != 0 && b.is_multiple_of(K * K) {
             write!(f, "{} MiB", b / (K * K))
-        } else if b != 0 && b % K == 0 {
+        } else if b != 0 && b.is_multiple_of(K) {
             write!(f, "{} KiB", b / K)
         } else {
             write!(f, "{b} B")
