@@ -4,3 +4,20 @@
 
 #[cfg(not(target_os = "none"))]
 fn main() {}
+
+#[cfg(target_os = "none")]
+#[macro_use]
+mod console;
+#[cfg(target_os = "none")]
+mod arch {
+    pub mod aarch64;
+    pub use aarch64::*;
+}
+#[cfg(target_os = "none")]
+mod boot;
+#[cfg(target_os = "none")]
+mod drivers;
+#[cfg(target_os = "none")]
+mod hyp;
+#[cfg(target_os = "none")]
+mod trap;

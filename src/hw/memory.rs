@@ -46,20 +46,8 @@ impl HostMemory {
     /// skipped here; discovery reports them (hw::Platform).
     pub fn from_fdt(fdt: &Fdt<'_>) -> HostMemory {
         let root = fdt.root();
-        let (ac, sc) = child_cells(&root);
         let mut ram = Vec::new();
-        for n in root.children() {
-            let is_mem = n.prop("device_type").and_then(|p| p.str()) == Some("memory");
-            if !is_mem || !n.is_enabled() {
-                continue;
-            }
-            if let Some(regs) = n.prop("reg").and_then(|p| p.ranges(ac, sc)) {
-                ram.extend(
-                    regs.filter_map(|(a, s)| Range::from_base_size(a, s))
-                        .filter(|r| !r.is_empty()),
-                );
-            }
-        }
+        super::early::for_each_ram(fdt, |r| ram.push(r));
         ram.sort();
         let mut reserved: Vec<Reserved> = fdt
             .reserved_entries()

@@ -1,0 +1,167 @@
+//! EL2 stage-1 translation: an identity map built with `aarch64-paging`
+//! before the heap exists, from a static pool of table pages. RAM is
+//! Normal write-back (so atomics and the heap work), everything else in the
+//! low 512 GiB is Device-nGnRE.
+
+use aarch64_paging::descriptor::{El23Attributes, PhysicalAddress};
+use aarch64_paging::paging::{Constraints, MemoryRegion, PageTable, RootTable, Translation, El2};
+use aarch64_cpu::asm::barrier;
+use aarch64_cpu::registers::{
+    ReadWriteable, Readable, Writeable, ID_AA64MMFR0_EL1, MAIR_EL2, SCTLR_EL2, TCR_EL2, TTBR0_EL2,
+};
+use core::cell::UnsafeCell;
+use core::ptr::NonNull;
+use dtvisor::mm::Range;
+
+const POOL_PAGES: usize = 48;
+const PAGE: usize = 4096;
+/// Device mappings cover this much of the physical address space.
+const DEVICE_SPAN: u64 = 512 << 30;
+
+#[repr(C, align(4096))]
+struct Pool(UnsafeCell<[[u8; PAGE]; POOL_PAGES]>);
+
+// SAFETY: the pool is only touched by the boot CPU while building the map,
+// before any other CPU runs.
+unsafe impl Sync for Pool {}
+
+static POOL: Pool = Pool(UnsafeCell::new([[0; PAGE]; POOL_PAGES]));
+
+/// Hands out pool pages; the identity map makes VA == PA.
+struct StaticPool {
+    next: usize,
+}
+
+impl Translation<El23Attributes> for StaticPool {
+    fn allocate_table(&mut self) -> (NonNull<PageTable<El23Attributes>>, PhysicalAddress) {
+        if self.next >= POOL_PAGES {
+            super::early_fatal("EL2 page-table pool exhausted");
+        }
+        // SAFETY: each index is handed out once; the page is zeroed (BSS)
+        // and 4 KiB aligned, which is what a PageTable needs.
+        let p = unsafe { (*POOL.0.get())[self.next].as_mut_ptr() };
+        self.next += 1;
+        let nn = NonNull::new(p as *mut PageTable<El23Attributes>).unwrap_or(NonNull::dangling());
+        (nn, PhysicalAddress(p as usize))
+    }
+
+    unsafe fn deallocate_table(&mut self, _page_table: NonNull<PageTable<El23Attributes>>) {}
+
+    fn physical_to_virtual(&self, pa: PhysicalAddress) -> NonNull<PageTable<El23Attributes>> {
+        NonNull::new(pa.0 as *mut PageTable<El23Attributes>).unwrap_or(NonNull::dangling())
+    }
+}
+
+/// The EL2 translation registers, computed once by the boot CPU and
+/// loaded by every CPU.
+#[derive(Clone, Copy)]
+pub struct El2Mmu {
+    ttbr: u64,
+    tcr: u64,
+    mair: u64,
+}
+
+const MAIR_DEVICE: u64 = 0x04; // index 0: Device-nGnRE
+const MAIR_NORMAL: u64 = 0xff; // index 1: Normal WB RA WA, inner and outer
+
+fn ram_attrs() -> El23Attributes {
+    El23Attributes::VALID
+        | El23Attributes::ATTRIBUTE_INDEX_1
+        | El23Attributes::INNER_SHAREABLE
+        | El23Attributes::ACCESSED
+}
+
+fn device_attrs() -> El23Attributes {
+    El23Attributes::VALID | El23Attributes::ATTRIBUTE_INDEX_0 | El23Attributes::ACCESSED | El23Attributes::XN
+}
+
+/// Builds the identity map: `ram` as Normal memory, the rest of the low
+/// 512 GiB as Device memory.
+pub fn build(ram: &[Range]) -> El2Mmu {
+    let mut table = RootTable::new(StaticPool { next: 0 }, 0, El2);
+    let map = |t: &mut RootTable<El2, StaticPool>, r: Range, a: El23Attributes| {
+        let region = MemoryRegion::new(r.start as usize, r.end as usize);
+        if t.map_range(&region, PhysicalAddress(r.start as usize), a, Constraints::empty()).is_err() {
+            super::early_fatal("cannot build the EL2 identity map");
+        }
+    };
+    // Device holes between RAM banks (RAM rounded out to 2 MiB for blocks).
+    let mut cursor = 0u64;
+    for r in ram {
+        let start = r.start & !0x1f_ffff;
+        if start > cursor && cursor < DEVICE_SPAN {
+            map(&mut table, Range::new(cursor, start.min(DEVICE_SPAN)), device_attrs());
+        }
+        cursor = cursor.max((r.end + 0x1f_ffff) & !0x1f_ffff);
+    }
+    if cursor < DEVICE_SPAN {
+        map(&mut table, Range::new(cursor, DEVICE_SPAN), device_attrs());
+    }
+    for r in ram {
+        let start = r.start & !0x1f_ffff;
+        let end = (r.end + 0x1f_ffff) & !0x1f_ffff;
+        map(&mut table, Range::new(start, end), ram_attrs());
+    }
+    let pa_bits = match ID_AA64MMFR0_EL1.read(ID_AA64MMFR0_EL1::PARange) {
+        0 => 0u64,
+        1 => 1,
+        2 => 2,
+        3 => 3,
+        4 => 4,
+        _ => 5, // 48 bits and above: TCR_EL2.PS is capped at 48 with 4K pages
+    };
+    let ttbr = table.to_physical().0 as u64;
+    // The table lives for the life of the hypervisor.
+    core::mem::forget(table);
+    // T0SZ 16 (48-bit VA, start level 0), WBWA inner/outer, inner shareable, 4K.
+    let tcr = 16 | (1 << 8) | (1 << 10) | (3 << 12) | (pa_bits << 16) | (1 << 23) | (1 << 31);
+    El2Mmu { ttbr, tcr, mair: MAIR_DEVICE | (MAIR_NORMAL << 8) }
+}
+
+/// Turns the MMU and caches on with `m` on the calling CPU.
+pub fn enable(m: &El2Mmu) {
+    let (start, end) = crate::boot::image_range();
+    // Data written with the MMU off went straight to memory; drop any stale
+    // lines for the image (code, data, BSS, tables, stacks) before caching.
+    invalidate_dcache_range(start, end);
+    MAIR_EL2.set(m.mair);
+    TCR_EL2.set(m.tcr);
+    TTBR0_EL2.set(m.ttbr);
+    barrier::dsb(barrier::SY);
+    barrier::isb(barrier::SY);
+    // SAFETY: invalidating all EL2 TLB entries has no memory effects.
+    unsafe { core::arch::asm!("tlbi alle2", "dsb nsh", "isb") };
+    SCTLR_EL2.modify(SCTLR_EL2::M::Enable + SCTLR_EL2::C::Cacheable + SCTLR_EL2::I::Cacheable);
+    barrier::isb(barrier::SY);
+}
+
+/// `dc ivac` over `[start, end)`.
+pub fn invalidate_dcache_range(start: u64, end: u64) {
+    let line = dcache_line();
+    let mut a = start & !(line - 1);
+    while a < end {
+        // SAFETY: invalidation of lines we own; memory already holds the data.
+        unsafe { core::arch::asm!("dc ivac, {}", in(reg) a) };
+        a += line;
+    }
+    barrier::dsb(barrier::SY);
+}
+
+/// `dc cvac` over `[start, end)`: make data visible to non-cacheable observers.
+pub fn clean_dcache_range(start: u64, end: u64) {
+    let line = dcache_line();
+    let mut a = start & !(line - 1);
+    while a < end {
+        // SAFETY: cleaning has no effect on the contents.
+        unsafe { core::arch::asm!("dc cvac, {}", in(reg) a) };
+        a += line;
+    }
+    barrier::dsb(barrier::SY);
+}
+
+fn dcache_line() -> u64 {
+    let ctr: u64;
+    // SAFETY: reading CTR_EL0 has no side effects.
+    unsafe { core::arch::asm!("mrs {}, ctr_el0", out(reg) ctr) };
+    4 << ((ctr >> 16) & 0xf)
+}

@@ -1,0 +1,94 @@
+// EL2 exception vectors. Every entry saves the general registers, ELR and
+// SPSR into a TrapFrame on the current stack and calls
+// el2_exception(kind, frame); if that returns, the frame is restored and
+// the exception returns.
+
+.macro save_and_call kind
+    sub     sp, sp, #(36 * 8)
+    stp     x0, x1, [sp, #(0 * 8)]
+    stp     x2, x3, [sp, #(2 * 8)]
+    stp     x4, x5, [sp, #(4 * 8)]
+    stp     x6, x7, [sp, #(6 * 8)]
+    stp     x8, x9, [sp, #(8 * 8)]
+    stp     x10, x11, [sp, #(10 * 8)]
+    stp     x12, x13, [sp, #(12 * 8)]
+    stp     x14, x15, [sp, #(14 * 8)]
+    stp     x16, x17, [sp, #(16 * 8)]
+    stp     x18, x19, [sp, #(18 * 8)]
+    stp     x20, x21, [sp, #(20 * 8)]
+    stp     x22, x23, [sp, #(22 * 8)]
+    stp     x24, x25, [sp, #(24 * 8)]
+    stp     x26, x27, [sp, #(26 * 8)]
+    stp     x28, x29, [sp, #(28 * 8)]
+    mrs     x1, elr_el2
+    mrs     x2, spsr_el2
+    stp     x30, x1, [sp, #(30 * 8)]
+    str     x2, [sp, #(32 * 8)]
+    mov     x0, #\kind
+    mov     x1, sp
+    bl      el2_exception
+    ldr     x2, [sp, #(32 * 8)]
+    ldp     x30, x1, [sp, #(30 * 8)]
+    msr     elr_el2, x1
+    msr     spsr_el2, x2
+    ldp     x0, x1, [sp, #(0 * 8)]
+    ldp     x2, x3, [sp, #(2 * 8)]
+    ldp     x4, x5, [sp, #(4 * 8)]
+    ldp     x6, x7, [sp, #(6 * 8)]
+    ldp     x8, x9, [sp, #(8 * 8)]
+    ldp     x10, x11, [sp, #(10 * 8)]
+    ldp     x12, x13, [sp, #(12 * 8)]
+    ldp     x14, x15, [sp, #(14 * 8)]
+    ldp     x16, x17, [sp, #(16 * 8)]
+    ldp     x18, x19, [sp, #(18 * 8)]
+    ldp     x20, x21, [sp, #(20 * 8)]
+    ldp     x22, x23, [sp, #(22 * 8)]
+    ldp     x24, x25, [sp, #(24 * 8)]
+    ldp     x26, x27, [sp, #(26 * 8)]
+    ldp     x28, x29, [sp, #(28 * 8)]
+    add     sp, sp, #(36 * 8)
+    eret
+.endm
+
+.macro ventry label
+.balign 0x80
+    b       \label
+.endm
+
+.section .text.vectors, "ax"
+.balign 0x800
+.global el2_vectors
+el2_vectors:
+    ventry  v_cur_sp0_sync
+    ventry  v_cur_sp0_irq
+    ventry  v_cur_sp0_fiq
+    ventry  v_cur_sp0_serror
+    ventry  v_cur_spx_sync
+    ventry  v_cur_spx_irq
+    ventry  v_cur_spx_fiq
+    ventry  v_cur_spx_serror
+    ventry  v_low64_sync
+    ventry  v_low64_irq
+    ventry  v_low64_fiq
+    ventry  v_low64_serror
+    ventry  v_low32_sync
+    ventry  v_low32_irq
+    ventry  v_low32_fiq
+    ventry  v_low32_serror
+
+v_cur_sp0_sync:     save_and_call 0
+v_cur_sp0_irq:      save_and_call 1
+v_cur_sp0_fiq:      save_and_call 2
+v_cur_sp0_serror:   save_and_call 3
+v_cur_spx_sync:     save_and_call 4
+v_cur_spx_irq:      save_and_call 5
+v_cur_spx_fiq:      save_and_call 6
+v_cur_spx_serror:   save_and_call 7
+v_low64_sync:       save_and_call 8
+v_low64_irq:        save_and_call 9
+v_low64_fiq:        save_and_call 10
+v_low64_serror:     save_and_call 11
+v_low32_sync:       save_and_call 12
+v_low32_irq:        save_and_call 13
+v_low32_fiq:        save_and_call 14
+v_low32_serror:     save_and_call 15

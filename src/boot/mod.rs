@@ -1,0 +1,25 @@
+//! Image entry: the arm64 Image header and the first instructions
+//! (`entry.S`), and the per-CPU boot stacks that link.ld reserves.
+
+/// Bytes of boot stack per CPU (link.ld reserves `MAX_CPUS` of them).
+pub const STACK_SIZE: usize = 16 * 1024;
+/// Physical CPUs the image can run on (stack slots in link.ld).
+pub const MAX_CPUS: usize = 16;
+
+core::arch::global_asm!(
+    include_str!("entry.S"),
+    STACK_SIZE = const STACK_SIZE,
+);
+
+unsafe extern "C" {
+    static __image_start: u8;
+    static __image_end: u8;
+}
+
+/// `[start, end)` of the loaded image including BSS and stacks.
+pub fn image_range() -> (u64, u64) {
+    (
+        core::ptr::addr_of!(__image_start) as u64,
+        core::ptr::addr_of!(__image_end) as u64,
+    )
+}

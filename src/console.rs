@@ -1,0 +1,120 @@
+//! The physical console: one UART chosen from the DTB, shared by all CPUs
+//! behind a spin lock, and the `log` backend on top of it.
+
+use crate::drivers::Uart;
+use core::cell::UnsafeCell;
+use core::fmt::{self, Write};
+use core::sync::atomic::{AtomicBool, Ordering};
+use spin::Mutex;
+
+/// The UART itself; writers hold LOCK, except the panic path.
+struct Cell(UnsafeCell<Option<Uart>>);
+// SAFETY: access is serialised by LOCK (or deliberately racy in PanicWriter).
+unsafe impl Sync for Cell {}
+static CONSOLE: Cell = Cell(UnsafeCell::new(None));
+static LOCK: Mutex<()> = Mutex::new(());
+
+fn with_uart<R>(f: impl FnOnce(&mut Uart) -> R) -> Option<R> {
+    let _g = LOCKS_OK.load(Ordering::Relaxed).then(|| LOCK.lock());
+    // SAFETY: LOCK is held, or only the boot CPU runs (MMU still off).
+    unsafe { (*CONSOLE.0.get()).as_mut() }.map(f)
+}
+/// Set once the MMU is on: before that, no atomics (hence no lock).
+static LOCKS_OK: AtomicBool = AtomicBool::new(false);
+
+/// Installs the console UART.
+pub fn set(uart: Uart) {
+    let _g = LOCKS_OK.load(Ordering::Relaxed).then(|| LOCK.lock());
+    // SAFETY: LOCK is held, or only the boot CPU runs (MMU still off).
+    unsafe { *CONSOLE.0.get() = Some(uart) };
+}
+
+/// Called once the MMU and caches are on.
+pub fn locks_ready() {
+    LOCKS_OK.store(true, Ordering::Relaxed);
+}
+
+fn emit(uart: &mut Uart, s: &str) {
+    for b in s.bytes() {
+        if b == b'\n' {
+            uart.putc(b'\r');
+        }
+        uart.putc(b);
+    }
+}
+
+/// Writes to the console (nothing if none is set yet).
+pub fn write_str(s: &str) {
+    with_uart(|u| emit(u, s));
+}
+
+/// Reads one byte of console input, if any.
+pub fn getc() -> Option<u8> {
+    with_uart(|u| u.getc()).flatten()
+}
+
+/// `fmt::Write` over the console.
+pub struct Console;
+
+impl Write for Console {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        write_str(s);
+        Ok(())
+    }
+}
+
+/// Writes without taking the lock: for exception reports and panics, where
+/// the lock may be held by the code that faulted.
+pub struct PanicWriter;
+
+impl Write for PanicWriter {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        // SAFETY: deliberately racy; output may interleave, but a CPU that is
+        // about to halt must still be able to say why.
+        if let Some(u) = unsafe { (*CONSOLE.0.get()).as_mut() } {
+            emit(u, s);
+        }
+        Ok(())
+    }
+}
+
+#[macro_export]
+macro_rules! println {
+    () => { $crate::console::write_str("\n") };
+    ($($arg:tt)*) => {{
+        use core::fmt::Write as _;
+        let _ = writeln!($crate::console::Console, $($arg)*);
+    }};
+}
+
+struct Logger;
+
+impl log::Log for Logger {
+    fn enabled(&self, m: &log::Metadata) -> bool {
+        m.level() <= log::max_level()
+    }
+
+    fn log(&self, r: &log::Record) {
+        if !self.enabled(r.metadata()) {
+            return;
+        }
+        let tag = match r.level() {
+            log::Level::Error => "error: ",
+            log::Level::Warn => "warning: ",
+            log::Level::Info => "",
+            log::Level::Debug => "debug: ",
+            log::Level::Trace => "trace: ",
+        };
+        let _ = writeln!(Console, "(dtvisor) {tag}{}", r.args());
+    }
+
+    fn flush(&self) {}
+}
+
+static LOGGER: Logger = Logger;
+
+/// Installs the `log` backend with the given level filter.
+pub fn init_log(level: log::LevelFilter) {
+    let _ = log::set_logger(&LOGGER);
+    log::set_max_level(level);
+}

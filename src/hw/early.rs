@@ -1,0 +1,101 @@
+//! Allocation-free views of the boot DTB for the first steps of the image,
+//! before the heap exists: RAM banks (for the EL2 identity map) and every
+//! range the heap must not be carved from.
+
+use crate::fdt::{Fdt, Node};
+use crate::hw::memory::child_cells;
+use crate::mm::Range;
+
+/// Calls `f` with each RAM bank of the `memory` nodes (`device_type = "memory"`).
+pub fn for_each_ram(fdt: &Fdt<'_>, mut f: impl FnMut(Range)) {
+    let root = fdt.root();
+    let (ac, sc) = child_cells(&root);
+    for n in root.children() {
+        let is_mem = n.prop("device_type").and_then(|p| p.str()) == Some("memory");
+        if !is_mem || !n.is_enabled() {
+            continue;
+        }
+        if let Some(regs) = n.prop("reg").and_then(|p| p.ranges(ac, sc)) {
+            regs.filter_map(|(a, s)| Range::from_base_size(a, s))
+                .filter(|r| !r.is_empty())
+                .for_each(&mut f);
+        }
+    }
+}
+
+/// Calls `f` with every range that free RAM must exclude and that the DTB
+/// tells: `/memreserve/`, `/reserved-memory` children, and anything under
+/// `/chosen` with a `reg` (boot modules, decoded with the parent's cells,
+/// inherited as Xen does) or `linux,initrd-start/end`. Deliberately
+/// over-approximate: it runs before the config parser can.
+pub fn for_each_busy(fdt: &Fdt<'_>, mut f: impl FnMut(Range)) {
+    for (a, s) in fdt.reserved_entries() {
+        if let Some(r) = Range::from_base_size(a, s) {
+            f(r);
+        }
+    }
+    let root = fdt.root();
+    if let Some(rm) = root.child("reserved-memory") {
+        let (ac, sc) = child_cells(&rm);
+        for c in rm.children() {
+            if let Some(regs) = c.prop("reg").and_then(|p| p.ranges(ac, sc)) {
+                regs.filter_map(|(a, s)| Range::from_base_size(a, s)).for_each(&mut f);
+            }
+        }
+    }
+    let Some(chosen) = root.child("chosen") else { return };
+    let start = chosen.prop("linux,initrd-start").and_then(|p| p.read_cells(0, p.value.len() as u32 / 4));
+    let end = chosen.prop("linux,initrd-end").and_then(|p| p.read_cells(0, p.value.len() as u32 / 4));
+    if let (Some(s), Some(e)) = (start, end) {
+        f(Range::new(s, e));
+    }
+    visit_regs(&chosen, (2, 2), 0, &mut f);
+}
+
+fn visit_regs(node: &Node<'_>, parent_cells: (u32, u32), depth: usize, f: &mut impl FnMut(Range)) {
+    let (a, s) = node.cells();
+    let cells = (a.unwrap_or(parent_cells.0), s.unwrap_or(parent_cells.1));
+    for c in node.children() {
+        for name in ["reg", "module-addr"] {
+            if let Some(regs) = c.prop(name).and_then(|p| p.ranges(cells.0, cells.1)) {
+                regs.filter_map(|(a, s)| Range::from_base_size(a, s)).for_each(&mut *f);
+            }
+        }
+        if depth < 4 {
+            visit_regs(&c, cells, depth + 1, f);
+        }
+    }
+}
+
+/// The lowest `size`-byte, `align`-aligned block of RAM that avoids every
+/// range in `busy`.
+pub fn find_free(ram: &[Range], busy: &[Range], size: u64, align: u64) -> Option<Range> {
+    for bank in ram {
+        let mut start = bank.start.checked_add(align - 1)? & !(align - 1);
+        while let Some(end) = start.checked_add(size) {
+            if end > bank.end {
+                break;
+            }
+            let cand = Range::new(start, end);
+            match busy.iter().filter(|b| b.overlaps(&cand)).map(|b| b.end).max() {
+                None => return Some(cand),
+                Some(e) => start = e.checked_add(align - 1)? & !(align - 1),
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn find_free_skips_busy() {
+        let ram = [Range::new(0x4000_0000, 0x8000_0000)];
+        let busy = [Range::new(0x4000_0000, 0x4040_0000), Range::new(0x4100_0000, 0x4100_1000)];
+        let r = find_free(&ram, &busy, 16 << 20, 2 << 20).unwrap();
+        assert_eq!(r, Range::new(0x4120_0000, 0x4220_0000));
+        assert!(find_free(&ram, &busy, 2 << 30, 2 << 20).is_none());
+    }
+}
