@@ -161,9 +161,11 @@ extern "C" fn primary_main(dtb_pa: u64, load: u64, t_entry: u64) -> ! {
     for r in &host.ram {
         println!("  RAM {r} {}", Size(r.size()));
     }
+    let ram_total: u64 = host.ram.iter().map(|r| r.size()).sum();
+    println!("  machine: ? CPUs, {} RAM, GIC?, console ?", Size(ram_total));
     let t_now = arch::counter();
     let freq = arch::counter_freq().max(1);
-    println!("  boot to banner: {} us (system counter)", (t_now - t_entry) * 1_000_000 / freq);
+    println!("  discovery took {} us (system counter)", (t_now - t_entry) * 1_000_000 / freq);
     println!("  heap {heap} {}", Size(heap.size()));
     arch::halt()
 }

@@ -1,0 +1,154 @@
+"""QEMU console harness for dtvisor's boot tests.
+
+Each test starts QEMU under `timeout`, reads its console, and waits for
+markers with a deadline; on failure it reports the tail of the log. No
+sleeps are used for synchronisation: every wait is for console output.
+"""
+import os
+import re
+import select
+import signal
+import subprocess
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CACHE = os.path.join(ROOT, "cache")
+LOGDIR = os.path.join(ROOT, "target", "qemu-logs")
+UBOOT_BIN = "/usr/lib/u-boot/qemu_arm64/u-boot.bin"
+
+
+class TestFailure(Exception):
+    pass
+
+
+def machine(gic=3, virt=True, extra=""):
+    m = f"virt,gic-version={gic}"
+    if virt:
+        m += ",virtualization=on"
+    return m + extra
+
+
+class Qemu:
+    """One QEMU run with its console on a pipe."""
+
+    def __init__(self, name, args, limit=120, smp=4, mem="2G", gic=3, virt=True, cpu="cortex-a57", icount=False):
+        os.makedirs(LOGDIR, exist_ok=True)
+        self.name = name
+        self.log_path = os.path.join(LOGDIR, f"{name}.log")
+        self.buf = b""
+        self.pos = 0
+        cmd = ["timeout", "--foreground", "-k", "5", str(limit), "qemu-system-aarch64",
+               "-machine", machine(gic, virt), "-cpu", cpu, "-smp", str(smp), "-m", mem,
+               "-nographic", "-nic", "none", "-monitor", "none", "-serial", "stdio"]
+        if icount:
+            cmd += ["-icount", "shift=0,align=off,sleep=off"]
+        self.cmd = cmd + list(args)
+        self.proc = subprocess.Popen(self.cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        self.log = open(self.log_path, "wb")
+        self.log.write((" ".join(self.cmd) + "\n").encode())
+
+    def _read(self, deadline):
+        fd = self.proc.stdout.fileno()
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        r, _, _ = select.select([fd], [], [], min(left, 1.0))
+        if r:
+            data = os.read(fd, 65536)
+            if not data:
+                return None
+            self.buf += data
+            self.log.write(data)
+            self.log.flush()
+        return True
+
+    def text(self):
+        return self.buf.decode("utf-8", "replace")
+
+    def expect(self, pattern, timeout=60, what=None):
+        """Waits until `pattern` (regex) appears after the previous match."""
+        rx = re.compile(pattern.encode() if isinstance(pattern, str) else pattern)
+        deadline = time.monotonic() + timeout
+        while True:
+            m = rx.search(self.buf, self.pos)
+            if m:
+                self.pos = m.end()
+                return m
+            got = self._read(deadline)
+            if got is False:
+                self.fail(f"timed out after {timeout}s waiting for {what or pattern!r}")
+            if got is None:
+                self.fail(f"QEMU exited (status {self.proc.poll()}) before {what or pattern!r}")
+
+    def expect_exit(self, timeout=60):
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None or self._read(deadline):
+            if time.monotonic() > deadline:
+                self.fail("QEMU did not exit")
+            self._read(deadline)
+            if self.proc.poll() is not None:
+                while self._read(time.monotonic() + 0.2):
+                    pass
+                break
+        return self.proc.returncode
+
+    def not_seen(self, pattern):
+        if re.search(pattern.encode(), self.buf):
+            self.fail(f"unexpected console output matching {pattern!r}")
+
+    def send(self, data):
+        self.proc.stdin.write(data if isinstance(data, bytes) else data.encode())
+        self.proc.stdin.flush()
+
+    def fail(self, msg):
+        self.close()
+        tail = "\n".join(self.text().splitlines()[-40:])
+        raise TestFailure(f"{self.name}: {msg}\n--- console tail ({self.log_path}) ---\n{tail}\n---")
+
+    def close(self):
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        self.log.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def run(cmd, **kw):
+    """Runs a helper command, failing the test with its output."""
+    p = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, **kw)
+    if p.returncode != 0:
+        raise TestFailure(f"{' '.join(cmd)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
+    return p.stdout
+
+
+def main(tests):
+    """Runs the given test functions, prints a summary, returns the exit status."""
+    import sys
+    only = [a for a in sys.argv[1:] if not a.startswith("-")]
+    passed = failed = 0
+    for t in tests:
+        name = t.__name__
+        if only and not any(o in name for o in only):
+            continue
+        start = time.monotonic()
+        try:
+            t()
+            passed += 1
+            print(f"PASS {name} ({time.monotonic() - start:.1f}s)", flush=True)
+        except TestFailure as e:
+            failed += 1
+            print(f"FAIL {name} ({time.monotonic() - start:.1f}s)\n{e}", flush=True)
+    print(f"qemu: {passed} passed, {failed} failed")
+    return 1 if failed else 0

@@ -1,0 +1,112 @@
+#!/usr/bin/env python3
+"""QEMU boot tests of the dtvisor image (run by scripts/test)."""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import CACHE, ROOT, UBOOT_BIN, Qemu, TestFailure, main, run  # noqa: E402
+
+IMAGE = os.environ.get("DTVISOR_IMAGE") or os.path.join(ROOT, "target/aarch64/release/dtvisor.bin")
+
+BANNER = r"dtvisor \d+\.\d+\.\d+"
+
+
+def machine_line(q):
+    return q.expect(r"machine: ([^\r\n]*)", 30, "machine summary line").group(1).decode()
+
+
+def test_kernel_boot_gicv3_4cpus():
+    with Qemu("kernel-gicv3", ["-kernel", IMAGE]) as q:
+        q.expect(BANNER, 30, "banner")
+        q.expect(r"loaded at 0x40200000")
+        line = machine_line(q)
+        for want in ("4 CPUs", "2 GiB RAM", "GICv3", "pl011"):
+            if want not in line:
+                q.fail(f"machine line lacks {want!r}: {line}")
+        q.expect(r"discovery took \d+ us")
+
+
+def test_kernel_boot_smp1():
+    with Qemu("kernel-smp1", ["-kernel", IMAGE], smp=1) as q:
+        q.expect(BANNER, 30, "banner")
+        line = machine_line(q)
+        if "1 CPU," not in line or "GICv3" not in line:
+            q.fail(f"expected 1 CPU and GICv3: {line}")
+
+
+def test_kernel_boot_gicv2():
+    with Qemu("kernel-gicv2", ["-kernel", IMAGE], gic=2, mem="1G") as q:
+        q.expect(BANNER, 30, "banner")
+        line = machine_line(q)
+        for want in ("4 CPUs", "1 GiB RAM", "GICv2"):
+            if want not in line:
+                q.fail(f"machine line lacks {want!r}: {line}")
+
+
+def test_refuses_el1():
+    with Qemu("el1-refusal", ["-kernel", IMAGE], virt=False) as q:
+        q.expect(r"dtvisor must be entered at EL2 \(QEMU: -machine virtualization=on\)", 30)
+        q.not_seen(BANNER)
+
+
+def make_boot_disk(path, files, script):
+    """A virtio disk with one FAT partition holding `files` and boot.scr."""
+    tmp = os.path.dirname(path)
+    cmd = os.path.join(tmp, "boot.cmd")
+    with open(cmd, "w") as f:
+        f.write(script)
+    run(["mkimage", "-q", "-A", "arm64", "-T", "script", "-C", "none", "-d", cmd, os.path.join(tmp, "boot.scr")])
+    if os.path.exists(path):
+        os.unlink(path)
+    with open(path, "wb") as f:
+        f.truncate(64 << 20)
+    # One bootable FAT32 (LBA) partition from 1 MiB: an MBR written by hand.
+    import struct
+    sectors = (64 << 20) // 512 - 2048
+    entry = struct.pack("<B3sB3sII", 0x80, b"\0\0\0", 0x0C, b"\0\0\0", 2048, sectors)
+    with open(path, "r+b") as f:
+        f.seek(446)
+        f.write(entry)
+        f.seek(510)
+        f.write(b"\x55\xaa")
+    part = f"{path}@@1M"
+    run(["mformat", "-i", part, "-F", "::"])
+    for src in files + [os.path.join(tmp, "boot.scr")]:
+        run(["mcopy", "-i", part, src, "::" + os.path.basename(src)])
+
+
+def test_uboot_booti_other_address():
+    if not os.path.exists(UBOOT_BIN):
+        raise TestFailure(f"{UBOOT_BIN} missing: run scripts/setup")
+    tmp = os.path.join(CACHE, "uboot-test")
+    os.makedirs(tmp, exist_ok=True)
+    disk = os.path.join(tmp, "disk.img")
+    script = (
+        "echo dtvisor-test: loading\n"
+        "fatload virtio 0:1 0x42000000 dtvisor.bin\n"
+        "booti 0x42000000 - ${fdt_addr}\n"
+    )
+    import shutil
+    shutil.copy(IMAGE, os.path.join(tmp, "dtvisor.bin"))
+    make_boot_disk(disk, [os.path.join(tmp, "dtvisor.bin")], script)
+    args = ["-bios", UBOOT_BIN, "-drive", f"if=none,file={disk},format=raw,id=d0",
+            "-device", "virtio-blk-device,drive=d0"]
+    with Qemu("uboot-booti", args) as q:
+        q.expect(r"dtvisor-test: loading", 90, "U-Boot running boot.scr")
+        q.expect(BANNER, 60, "banner after booti")
+        q.expect(r"loaded at 0x42000000", 10)
+        line = machine_line(q)
+        if "4 CPUs" not in line:
+            q.fail(f"expected 4 CPUs: {line}")
+
+
+TESTS = [
+    test_kernel_boot_gicv3_4cpus,
+    test_kernel_boot_smp1,
+    test_kernel_boot_gicv2,
+    test_refuses_el1,
+    test_uboot_booti_other_address,
+]
+
+if __name__ == "__main__":
+    sys.exit(main(TESTS))
