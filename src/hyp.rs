@@ -22,7 +22,11 @@ const FALLBACK_UART: usize = 0x0900_0000;
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo) -> ! {
     use core::fmt::Write;
-    let _ = writeln!(console::PanicWriter, "\ndtvisor: panic on CPU {}: {info}", arch::cpu_index());
+    let _ = writeln!(
+        console::PanicWriter,
+        "\ndtvisor: panic on CPU {}: {info}",
+        arch::cpu_index()
+    );
     arch::halt()
 }
 
@@ -43,7 +47,10 @@ fn dtb_slice(pa: u64) -> &'static [u8] {
 fn find_console(fdt: &Fdt) -> Option<Uart> {
     let chosen = fdt.find("/chosen");
     let by_path = chosen
-        .and_then(|c| c.prop("stdout-path").or_else(|| c.prop("linux,stdout-path")))
+        .and_then(|c| {
+            c.prop("stdout-path")
+                .or_else(|| c.prop("linux,stdout-path"))
+        })
         .and_then(|p| p.str())
         .and_then(|s| {
             let name = s.split(':').next().unwrap_or(s);
@@ -56,9 +63,15 @@ fn find_console(fdt: &Fdt) -> Option<Uart> {
     let node = by_path.or_else(|| {
         fdt.root().descendants().find(|n| {
             n.is_enabled()
-                && ["arm,pl011", "arm,sbsa-uart", "ns16550a", "ns16550", "snps,dw-apb-uart"]
-                    .iter()
-                    .any(|c| n.is_compatible(c))
+                && [
+                    "arm,pl011",
+                    "arm,sbsa-uart",
+                    "ns16550a",
+                    "ns16550",
+                    "snps,dw-apb-uart",
+                ]
+                .iter()
+                .any(|c| n.is_compatible(c))
         })
     })?;
     let base = node.prop("reg")?.read_cells(0, 2)? as usize;
@@ -151,21 +164,37 @@ extern "C" fn primary_main(dtb_pa: u64, load: u64, t_entry: u64) -> ! {
     let heap = init_heap(&fdt, ram, image, dtb);
     console::init_log(log::LevelFilter::Info);
     let mut host = HostMemory::from_fdt(&fdt);
-    host.reserved.push(dtvisor::hw::Reserved { range: image, kind: dtvisor::hw::ReservedKind::Image });
-    host.reserved.push(dtvisor::hw::Reserved { range: dtb, kind: dtvisor::hw::ReservedKind::Dtb });
+    host.reserved.push(dtvisor::hw::Reserved {
+        range: image,
+        kind: dtvisor::hw::ReservedKind::Image,
+    });
+    host.reserved.push(dtvisor::hw::Reserved {
+        range: dtb,
+        kind: dtvisor::hw::ReservedKind::Dtb,
+    });
 
     println!();
     println!("dtvisor {} (EL2)", env!("CARGO_PKG_VERSION"));
-    println!("  loaded at {load:#x}, image {} ({})", image, Size(image.size()));
+    println!(
+        "  loaded at {load:#x}, image {} ({})",
+        image,
+        Size(image.size())
+    );
     println!("  device tree at {dtb}");
     for r in &host.ram {
         println!("  RAM {r} {}", Size(r.size()));
     }
     let ram_total: u64 = host.ram.iter().map(|r| r.size()).sum();
-    println!("  machine: ? CPUs, {} RAM, GIC?, console ?", Size(ram_total));
+    println!(
+        "  machine: ? CPUs, {} RAM, GIC?, console ?",
+        Size(ram_total)
+    );
     let t_now = arch::counter();
     let freq = arch::counter_freq().max(1);
-    println!("  discovery took {} us (system counter)", (t_now - t_entry) * 1_000_000 / freq);
+    println!(
+        "  discovery took {} us (system counter)",
+        (t_now - t_entry) * 1_000_000 / freq
+    );
     println!("  heap {heap} {}", Size(heap.size()));
     arch::halt()
 }

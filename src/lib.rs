@@ -5,6 +5,8 @@
 
 extern crate alloc;
 
+pub mod emul;
 pub mod fdt;
 pub mod hw;
 pub mod mm;
+pub mod psci;

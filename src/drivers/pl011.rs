@@ -28,7 +28,9 @@ impl Pl011 {
     /// # Safety
     /// `base` must be the identity-mapped address of a PL011 or SBSA UART.
     pub const unsafe fn new(base: usize) -> Self {
-        Pl011 { regs: base as *const Regs }
+        Pl011 {
+            regs: base as *const Regs,
+        }
     }
 
     fn regs(&self) -> &Regs {

@@ -683,7 +683,10 @@ impl<'a> Prop<'a> {
 
     /// Number of whole cells, if the length is a multiple of 4.
     pub fn cell_count(&self) -> Option<usize> {
-        self.value.len().is_multiple_of(4).then_some(self.value.len() / 4)
+        self.value
+            .len()
+            .is_multiple_of(4)
+            .then_some(self.value.len() / 4)
     }
 
     /// A single NUL-terminated UTF-8 string with no interior NUL.

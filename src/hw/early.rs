@@ -39,13 +39,20 @@ pub fn for_each_busy(fdt: &Fdt<'_>, mut f: impl FnMut(Range)) {
         let (ac, sc) = child_cells(&rm);
         for c in rm.children() {
             if let Some(regs) = c.prop("reg").and_then(|p| p.ranges(ac, sc)) {
-                regs.filter_map(|(a, s)| Range::from_base_size(a, s)).for_each(&mut f);
+                regs.filter_map(|(a, s)| Range::from_base_size(a, s))
+                    .for_each(&mut f);
             }
         }
     }
-    let Some(chosen) = root.child("chosen") else { return };
-    let start = chosen.prop("linux,initrd-start").and_then(|p| p.read_cells(0, p.value.len() as u32 / 4));
-    let end = chosen.prop("linux,initrd-end").and_then(|p| p.read_cells(0, p.value.len() as u32 / 4));
+    let Some(chosen) = root.child("chosen") else {
+        return;
+    };
+    let start = chosen
+        .prop("linux,initrd-start")
+        .and_then(|p| p.read_cells(0, p.value.len() as u32 / 4));
+    let end = chosen
+        .prop("linux,initrd-end")
+        .and_then(|p| p.read_cells(0, p.value.len() as u32 / 4));
     if let (Some(s), Some(e)) = (start, end) {
         f(Range::new(s, e));
     }
@@ -58,7 +65,8 @@ fn visit_regs(node: &Node<'_>, parent_cells: (u32, u32), depth: usize, f: &mut i
     for c in node.children() {
         for name in ["reg", "module-addr"] {
             if let Some(regs) = c.prop(name).and_then(|p| p.ranges(cells.0, cells.1)) {
-                regs.filter_map(|(a, s)| Range::from_base_size(a, s)).for_each(&mut *f);
+                regs.filter_map(|(a, s)| Range::from_base_size(a, s))
+                    .for_each(&mut *f);
             }
         }
         if depth < 4 {
@@ -77,7 +85,12 @@ pub fn find_free(ram: &[Range], busy: &[Range], size: u64, align: u64) -> Option
                 break;
             }
             let cand = Range::new(start, end);
-            match busy.iter().filter(|b| b.overlaps(&cand)).map(|b| b.end).max() {
+            match busy
+                .iter()
+                .filter(|b| b.overlaps(&cand))
+                .map(|b| b.end)
+                .max()
+            {
                 None => return Some(cand),
                 Some(e) => start = e.checked_add(align - 1)? & !(align - 1),
             }
@@ -93,7 +106,10 @@ mod tests {
     #[test]
     fn find_free_skips_busy() {
         let ram = [Range::new(0x4000_0000, 0x8000_0000)];
-        let busy = [Range::new(0x4000_0000, 0x4040_0000), Range::new(0x4100_0000, 0x4100_1000)];
+        let busy = [
+            Range::new(0x4000_0000, 0x4040_0000),
+            Range::new(0x4100_0000, 0x4100_1000),
+        ];
         let r = find_free(&ram, &busy, 16 << 20, 2 << 20).unwrap();
         assert_eq!(r, Range::new(0x4120_0000, 0x4220_0000));
         assert!(find_free(&ram, &busy, 2 << 30, 2 << 20).is_none());

@@ -3,12 +3,12 @@
 //! Normal write-back (so atomics and the heap work), everything else in the
 //! low 512 GiB is Device-nGnRE.
 
-use aarch64_paging::descriptor::{El23Attributes, PhysicalAddress};
-use aarch64_paging::paging::{Constraints, MemoryRegion, PageTable, RootTable, Translation, El2};
 use aarch64_cpu::asm::barrier;
 use aarch64_cpu::registers::{
     ReadWriteable, Readable, Writeable, ID_AA64MMFR0_EL1, MAIR_EL2, SCTLR_EL2, TCR_EL2, TTBR0_EL2,
 };
+use aarch64_paging::descriptor::{El23Attributes, PhysicalAddress};
+use aarch64_paging::paging::{Constraints, El2, MemoryRegion, PageTable, RootTable, Translation};
 use core::cell::UnsafeCell;
 use core::ptr::NonNull;
 use dtvisor::mm::Range;
@@ -72,7 +72,10 @@ fn ram_attrs() -> El23Attributes {
 }
 
 fn device_attrs() -> El23Attributes {
-    El23Attributes::VALID | El23Attributes::ATTRIBUTE_INDEX_0 | El23Attributes::ACCESSED | El23Attributes::XN
+    El23Attributes::VALID
+        | El23Attributes::ATTRIBUTE_INDEX_0
+        | El23Attributes::ACCESSED
+        | El23Attributes::XN
 }
 
 /// Builds the identity map: `ram` as Normal memory, the rest of the low
@@ -81,7 +84,14 @@ pub fn build(ram: &[Range]) -> El2Mmu {
     let mut table = RootTable::new(StaticPool { next: 0 }, 0, El2);
     let map = |t: &mut RootTable<El2, StaticPool>, r: Range, a: El23Attributes| {
         let region = MemoryRegion::new(r.start as usize, r.end as usize);
-        if t.map_range(&region, PhysicalAddress(r.start as usize), a, Constraints::empty()).is_err() {
+        if t.map_range(
+            &region,
+            PhysicalAddress(r.start as usize),
+            a,
+            Constraints::empty(),
+        )
+        .is_err()
+        {
             super::early_fatal("cannot build the EL2 identity map");
         }
     };
@@ -90,7 +100,11 @@ pub fn build(ram: &[Range]) -> El2Mmu {
     for r in ram {
         let start = r.start & !0x1f_ffff;
         if start > cursor && cursor < DEVICE_SPAN {
-            map(&mut table, Range::new(cursor, start.min(DEVICE_SPAN)), device_attrs());
+            map(
+                &mut table,
+                Range::new(cursor, start.min(DEVICE_SPAN)),
+                device_attrs(),
+            );
         }
         cursor = cursor.max((r.end + 0x1f_ffff) & !0x1f_ffff);
     }
@@ -115,7 +129,11 @@ pub fn build(ram: &[Range]) -> El2Mmu {
     core::mem::forget(table);
     // T0SZ 16 (48-bit VA, start level 0), WBWA inner/outer, inner shareable, 4K.
     let tcr = 16 | (1 << 8) | (1 << 10) | (3 << 12) | (pa_bits << 16) | (1 << 23) | (1 << 31);
-    El2Mmu { ttbr, tcr, mair: MAIR_DEVICE | (MAIR_NORMAL << 8) }
+    El2Mmu {
+        ttbr,
+        tcr,
+        mair: MAIR_DEVICE | (MAIR_NORMAL << 8),
+    }
 }
 
 /// Turns the MMU and caches on with `m` on the calling CPU.

@@ -1,0 +1,4 @@
+//! Device emulation, portable: decoding a trapped guest access and the
+//! emulated devices themselves.
+pub mod mmio;
+pub mod vpl011;
