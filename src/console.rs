@@ -53,6 +53,13 @@ pub fn getc() -> Option<u8> {
     with_uart(|u| u.getc()).flatten()
 }
 
+/// Reads one byte of input without waiting for the console lock.
+pub fn try_getc() -> Option<u8> {
+    let _g = LOCK.try_lock()?;
+    // SAFETY: LOCK is held.
+    unsafe { (*CONSOLE.0.get()).as_mut() }.and_then(|u| u.getc())
+}
+
 /// `fmt::Write` over the console.
 pub struct Console;
 

@@ -155,7 +155,7 @@ extern "C" fn primary_main(dtb_pa: u64, load: u64, t_entry: u64) -> ! {
         arch::early_fatal("the device tree has no memory node with a usable reg");
     }
     let m = mmu::build(ram);
-    mmu::enable(&m);
+    mmu::enable(&m, true);
     console::locks_ready();
 
     let (img_start, img_end) = boot::image_range();
@@ -196,11 +196,5 @@ extern "C" fn primary_main(dtb_pa: u64, load: u64, t_entry: u64) -> ! {
         (t_now - t_entry) * 1_000_000 / freq
     );
     println!("  heap {heap} {}", Size(heap.size()));
-    arch::halt()
-}
-
-/// Secondary CPUs (started later by PSCI CPU_ON).
-#[unsafe(no_mangle)]
-extern "C" fn secondary_main(_idx: u64) -> ! {
     arch::halt()
 }

@@ -21,3 +21,8 @@ mod drivers;
 mod hyp;
 #[cfg(target_os = "none")]
 mod trap;
+#[cfg(target_os = "none")]
+mod vmm;
+
+#[cfg(target_os = "none")]
+extern crate alloc;

@@ -1,7 +1,152 @@
-//! Guest traps (filled in by the vCPU run loop). Returns None when the
-//! exception is not a guest trap, so the caller reports it as unexpected.
-use crate::arch::exception::TrapFrame;
+//! Guest traps: what each exception from a guest means, and the answer.
+//! Runs on the pCPU that owns the trapping vCPU, with the guest's
+//! registers in the trap frame; no allocation, no lock held across the
+//! return to the guest.
 
-pub fn handle(_kind: u64, _frame: &mut TrapFrame) -> Option<bool> {
-    None
+use crate::arch::exception::{exception_class_name, TrapFrame};
+use crate::arch::vcpu::{self, sysreg};
+use crate::vmm;
+use dtvisor::emul::mmio::Access;
+use dtvisor::psci::{self, Call};
+
+const EC_UNKNOWN: u64 = 0x00;
+const EC_WFX: u64 = 0x01;
+const EC_HVC64: u64 = 0x16;
+const EC_SMC64: u64 = 0x17;
+const EC_SYSREG: u64 = 0x18;
+const EC_IABT_LOW: u64 = 0x20;
+const EC_DABT_LOW: u64 = 0x24;
+const EC_DABT_CUR: u64 = 0x25;
+const EC_IABT_CUR: u64 = 0x21;
+const IL: u64 = 1 << 25;
+/// DFSC/IFSC: synchronous external abort, not on a table walk.
+const FSC_EXTERNAL: u64 = 0x10;
+
+/// Handles an exception from a guest. Returns None for anything that is
+/// not a guest trap (the caller reports it as unexpected), Some(true) when
+/// the guest may resume.
+pub fn handle(kind: u64, frame: &mut TrapFrame) -> Option<bool> {
+    let (vm, vi) = vmm::current()?;
+    match kind {
+        8 => {}                            // synchronous, lower EL AArch64
+        9 | 10 => return Some(vmm::irq()), // physical IRQ/FIQ while a guest ran
+        11 => {
+            vmm::log_vm(vm, format_args!("SError from the guest: domain stopped"));
+            vmm::system_off(vm, vi);
+        }
+        _ => return None,
+    }
+    if vm.stopping() {
+        vmm::park(vm, vi);
+    }
+    let esr = sysreg!(read "esr_el2");
+    let ec = esr >> 26;
+    match ec {
+        EC_HVC64 => hypercall(vm, vi, frame),
+        EC_SMC64 => {
+            frame.elr += 4; // SMC traps with the preferred return on itself
+            hypercall(vm, vi, frame)
+        }
+        EC_WFX => frame.elr += 4,
+        EC_DABT_LOW => data_abort(vm, frame, esr),
+        EC_IABT_LOW => {
+            let far = sysreg!(read "far_el2");
+            vmm::log_vm(
+                vm,
+                format_args!("instruction fetch from {far:#x} outside its memory: abort injected"),
+            );
+            let ec = if vcpu::from_el1(frame) {
+                EC_IABT_CUR
+            } else {
+                EC_IABT_LOW
+            };
+            vcpu::inject_sync(frame, (ec << 26) | IL | FSC_EXTERNAL, far);
+        }
+        EC_SYSREG | EC_UNKNOWN => undefined(frame),
+        _ => {
+            vmm::log_vm(
+                vm,
+                format_args!(
+                    "unhandled trap, class {ec:#04x} ({}) at {:#x}: undefined instruction injected",
+                    exception_class_name(ec),
+                    frame.elr
+                ),
+            );
+            undefined(frame);
+        }
+    }
+    Some(true)
+}
+
+fn undefined(frame: &mut TrapFrame) {
+    vcpu::inject_sync(frame, (EC_UNKNOWN << 26) | IL, 0);
+}
+
+fn data_abort(vm: &vmm::Vm, frame: &mut TrapFrame, esr: u64) {
+    let far = sysreg!(read "far_el2");
+    let hpfar = sysreg!(read "hpfar_el2");
+    let ipa = ((hpfar >> 4) << 12) | (far & 0xfff);
+    if let Some(a) = Access::decode(esr, hpfar, far) {
+        let src = if a.reg == 31 {
+            0
+        } else {
+            frame.x[a.reg as usize]
+        };
+        if let Some(v) = vmm::mmio(vm, &a, a.store_value(src)) {
+            if !a.write && a.reg != 31 {
+                frame.x[a.reg as usize] = a.load_value(v);
+            }
+            frame.elr += 4;
+            return;
+        }
+    }
+    let what = if esr & (1 << 6) != 0 { "write" } else { "read" };
+    vmm::log_vm(
+        vm,
+        format_args!(
+            "{what} at IPA {ipa:#x} (pc {:#x}) hits nothing: external abort injected",
+            frame.elr
+        ),
+    );
+    let ec = if vcpu::from_el1(frame) {
+        EC_DABT_CUR
+    } else {
+        EC_DABT_LOW
+    };
+    let wnr = esr & (1 << 6);
+    vcpu::inject_sync(frame, (ec << 26) | IL | wnr | FSC_EXTERNAL, far);
+}
+
+fn hypercall(vm: &vmm::Vm, vi: usize, frame: &mut TrapFrame) {
+    let call = Call::decode([frame.x[0], frame.x[1], frame.x[2], frame.x[3]]);
+    let ret = match call {
+        Call::Version => psci::VERSION_1_1,
+        Call::Features(fid) => psci::features(fid),
+        Call::CpuSuspend => psci::NOT_SUPPORTED,
+        Call::CpuOn {
+            target,
+            entry,
+            context,
+        } => {
+            let r = psci::cpu_on(&vm.power, &vm.ram_ipa, target, entry, context);
+            if r == psci::SUCCESS {
+                vmm::wake_all();
+            }
+            r
+        }
+        Call::CpuOff => vmm::cpu_off(vm, vi),
+        Call::AffinityInfo { target, level } => psci::affinity_info(&vm.power, target, level),
+        Call::MigrateInfoType => psci::MIGRATE_NONE,
+        Call::SystemOff => {
+            vmm::log_vm(vm, format_args!("SYSTEM_OFF: domain powered off"));
+            vmm::system_off(vm, vi)
+        }
+        Call::SystemReset => {
+            vmm::log_vm(vm, format_args!("SYSTEM_RESET: restarting the domain"));
+            vmm::system_reset(vm, vi)
+        }
+        Call::SmcccVersion => psci::SMCCC_1_1,
+        Call::ArchFeatures(_) | Call::Unknown(_) => psci::NOT_SUPPORTED,
+    };
+    frame.x[0] = ret as u64;
 }

@@ -12,6 +12,7 @@ core::arch::global_asm!(
 );
 
 unsafe extern "C" {
+    static __stacks_start: u8;
     static __image_start: u8;
     static __image_end: u8;
 }
@@ -22,4 +23,9 @@ pub fn image_range() -> (u64, u64) {
         core::ptr::addr_of!(__image_start) as u64,
         core::ptr::addr_of!(__image_end) as u64,
     )
+}
+
+/// Top of CPU `cpu`'s boot stack (as entry.S sets it).
+pub fn stack_top(cpu: usize) -> u64 {
+    core::ptr::addr_of!(__stacks_start) as u64 + ((cpu as u64 + 1) * STACK_SIZE as u64)
 }

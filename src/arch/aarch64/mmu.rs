@@ -136,12 +136,17 @@ pub fn build(ram: &[Range]) -> El2Mmu {
     }
 }
 
-/// Turns the MMU and caches on with `m` on the calling CPU.
-pub fn enable(m: &El2Mmu) {
-    let (start, end) = crate::boot::image_range();
-    // Data written with the MMU off went straight to memory; drop any stale
-    // lines for the image (code, data, BSS, tables, stacks) before caching.
-    invalidate_dcache_range(start, end);
+/// Turns the MMU and caches on with `m` on the calling CPU. The boot CPU
+/// passes `boot = true`: the data it wrote with the MMU off went straight
+/// to memory, so stale lines for the image (code, data, BSS, tables,
+/// stacks) are dropped first. Secondaries must not do that (it would
+/// discard the boot CPU's cached writes); the boot CPU cleans the image to
+/// memory before it starts them.
+pub fn enable(m: &El2Mmu, boot: bool) {
+    if boot {
+        let (start, end) = crate::boot::image_range();
+        invalidate_dcache_range(start, end);
+    }
     MAIR_EL2.set(m.mair);
     TCR_EL2.set(m.tcr);
     TTBR0_EL2.set(m.ttbr);

@@ -1,6 +1,8 @@
 //! AArch64 glue: exception vectors, EL2 MMU, CPU identity, timing.
 pub mod exception;
 pub mod mmu;
+pub mod smp;
+pub mod vcpu;
 
 use aarch64_cpu::registers::{Readable, CNTFRQ_EL0, CNTPCT_EL0, MPIDR_EL1, TPIDR_EL2};
 

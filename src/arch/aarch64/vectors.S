@@ -27,27 +27,7 @@
     mov     x0, #\kind
     mov     x1, sp
     bl      el2_exception
-    ldr     x2, [sp, #(32 * 8)]
-    ldp     x30, x1, [sp, #(30 * 8)]
-    msr     elr_el2, x1
-    msr     spsr_el2, x2
-    ldp     x0, x1, [sp, #(0 * 8)]
-    ldp     x2, x3, [sp, #(2 * 8)]
-    ldp     x4, x5, [sp, #(4 * 8)]
-    ldp     x6, x7, [sp, #(6 * 8)]
-    ldp     x8, x9, [sp, #(8 * 8)]
-    ldp     x10, x11, [sp, #(10 * 8)]
-    ldp     x12, x13, [sp, #(12 * 8)]
-    ldp     x14, x15, [sp, #(14 * 8)]
-    ldp     x16, x17, [sp, #(16 * 8)]
-    ldp     x18, x19, [sp, #(18 * 8)]
-    ldp     x20, x21, [sp, #(20 * 8)]
-    ldp     x22, x23, [sp, #(22 * 8)]
-    ldp     x24, x25, [sp, #(24 * 8)]
-    ldp     x26, x27, [sp, #(26 * 8)]
-    ldp     x28, x29, [sp, #(28 * 8)]
-    add     sp, sp, #(36 * 8)
-    eret
+    b       el2_return
 .endm
 
 .macro ventry label
@@ -92,3 +72,36 @@ v_low32_sync:       save_and_call 12
 v_low32_irq:        save_and_call 13
 v_low32_fiq:        save_and_call 14
 v_low32_serror:     save_and_call 15
+
+// Restores the TrapFrame at sp and returns from the exception. Also the
+// way into a guest for the first time: enter_guest points sp at a frame.
+.global el2_return
+el2_return:
+    ldr     x2, [sp, #(32 * 8)]
+    ldp     x30, x1, [sp, #(30 * 8)]
+    msr     elr_el2, x1
+    msr     spsr_el2, x2
+    ldp     x0, x1, [sp, #(0 * 8)]
+    ldp     x2, x3, [sp, #(2 * 8)]
+    ldp     x4, x5, [sp, #(4 * 8)]
+    ldp     x6, x7, [sp, #(6 * 8)]
+    ldp     x8, x9, [sp, #(8 * 8)]
+    ldp     x10, x11, [sp, #(10 * 8)]
+    ldp     x12, x13, [sp, #(12 * 8)]
+    ldp     x14, x15, [sp, #(14 * 8)]
+    ldp     x16, x17, [sp, #(16 * 8)]
+    ldp     x18, x19, [sp, #(18 * 8)]
+    ldp     x20, x21, [sp, #(20 * 8)]
+    ldp     x22, x23, [sp, #(22 * 8)]
+    ldp     x24, x25, [sp, #(24 * 8)]
+    ldp     x26, x27, [sp, #(26 * 8)]
+    ldp     x28, x29, [sp, #(28 * 8)]
+    add     sp, sp, #(36 * 8)
+    eret
+
+// enter_guest(frame): never returns; the frame sits at the top of this
+// CPU's stack so that later traps reuse the space below it.
+.global enter_guest
+enter_guest:
+    mov     sp, x0
+    b       el2_return

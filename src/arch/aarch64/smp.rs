@@ -1,0 +1,57 @@
+//! Secondary pCPUs: started with PSCI CPU_ON over the conduit the host DTB
+//! names, each enters `secondary_entry` (boot/entry.S) with its index,
+//! turns on the same EL2 translation as the boot CPU, and idles until its
+//! vCPU is powered on.
+
+use super::mmu::{self, El2Mmu};
+use aarch64_cpu::registers::{Writeable, TPIDR_EL2};
+use core::sync::atomic::{AtomicUsize, Ordering};
+use smccc::{Hvc, Smc};
+use spin::Once;
+
+static MMU: Once<El2Mmu> = Once::new();
+static ONLINE: AtomicUsize = AtomicUsize::new(1);
+
+/// The firmware conduit for PSCI calls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Conduit {
+    Smc,
+    Hvc,
+}
+
+unsafe extern "C" {
+    fn secondary_entry();
+}
+
+/// Records the boot CPU's EL2 translation for the secondaries.
+pub fn publish_mmu(m: El2Mmu) {
+    MMU.call_once(|| m);
+}
+
+/// Starts pCPU `idx` (MPIDR `mpidr`). Returns the PSCI error, if any.
+pub fn start_cpu(conduit: Conduit, idx: usize, mpidr: u64) -> Result<(), smccc::psci::Error> {
+    // Secondaries read the tables, MMU settings and code with the MMU off.
+    let (start, end) = crate::boot::image_range();
+    mmu::clean_dcache_range(start, end);
+    let entry = secondary_entry as usize as u64;
+    match conduit {
+        Conduit::Smc => smccc::psci::cpu_on::<Smc>(mpidr, entry, idx as u64),
+        Conduit::Hvc => smccc::psci::cpu_on::<Hvc>(mpidr, entry, idx as u64),
+    }
+}
+
+/// Number of pCPUs that reached Rust with their MMU on.
+pub fn online() -> usize {
+    ONLINE.load(Ordering::Acquire)
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn secondary_main(idx: u64) -> ! {
+    TPIDR_EL2.set(idx);
+    match MMU.get() {
+        Some(m) => mmu::enable(m, false),
+        None => super::halt(),
+    }
+    ONLINE.fetch_add(1, Ordering::AcqRel);
+    crate::vmm::idle()
+}

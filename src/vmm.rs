@@ -1,0 +1,314 @@
+//! Running domains on the image: which pCPU runs which vCPU, power state
+//! changes (CPU_ON/OFF, SYSTEM_OFF/RESET), emulated MMIO and the console
+//! input focus. Built once at boot; afterwards shared read-only except
+//! for atomics and the per-device locks.
+
+use crate::arch::{self, mmu, vcpu};
+use crate::boot;
+use crate::console;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
+use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use dtvisor::emul::mmio::Access;
+use dtvisor::emul::vpl011::{self, Vpl011};
+use dtvisor::mm::Range;
+use dtvisor::psci::{Power, VcpuPower};
+use spin::{Mutex, Once};
+
+/// A copy made when a domain (re)starts: `len` bytes from host `src` to host `dst`.
+#[derive(Clone, Copy, Debug)]
+pub struct Load {
+    pub src: u64,
+    pub dst: u64,
+    pub len: u64,
+}
+
+/// One domain as the image runs it.
+pub struct Vm {
+    pub name: String,
+    pub id: u16,
+    pub vtcr: u64,
+    pub vttbr: u64,
+    /// Guest-physical RAM banks.
+    pub ram_ipa: Vec<Range>,
+    /// Per vCPU: power state, and the pCPU it is pinned to.
+    pub power: Vec<VcpuPower>,
+    pub pcpu: Vec<usize>,
+    pub vpl011: Option<Mutex<Vpl011>>,
+    /// What to copy into guest RAM at each (re)start, and where to enter.
+    pub loads: Vec<Load>,
+    pub entry_ipa: u64,
+    pub dtb_ipa: u64,
+    /// Host RAM of the guest (zeroed before each start).
+    pub ram_host: Vec<Range>,
+    state: AtomicU8,
+}
+
+const RUNNING: u8 = 0;
+const OFF: u8 = 1;
+const RESETTING: u8 = 2;
+
+impl Vm {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        name: String,
+        id: u16,
+        vtcr: u64,
+        vttbr: u64,
+        ram_ipa: Vec<Range>,
+        ram_host: Vec<Range>,
+        pcpu: Vec<usize>,
+        vpl011: bool,
+        loads: Vec<Load>,
+        entry_ipa: u64,
+        dtb_ipa: u64,
+    ) -> Vm {
+        let power = (0..pcpu.len() as u64)
+            .map(|n| VcpuPower::new(vmpidr_aff(n)))
+            .collect();
+        Vm {
+            name,
+            id,
+            vtcr,
+            vttbr,
+            ram_ipa,
+            power,
+            pcpu,
+            vpl011: vpl011.then(|| Mutex::new(Vpl011::new())),
+            loads,
+            entry_ipa,
+            dtb_ipa,
+            ram_host,
+            state: AtomicU8::new(RUNNING),
+        }
+    }
+
+    /// SYSTEM_OFF or a reset is under way: vCPUs park at their next trap.
+    pub fn stopping(&self) -> bool {
+        self.state.load(Ordering::Acquire) != RUNNING
+    }
+}
+
+/// Guest MPIDR affinity of vCPU `n` (Xen's rule: Aff0 = n & 0xf, Aff1 = n >> 4).
+pub fn vmpidr_aff(n: u64) -> u64 {
+    (n & 0xf) | ((n >> 4) << 8)
+}
+
+static VMS: Once<Vec<Vm>> = Once::new();
+/// Per pCPU: (domain index + 1, vCPU index); 0 = no vCPU.
+static ASSIGN: [(AtomicUsize, AtomicUsize); boot::MAX_CPUS] =
+    [const { (AtomicUsize::new(0), AtomicUsize::new(0)) }; boot::MAX_CPUS];
+/// Console input focus: 0 = hypervisor, n = domain index + 1.
+static FOCUS: AtomicUsize = AtomicUsize::new(0);
+static CTRL_A: AtomicUsize = AtomicUsize::new(0);
+
+/// Publishes the domains and pins every vCPU to its pCPU.
+pub fn install(vms: Vec<Vm>) -> &'static [Vm] {
+    let vms = VMS.call_once(|| vms);
+    for (d, vm) in vms.iter().enumerate() {
+        for (v, &p) in vm.pcpu.iter().enumerate() {
+            ASSIGN[p].1.store(v, Ordering::Relaxed);
+            ASSIGN[p].0.store(d + 1, Ordering::Release);
+        }
+    }
+    vms
+}
+
+/// The domain and vCPU this pCPU runs, if any.
+pub fn current() -> Option<(&'static Vm, usize)> {
+    let cpu = arch::cpu_index();
+    let slot = ASSIGN.get(cpu)?;
+    let d = slot.0.load(Ordering::Acquire).checked_sub(1)?;
+    Some((VMS.get()?.get(d)?, slot.1.load(Ordering::Relaxed)))
+}
+
+/// "(dtvisor) <domain>: <message>" on the console.
+pub fn log_vm(vm: &Vm, args: fmt::Arguments) {
+    log::info!("{}: {}", vm.name, args);
+}
+
+/// Wakes CPUs waiting in `idle` (after a vCPU was made pending).
+pub fn wake_all() {
+    // SAFETY: SEV only signals an event to all CPUs.
+    unsafe { core::arch::asm!("dsb ish", "sev") };
+}
+
+/// This pCPU's life from now on: wait until its vCPU is powered on, then
+/// run it. Never returns; re-entered whenever the vCPU stops.
+pub fn idle() -> ! {
+    let cpu = arch::cpu_index();
+    let stack_top = boot::stack_top(cpu);
+    loop {
+        if let Some((vm, vi)) = current() {
+            if !vm.stopping() {
+                if let Some((entry, ctx)) = vm.power[vi].take_pending() {
+                    vcpu::configure_el2(vm.vtcr, vm.vttbr);
+                    vcpu::El1Regs::reset(vcpu_mpidr(vi as u64)).load();
+                    vcpu::run(entry, ctx, stack_top);
+                }
+            }
+        }
+        poll_console();
+        // SAFETY: waiting for an event (SEV or the timer event stream).
+        unsafe { core::arch::asm!("wfe") };
+    }
+}
+
+fn vcpu_mpidr(n: u64) -> u64 {
+    (1 << 31) | vmpidr_aff(n)
+}
+
+/// Stops the calling vCPU for good (until CPU_ON) and idles its pCPU.
+pub fn park(vm: &Vm, vi: usize) -> ! {
+    if !vm.stopping() {
+        vm.power[vi].set(Power::Off);
+    } else {
+        vm.power[vi].set(Power::Stopped);
+    }
+    idle()
+}
+
+/// PSCI CPU_OFF from vCPU `vi`.
+pub fn cpu_off(vm: &Vm, vi: usize) -> i64 {
+    park(vm, vi)
+}
+
+/// SYSTEM_OFF: this domain only. The other domains keep running.
+pub fn system_off(vm: &Vm, vi: usize) -> ! {
+    vm.state.store(OFF, Ordering::Release);
+    for p in &vm.power {
+        if p.state() != Power::On {
+            p.set(Power::Stopped);
+        }
+    }
+    park(vm, vi)
+}
+
+/// SYSTEM_RESET: restart this domain from its pristine images once every
+/// one of its vCPUs has stopped.
+pub fn system_reset(vm: &Vm, vi: usize) -> ! {
+    vm.state.store(RESETTING, Ordering::Release);
+    vm.power[vi].set(Power::Stopped);
+    // Other vCPUs park at their next trap; wait for them (bounded by
+    // their own progress: a vCPU spinning without traps delays the reset,
+    // as it would on hardware without an IPI; the vGIC brings SGIs).
+    let mut warned = false;
+    let t0 = arch::counter();
+    while vm
+        .power
+        .iter()
+        .any(|p| p.state() == Power::On || p.state() == Power::Pending)
+    {
+        if !warned && arch::counter() - t0 > arch::counter_freq() {
+            log_vm(vm, format_args!("reset waits for its other vCPUs to trap"));
+            warned = true;
+        }
+        core::hint::spin_loop();
+    }
+    start(vm);
+    idle()
+}
+
+/// Loads the pristine images and powers on vCPU 0 at the kernel entry.
+pub fn start(vm: &Vm) {
+    for r in &vm.ram_host {
+        // SAFETY: the domain's host RAM, identity mapped, used by no one
+        // else while all its vCPUs are stopped.
+        unsafe { core::ptr::write_bytes(r.start as *mut u8, 0, r.size() as usize) };
+    }
+    for l in &vm.loads {
+        // SAFETY: placement made `src` (pristine copy) and `dst` (guest
+        // RAM) disjoint host ranges of `len` bytes.
+        unsafe {
+            core::ptr::copy_nonoverlapping(l.src as *const u8, l.dst as *mut u8, l.len as usize)
+        };
+    }
+    // The guest starts with its MMU off: its accesses bypass the caches.
+    for r in &vm.ram_host {
+        mmu::clean_dcache_range(r.start, r.end);
+    }
+    // SAFETY: invalidating the instruction cache has no memory effects.
+    unsafe { core::arch::asm!("ic iallu", "dsb ish", "isb") };
+    for p in &vm.power {
+        p.set(Power::Off);
+    }
+    vm.state.store(RUNNING, Ordering::Release);
+    vm.power[0].start(vm.entry_ipa, vm.dtb_ipa);
+    wake_all();
+}
+
+/// Emulated MMIO: Some(value read) if the access hit a device.
+pub fn mmio(vm: &Vm, a: &Access, val: u64) -> Option<u64> {
+    if a.ipa >= vpl011::BASE && a.ipa < vpl011::BASE + vpl011::SIZE {
+        let u = vm.vpl011.as_ref()?;
+        poll_console();
+        let off = a.ipa - vpl011::BASE;
+        let mut u = u.lock();
+        if a.write {
+            u.write(off, val as u32, &mut |line| print_line(vm, line));
+            return Some(0);
+        }
+        return Some(u.read(off) as u64);
+    }
+    None
+}
+
+fn print_line(vm: &Vm, line: &[u8]) {
+    let text = core::str::from_utf8(line).unwrap_or("<non-UTF-8 output>");
+    println!("({}) {}", vm.name, text);
+}
+
+/// A physical interrupt arrived while a guest ran (none are enabled yet).
+pub fn irq() -> bool {
+    true
+}
+
+/// Reads console input: Ctrl-a three times moves the focus on (the
+/// hypervisor, then each domain with a vpl011); other bytes go to the
+/// focused domain's vpl011.
+pub fn poll_console() {
+    let Some(vms) = VMS.get() else { return };
+    while let Some(b) = console::try_getc() {
+        if b == 0x01 {
+            if CTRL_A.fetch_add(1, Ordering::Relaxed) + 1 >= 3 {
+                CTRL_A.store(0, Ordering::Relaxed);
+                switch_focus(vms);
+            }
+            continue;
+        }
+        CTRL_A.store(0, Ordering::Relaxed);
+        let f = FOCUS.load(Ordering::Relaxed);
+        match f
+            .checked_sub(1)
+            .and_then(|d| vms.get(d))
+            .and_then(|vm| vm.vpl011.as_ref())
+        {
+            Some(u) => {
+                u.lock().push_rx(b);
+            }
+            None => {
+                if b == b'\r' || b == b'\n' {
+                    log::info!("input goes to the hypervisor; press Ctrl-a three times to switch");
+                }
+            }
+        }
+    }
+}
+
+fn switch_focus(vms: &[Vm]) {
+    let mut f = FOCUS.load(Ordering::Relaxed);
+    loop {
+        f = (f + 1) % (vms.len() + 1);
+        if f == 0 || vms[f - 1].vpl011.is_some() {
+            break;
+        }
+    }
+    FOCUS.store(f, Ordering::Relaxed);
+    let name = if f == 0 {
+        "the hypervisor"
+    } else {
+        vms[f - 1].name.as_str()
+    };
+    log::info!("console input now goes to {name} (Ctrl-a three times to switch)");
+}
