@@ -9,4 +9,5 @@ pub mod emul;
 pub mod fdt;
 pub mod hw;
 pub mod mm;
+pub mod placement;
 pub mod psci;
