@@ -1,0 +1,105 @@
+#!/usr/bin/env python3
+"""Builds system DTBs for QEMU virt and the QEMU command line that loads
+their modules, the way a U-Boot script would: QEMU's own DTB (dumped with
+dumpdtb) + a fragment from dts/ with /chosen domain nodes, module sizes
+filled in from the files.
+
+  system.py dtb FRAGMENT.dtsi OUT.dtb [--gic 3] [--smp 4] [--mem 2G]
+  system.py run FRAGMENT.dtsi [--gic 3] [--smp 4] [--mem 2G] [-- QEMU ARGS]
+"""
+import argparse
+import os
+import re
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CACHE = os.path.join(ROOT, "cache", "qemu")
+
+
+def sh(cmd, **kw):
+    p = subprocess.run(cmd, capture_output=True, text=True, **kw)
+    if p.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)}: {p.stderr.strip()}")
+    return p.stdout
+
+
+def qemu_dtb(gic=3, smp=4, mem="2G", cpu="cortex-a57"):
+    """QEMU virt's own DTB for this machine shape (cached)."""
+    os.makedirs(CACHE, exist_ok=True)
+    path = os.path.join(CACHE, f"virt-gicv{gic}-smp{smp}-{mem}-{cpu}.dtb")
+    if not os.path.exists(path):
+        tmp = path + ".tmp"
+        sh(["timeout", "60", "qemu-system-aarch64", "-machine",
+            f"virt,virtualization=on,gic-version={gic},dumpdtb={tmp}", "-cpu", cpu,
+            "-smp", str(smp), "-m", mem, "-nographic", "-nic", "none"])
+        os.replace(tmp, path)
+    return path
+
+
+def read_modules(path, env):
+    """(node path, file, address) from a .modules list; $VARS from env."""
+    out = []
+    if not os.path.exists(path):
+        return out
+    for line in open(path):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        node, f, addr = line.split()
+        f = re.sub(r"\$(\w+)", lambda m: env[m.group(1)], f)
+        out.append((node, f, int(addr, 0)))
+    return out
+
+
+def system_dtb(fragment, out, env=None, gic=3, smp=4, mem="2G", cpu="cortex-a57", extra_dts=""):
+    """Compiles QEMU's DTB + `fragment` into `out`; returns QEMU loader args."""
+    env = dict(os.environ, **(env or {}))
+    base = sh(["dtc", "-q", "-I", "dtb", "-O", "dts", qemu_dtb(gic, smp, mem, cpu)])
+    base = "\n".join(l for l in base.splitlines() if "rng-seed" not in l and "kaslr-seed" not in l)
+    frag = os.path.abspath(fragment)
+    src = out + ".dts"
+    with open(src, "w") as f:
+        f.write(base + f'\n/include/ "{frag}"\n' + extra_dts)
+    sh(["dtc", "-q", "-I", "dts", "-O", "dtb", "-o", out, src])
+    args = []
+    mods = os.path.splitext(frag)[0] + ".modules"
+    for node, f, addr in read_modules(mods, env):
+        size = os.path.getsize(f)
+        sh(["fdtput", "-t", "x", out, node, "reg", "0", hex(addr), "0", hex(size)])
+        args += ["-device", f"loader,file={f},addr={hex(addr)},force-raw=on"]
+    return args
+
+
+def default_env():
+    return {"GUEST": os.environ.get("DTVISOR_GUEST") or os.path.join(ROOT, "target/guest/dtvisor-test-guest.bin")}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("cmd", choices=["dtb", "run"])
+    ap.add_argument("fragment")
+    ap.add_argument("out", nargs="?")
+    ap.add_argument("--gic", type=int, default=3)
+    ap.add_argument("--smp", type=int, default=4)
+    ap.add_argument("--mem", default="2G")
+    ap.add_argument("--cpu", default="cortex-a57")
+    ap.add_argument("--image", default=os.path.join(ROOT, "target/aarch64/release/dtvisor.bin"))
+    ap.add_argument("qemu", nargs=argparse.REMAINDER)
+    a = ap.parse_args()
+    out = a.out or os.path.join(CACHE, os.path.basename(a.fragment).replace(".dtsi", ".dtb"))
+    os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
+    loaders = system_dtb(a.fragment, out, default_env(), a.gic, a.smp, a.mem, a.cpu)
+    if a.cmd == "dtb":
+        print(out)
+        return
+    extra = [x for x in a.qemu if x != "--"]
+    cmd = ["qemu-system-aarch64", "-machine", f"virt,virtualization=on,gic-version={a.gic}",
+           "-cpu", a.cpu, "-smp", str(a.smp), "-m", a.mem, "-nographic", "-nic", "none",
+           "-kernel", a.image, "-dtb", out] + loaders + extra
+    print("+ " + " ".join(cmd), file=sys.stderr)
+    os.execvp(cmd[0], cmd)
+
+
+if __name__ == "__main__":
+    main()
