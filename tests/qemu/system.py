@@ -96,6 +96,7 @@ def main():
     extra = [x for x in a.qemu if x != "--"]
     cmd = ["qemu-system-aarch64", "-machine", f"virt,virtualization=on,gic-version={a.gic}",
            "-cpu", a.cpu, "-smp", str(a.smp), "-m", a.mem, "-nographic", "-nic", "none",
+           "-echr", "0x1d",  # QEMU's own escape is Ctrl-], so Ctrl-a reaches dtvisor
            "-kernel", a.image, "-dtb", out] + loaders + extra
     print("+ " + " ".join(cmd), file=sys.stderr)
     os.execvp(cmd[0], cmd)
