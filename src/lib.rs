@@ -11,3 +11,4 @@ pub mod hw;
 pub mod mm;
 pub mod placement;
 pub mod psci;
+pub mod vm;

@@ -2,6 +2,7 @@
 pub mod exception;
 pub mod mmu;
 pub mod smp;
+pub mod stage2;
 pub mod vcpu;
 
 use aarch64_cpu::registers::{Readable, CNTFRQ_EL0, CNTPCT_EL0, MPIDR_EL1, TPIDR_EL2};

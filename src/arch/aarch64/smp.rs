@@ -33,7 +33,7 @@ pub fn start_cpu(conduit: Conduit, idx: usize, mpidr: u64) -> Result<(), smccc::
     // Secondaries read the tables, MMU settings and code with the MMU off.
     let (start, end) = crate::boot::image_range();
     mmu::clean_dcache_range(start, end);
-    let entry = secondary_entry as usize as u64;
+    let entry = secondary_entry as *const () as u64;
     match conduit {
         Conduit::Smc => smccc::psci::cpu_on::<Smc>(mpidr, entry, idx as u64),
         Conduit::Hvc => smccc::psci::cpu_on::<Hvc>(mpidr, entry, idx as u64),

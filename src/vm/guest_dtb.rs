@@ -1,0 +1,247 @@
+//! The guest DTB, written with rust-vmm's `vm-fdt`, in the layout Xen gives
+//! dom0less domUs (bindings.md 4.2), so kernels and DTB fragments written
+//! for Xen guests see the same machine. One documented extension:
+//! `/chosen/stdout-path` names the vpl011 when present, so early console
+//! output works without kernel arguments.
+
+use crate::emul::vpl011;
+use crate::mm::Range;
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec;
+use alloc::vec::Vec;
+
+/// Phandle of the vGIC (Xen's GUEST_PHANDLE_GIC).
+pub const GIC_PHANDLE: u32 = 65000;
+pub const GICD_BASE: u64 = 0x0300_1000;
+pub const GICC_BASE: u64 = 0x0300_2000;
+pub const GICR_BASE: u64 = 0x0302_0000;
+/// Each GICv3 redistributor: RD and SGI frames.
+pub const GICR_STRIDE: u64 = 0x2_0000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GicVersion {
+    V2,
+    V3,
+}
+
+/// What goes into one guest's DTB.
+#[derive(Clone, Debug)]
+pub struct GuestDtbSpec<'a> {
+    pub bootargs: Option<&'a str>,
+    /// Guest-physical initrd range.
+    pub initrd: Option<Range>,
+    /// Guest-physical RAM banks.
+    pub ram: &'a [Range],
+    pub vcpus: u32,
+    /// `compatible` of the host's first CPU node.
+    pub cpu_compatible: &'a str,
+    pub gic: GicVersion,
+    pub timer_clock_frequency: Option<u32>,
+    pub vpl011: bool,
+}
+
+/// Guest MPIDR affinity of vCPU `n`: Aff0 = n & 0xf, Aff1 = n >> 4.
+pub fn vcpu_mpidr(n: u32) -> u32 {
+    (n & 0xf) | ((n >> 4) << 8)
+}
+
+/// Builds the guest DTB.
+pub fn build(spec: &GuestDtbSpec) -> Result<Vec<u8>, vm_fdt::Error> {
+    let mut w = vm_fdt::FdtWriter::new()?;
+    let root = w.begin_node("")?;
+    w.property_u32("#address-cells", 2)?;
+    w.property_u32("#size-cells", 2)?;
+    w.property_u32("interrupt-parent", GIC_PHANDLE)?;
+
+    let chosen = w.begin_node("chosen")?;
+    if let Some(b) = spec.bootargs.filter(|b| !b.is_empty()) {
+        w.property_string("bootargs", b)?;
+    }
+    if let Some(r) = spec.initrd {
+        w.property_u64("linux,initrd-start", r.start)?;
+        w.property_u64("linux,initrd-end", r.end)?;
+    }
+    if spec.vpl011 {
+        w.property_string("stdout-path", &format!("/sbsa-uart@{:x}", vpl011::BASE))?;
+    }
+    w.end_node(chosen)?;
+
+    let cpus = w.begin_node("cpus")?;
+    w.property_u32("#address-cells", 1)?;
+    w.property_u32("#size-cells", 0)?;
+    for n in 0..spec.vcpus {
+        let mpidr = vcpu_mpidr(n);
+        let cpu = w.begin_node(&format!("cpu@{mpidr:x}"))?;
+        w.property_string("compatible", spec.cpu_compatible)?;
+        w.property_string("device_type", "cpu")?;
+        w.property_u32("reg", mpidr)?;
+        w.property_string("enable-method", "psci")?;
+        w.end_node(cpu)?;
+    }
+    w.end_node(cpus)?;
+
+    let first = spec.ram.first().map_or(0, |r| r.start);
+    let mem = w.begin_node(&format!("memory@{first:x}"))?;
+    w.property_string("device_type", "memory")?;
+    let regs: Vec<u64> = spec.ram.iter().flat_map(|r| [r.start, r.size()]).collect();
+    w.property_array_u64("reg", &regs)?;
+    w.end_node(mem)?;
+
+    let gic = w.begin_node(&format!("interrupt-controller@{GICD_BASE:x}"))?;
+    match spec.gic {
+        GicVersion::V3 => {
+            w.property_string("compatible", "arm,gic-v3")?;
+            w.property_u32("#redistributor-regions", 1)?;
+            let gicr = spec.vcpus.max(1) as u64 * GICR_STRIDE;
+            w.property_array_u64("reg", &[GICD_BASE, 0x1_0000, GICR_BASE, gicr])?;
+        }
+        GicVersion::V2 => {
+            w.property_string("compatible", "arm,gic-400")?;
+            w.property_array_u64("reg", &[GICD_BASE, 0x1000, GICC_BASE, 0x2000])?;
+        }
+    }
+    w.property_u32("#interrupt-cells", 3)?;
+    w.property_u32("#address-cells", 0)?;
+    w.property_null("interrupt-controller")?;
+    w.property_u32("phandle", GIC_PHANDLE)?;
+    w.property_u32("linux,phandle", GIC_PHANDLE)?;
+    w.end_node(gic)?;
+
+    let timer = w.begin_node("timer")?;
+    w.property_string("compatible", "arm,armv8-timer")?;
+    // Secure, non-secure physical, virtual: PPIs 13, 14, 11, level-low, all CPUs.
+    w.property_array_u32("interrupts", &[1, 13, 0xf08, 1, 14, 0xf08, 1, 11, 0xf08])?;
+    w.property_u32("interrupt-parent", GIC_PHANDLE)?;
+    if let Some(f) = spec.timer_clock_frequency {
+        w.property_u32("clock-frequency", f)?;
+    }
+    w.end_node(timer)?;
+
+    let psci = w.begin_node("psci")?;
+    let compat = vec![
+        "arm,psci-1.0".to_string(),
+        "arm,psci-0.2".to_string(),
+        "arm,psci".to_string(),
+    ];
+    w.property_string_list("compatible", compat)?;
+    w.property_string("method", "hvc")?;
+    w.property_u32("cpu_off", 1)?;
+    w.property_u32("cpu_on", 2)?;
+    w.end_node(psci)?;
+
+    if spec.vpl011 {
+        let uart = w.begin_node(&format!("sbsa-uart@{:x}", vpl011::BASE))?;
+        w.property_string("compatible", "arm,sbsa-uart")?;
+        w.property_array_u64("reg", &[vpl011::BASE, vpl011::SIZE])?;
+        w.property_array_u32("interrupts", &[0, vpl011::INTID - 32, 4])?;
+        w.property_u32("interrupt-parent", GIC_PHANDLE)?;
+        w.property_u32("current-speed", 115200)?;
+        w.end_node(uart)?;
+    }
+    w.end_node(root)?;
+    w.finish()
+}
+
+/// A short name for logs.
+pub fn describe(spec: &GuestDtbSpec) -> String {
+    format!("{} vCPUs, {} RAM banks", spec.vcpus, spec.ram.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fdt::Fdt;
+
+    fn spec(ram: &[Range]) -> GuestDtbSpec<'_> {
+        GuestDtbSpec {
+            bootargs: Some("console=ttyAMA0 quiet"),
+            initrd: Some(Range::new(0x4800_0000, 0x4810_0000)),
+            ram,
+            vcpus: 18,
+            cpu_compatible: "arm,cortex-a57",
+            gic: GicVersion::V3,
+            timer_clock_frequency: None,
+            vpl011: true,
+        }
+    }
+
+    #[test]
+    fn layout_matches_xen_domu() {
+        let ram = [
+            Range::new(0x4000_0000, 0x1_0000_0000),
+            Range::new(0x2_0000_0000, 0x2_4000_0000),
+        ];
+        let blob = build(&spec(&ram)).unwrap();
+        let f = Fdt::new(&blob).unwrap();
+        let root = f.root();
+        assert_eq!(root.prop("#address-cells").unwrap().u32(), Some(2));
+        let chosen = f.find("/chosen").unwrap();
+        assert_eq!(
+            chosen.prop("bootargs").unwrap().str(),
+            Some("console=ttyAMA0 quiet")
+        );
+        assert_eq!(
+            chosen.prop("linux,initrd-start").unwrap().u64(),
+            Some(0x4800_0000)
+        );
+        assert_eq!(
+            chosen.prop("linux,initrd-end").unwrap().u64(),
+            Some(0x4810_0000)
+        );
+        let cpus: Vec<_> = f
+            .find("/cpus")
+            .unwrap()
+            .children()
+            .map(|c| c.prop("reg").unwrap().u32().unwrap())
+            .collect();
+        assert_eq!(cpus.len(), 18);
+        assert_eq!(cpus[16], 0x100);
+        assert_eq!(cpus[17], 0x101);
+        let mem = f.find("/memory@40000000").unwrap();
+        let banks: Vec<_> = mem.prop("reg").unwrap().ranges(2, 2).unwrap().collect();
+        assert_eq!(
+            banks,
+            [(0x4000_0000, 0xc000_0000), (0x2_0000_0000, 0x4000_0000)]
+        );
+        let gic = f.find("/interrupt-controller@3001000").unwrap();
+        assert!(gic.is_compatible("arm,gic-v3"));
+        assert_eq!(gic.prop("phandle").unwrap().u32(), Some(GIC_PHANDLE));
+        let regs: Vec<_> = gic.prop("reg").unwrap().ranges(2, 2).unwrap().collect();
+        assert_eq!(regs, [(GICD_BASE, 0x1_0000), (GICR_BASE, 18 * GICR_STRIDE)]);
+        let psci = f.find("/psci").unwrap();
+        assert_eq!(psci.prop("method").unwrap().str(), Some("hvc"));
+        assert!(psci.is_compatible("arm,psci-1.0"));
+        let uart = f.find("/sbsa-uart@22000000").unwrap();
+        assert_eq!(
+            uart.prop("interrupts")
+                .unwrap()
+                .cells()
+                .unwrap()
+                .collect::<Vec<_>>(),
+            [0, 0, 4]
+        );
+        let t = f.find("/timer").unwrap();
+        assert_eq!(t.prop("interrupts").unwrap().cell_count(), Some(9));
+    }
+
+    #[test]
+    fn gicv2_and_no_optional_parts() {
+        let ram = [Range::new(0x4000_0000, 0x4800_0000)];
+        let mut s = spec(&ram);
+        s.gic = GicVersion::V2;
+        s.vpl011 = false;
+        s.initrd = None;
+        s.bootargs = Some("");
+        let blob = build(&s).unwrap();
+        let f = Fdt::new(&blob).unwrap();
+        assert!(f
+            .find("/interrupt-controller@3001000")
+            .unwrap()
+            .is_compatible("arm,gic-400"));
+        assert!(f.find("/sbsa-uart@22000000").is_none());
+        let chosen = f.find("/chosen").unwrap();
+        assert!(chosen.prop("bootargs").is_none() && chosen.prop("linux,initrd-start").is_none());
+        assert!(blob.len() < 16 * 1024);
+    }
+}

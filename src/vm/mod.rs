@@ -1,0 +1,4 @@
+//! Building a domain: the guest-physical map, the kernel's Image header,
+//! the guest DTB.
+pub mod guest_dtb;
+pub mod image;

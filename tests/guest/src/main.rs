@@ -1,0 +1,303 @@
+//! dtvisor's test guest: a bare-metal AArch64 EL1 program that reads its
+//! DTB, prints what it was given, exercises PSCI and reports each check as
+//! PASS or FAIL on its console. Bootargs words select what happens after
+//! the checks (see README.md). Runs with the MMU off throughout.
+#![no_std]
+#![no_main]
+
+mod fdt;
+
+use core::fmt::{self, Write};
+use core::ptr::{read_volatile, write_volatile};
+
+core::arch::global_asm!(include_str!("entry.S"));
+
+const PSCI_VERSION: u64 = 0x8400_0000;
+const CPU_OFF: u64 = 0x8400_0002;
+const CPU_ON: u64 = 0xc400_0003;
+const AFFINITY_INFO: u64 = 0xc400_0004;
+const SYSTEM_OFF: u64 = 0x8400_0008;
+const SYSTEM_RESET: u64 = 0x8400_0009;
+const PSCI_FEATURES: u64 = 0x8400_000a;
+const INVALID_PARAMETERS: i64 = -2;
+
+static mut UART: usize = 0;
+static mut USE_SMC: bool = false;
+/// Set by a secondary vCPU once it runs (index = its context id).
+static mut ONLINE: [u64; 8] = [0; 8];
+static mut CAUGHT: u64 = 0;
+
+fn uart() -> usize {
+    // SAFETY: written once by the boot vCPU before anything reads it.
+    unsafe { read_volatile(&raw const UART) }
+}
+
+struct Console;
+
+impl Write for Console {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let base = uart();
+        if base == 0 {
+            return Ok(());
+        }
+        for b in s.bytes() {
+            // SAFETY: the UART the DTB names; FR (0x18) and DR (0x00) are
+            // the SBSA UART registers.
+            unsafe {
+                while read_volatile((base + 0x18) as *const u32) & (1 << 5) != 0 {}
+                write_volatile(base as *mut u32, b as u32);
+            }
+        }
+        Ok(())
+    }
+}
+
+macro_rules! say {
+    ($($a:tt)*) => {{ let _ = writeln!(Console, $($a)*); }};
+}
+
+fn getc() -> Option<u8> {
+    let base = uart();
+    // SAFETY: as in Console.
+    unsafe {
+        if read_volatile((base + 0x18) as *const u32) & (1 << 4) != 0 {
+            None
+        } else {
+            Some(read_volatile(base as *const u32) as u8)
+        }
+    }
+}
+
+fn psci(f: u64, a: u64, b: u64, c: u64) -> i64 {
+    let r: u64;
+    // SAFETY: an SMCCC call; x0-x3 carry arguments, x0 the result; the
+    // callee may clobber x4-x17 (SMCCC 1.1 preserves them, but be safe).
+    unsafe {
+        if read_volatile(&raw const USE_SMC) {
+            core::arch::asm!("smc #0", inout("x0") f => r, inout("x1") a => _, inout("x2") b => _,
+                inout("x3") c => _, out("x4") _, out("x5") _, out("x6") _, out("x7") _,
+                out("x8") _, out("x9") _, out("x10") _, out("x11") _, out("x12") _,
+                out("x13") _, out("x14") _, out("x15") _, out("x16") _, out("x17") _);
+        } else {
+            core::arch::asm!("hvc #0", inout("x0") f => r, inout("x1") a => _, inout("x2") b => _,
+                inout("x3") c => _, out("x4") _, out("x5") _, out("x6") _, out("x7") _,
+                out("x8") _, out("x9") _, out("x10") _, out("x11") _, out("x12") _,
+                out("x13") _, out("x14") _, out("x15") _, out("x16") _, out("x17") _);
+        }
+    }
+    r as i64
+}
+
+struct Checks {
+    pass: u32,
+    fail: u32,
+}
+
+impl Checks {
+    fn check(&mut self, ok: bool, name: fmt::Arguments) {
+        if ok {
+            self.pass += 1;
+            say!("guest: PASS {name}");
+        } else {
+            self.fail += 1;
+            say!("guest: FAIL {name}");
+        }
+    }
+}
+
+fn has_word(args: &str, w: &str) -> bool {
+    args.split(' ').any(|x| x == w)
+}
+
+fn word_value<'a>(args: &'a str, key: &str) -> Option<&'a str> {
+    args.split(' ')
+        .find_map(|x| x.strip_prefix(key)?.strip_prefix('='))
+}
+
+fn parse_hex(s: &str) -> Option<u64> {
+    u64::from_str_radix(s.strip_prefix("0x").unwrap_or(s), 16).ok()
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn guest_main(dtb: usize) -> ! {
+    let info = match fdt::Info::read(dtb) {
+        Some(i) => i,
+        None => {
+            psci(SYSTEM_OFF, 0, 0, 0);
+            halt()
+        }
+    };
+    // SAFETY: single-threaded until secondaries are started below.
+    unsafe {
+        write_volatile(&raw mut UART, info.uart);
+        write_volatile(&raw mut USE_SMC, info.smc);
+    }
+    let args = info.bootargs;
+    let mem = info.memory;
+    if mem % (1 << 20) == 0 {
+        say!(
+            "guest: hello bootargs=\"{args}\" mem={}MiB cpus={}",
+            mem >> 20,
+            info.ncpus
+        );
+    } else {
+        say!(
+            "guest: hello bootargs=\"{args}\" mem={}KiB cpus={}",
+            mem >> 10,
+            info.ncpus
+        );
+    }
+    let mut c = Checks { pass: 0, fail: 0 };
+    let v = psci(PSCI_VERSION, 0, 0, 0);
+    c.check(
+        v >> 16 >= 1,
+        format_args!("psci-version {}.{}", v >> 16, v & 0xffff),
+    );
+    let f = psci(PSCI_FEATURES, CPU_ON, 0, 0);
+    c.check(f >= 0, format_args!("psci-features cpu_on ({f})"));
+    let entry = secondary as *const () as u64;
+    let me = read_mpidr();
+    let mut slot = 1u64;
+    for &mpidr in info.cpus[..info.ncpus].iter().filter(|&&m| m != me) {
+        if slot >= 8 {
+            break;
+        }
+        let r = psci(CPU_ON, mpidr, entry, slot);
+        let mut online = false;
+        if r == 0 {
+            for _ in 0..50_000_000u64 {
+                // SAFETY: written by the secondary, read here (no MMU: device memory).
+                if unsafe { read_volatile(&raw const ONLINE[slot as usize]) } != 0 {
+                    online = true;
+                    break;
+                }
+                core::hint::spin_loop();
+            }
+        }
+        c.check(
+            r == 0 && online,
+            format_args!("cpu_on {mpidr:#x} (psci {r})"),
+        );
+        let mut off = false;
+        for _ in 0..50_000_000u64 {
+            if psci(AFFINITY_INFO, mpidr, 0, 0) == 1 {
+                off = true;
+                break;
+            }
+        }
+        c.check(off, format_args!("cpu_off {mpidr:#x}"));
+        slot += 1;
+    }
+    let r = psci(CPU_ON, 0xff00, entry, 7);
+    c.check(
+        r == INVALID_PARAMETERS,
+        format_args!("cpu_on-invalid ({r})"),
+    );
+    say!("guest: summary pass={} fail={}", c.pass, c.fail);
+
+    if has_word(args, "fault") {
+        let addr = word_value(args, "fault")
+            .and_then(parse_hex)
+            .unwrap_or(0x1000_0000);
+        say!("guest: reading {addr:#x}");
+        // SAFETY: deliberately touching an address outside RAM; the
+        // hypervisor injects an abort that on_sync_exception skips.
+        let v = unsafe { read_volatile(addr as *const u32) };
+        // SAFETY: set by the exception handler.
+        let caught = unsafe { read_volatile(&raw const CAUGHT) };
+        say!("guest: after fault value={v:#x} caught={caught}");
+    }
+    if has_word(args, "reset") {
+        say!("guest: calling SYSTEM_RESET");
+        let r = psci(SYSTEM_RESET, 0, 0, 0);
+        say!("guest: FAIL system_reset returned {r}");
+        halt()
+    }
+    if has_word(args, "echo") {
+        say!("guest: echo ready");
+        loop {
+            if let Some(b) = getc() {
+                say!("guest: rx {}", b as char);
+            }
+        }
+    }
+    if has_word(args, "spin") {
+        say!("guest: spinning");
+        for n in 0..1000u32 {
+            for _ in 0..(1u32 << 24) {
+                core::hint::spin_loop();
+            }
+            say!("guest: tick {n}");
+        }
+        halt()
+    }
+    psci(SYSTEM_OFF, 0, 0, 0);
+    say!("guest: FAIL system_off returned");
+    halt()
+}
+
+unsafe extern "C" {
+    fn secondary();
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn secondary_main(slot: u64) -> ! {
+    say!("guest: cpu {slot} (mpidr {:#x}) online", read_mpidr());
+    // SAFETY: this vCPU's own flag.
+    unsafe { write_volatile(&raw mut ONLINE[slot as usize & 7], 1) };
+    psci(CPU_OFF, 0, 0, 0);
+    say!("guest: FAIL cpu_off returned");
+    halt()
+}
+
+fn read_mpidr() -> u64 {
+    let v: u64;
+    // SAFETY: reading MPIDR_EL1 has no side effects.
+    unsafe { core::arch::asm!("mrs {}, mpidr_el1", out(reg) v) };
+    v & 0xff_00ff_ffff
+}
+
+fn sysreg_esr_far_elr() -> (u64, u64, u64) {
+    let (esr, far, elr): (u64, u64, u64);
+    // SAFETY: reading exception syndrome registers.
+    unsafe {
+        core::arch::asm!("mrs {}, esr_el1", "mrs {}, far_el1", "mrs {}, elr_el1",
+            out(reg) esr, out(reg) far, out(reg) elr);
+    }
+    (esr, far, elr)
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn on_sync_exception() {
+    let (esr, far, elr) = sysreg_esr_far_elr();
+    say!("guest: exception esr={esr:#x} far={far:#x} elr={elr:#x}");
+    if esr >> 26 == 0x25 {
+        say!("guest: caught data abort");
+        // SAFETY: skipping the faulting load; flag for the main flow.
+        unsafe {
+            write_volatile(&raw mut CAUGHT, 1);
+            core::arch::asm!("msr elr_el1, {}", in(reg) elr + 4);
+        }
+    } else {
+        halt()
+    }
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn on_unexpected_exception() {
+    let (esr, far, elr) = sysreg_esr_far_elr();
+    say!("guest: unexpected exception esr={esr:#x} far={far:#x} elr={elr:#x}");
+}
+
+fn halt() -> ! {
+    loop {
+        // SAFETY: waiting for an interrupt has no memory effects.
+        unsafe { core::arch::asm!("wfi") };
+    }
+}
+
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo) -> ! {
+    say!("guest: FAIL panic");
+    halt()
+}
