@@ -5,6 +5,7 @@
 
 extern crate alloc;
 
+pub mod config;
 pub mod emul;
 pub mod fdt;
 pub mod hw;
