@@ -34,7 +34,7 @@ pub fn describe(p: &Prop<'_>) -> String {
         return "an empty value".into();
     }
     if let Some(s) = p.str() {
-        if s.bytes().all(|c| (0x20..0x7f).contains(&c)) && (v.len() % 4 != 0 || !s.is_empty()) {
+        if s.bytes().all(|c| (0x20..0x7f).contains(&c)) && (!v.len().is_multiple_of(4) || !s.is_empty()) {
             return format!("a string \"{s}\"");
         }
     }
@@ -214,7 +214,7 @@ impl<'a, 'd> Parser<'a, 'd> {
                 "expected more than 0 KiB, found 0".into(),
             );
             false
-        } else if kib % 4 != 0 {
+        } else if !kib.is_multiple_of(4) {
             self.err(
                 path,
                 prop,
