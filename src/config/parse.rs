@@ -34,7 +34,9 @@ pub fn describe(p: &Prop<'_>) -> String {
         return "an empty value".into();
     }
     if let Some(s) = p.str() {
-        if s.bytes().all(|c| (0x20..0x7f).contains(&c)) && (!v.len().is_multiple_of(4) || !s.is_empty()) {
+        if s.bytes().all(|c| (0x20..0x7f).contains(&c))
+            && (!v.len().is_multiple_of(4) || !s.is_empty())
+        {
             return format!("a string \"{s}\"");
         }
     }

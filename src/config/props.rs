@@ -133,7 +133,12 @@ pub fn did_you_mean(name: &str) -> Option<&'static str> {
         .map(|s| {
             let d = distance(name, s.name);
             let prefix = name.len() >= 3 && s.name.starts_with(name);
-            (if prefix { 0 } else { d }, s.scope != Scope::Both, s.name.len(), s.name)
+            (
+                if prefix { 0 } else { d },
+                s.scope != Scope::Both,
+                s.name.len(),
+                s.name,
+            )
         })
         .filter(|&(d, _, _, n)| d <= 2.min(n.len() / 3 + 1))
         .min()

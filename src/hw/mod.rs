@@ -1,4 +1,6 @@
 //! Host discovery: the boot DTB turned into a `Platform`.
 pub mod early;
 pub mod memory;
+pub mod platform;
 pub use memory::{HostMemory, Reserved, ReservedKind};
+pub use platform::{Conduit, GicVersion, Platform, UartInfo, UartKind};

@@ -1,0 +1,586 @@
+//! The host machine as the boot DTB describes it: RAM and reservations,
+//! CPUs, the GIC, PSCI, the timer and the console UART.
+
+use super::memory::HostMemory;
+use crate::fdt::{Fdt, Node};
+use crate::mm::range::Size;
+use crate::mm::Range;
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use core::fmt;
+
+/// Deepest nesting the address translation follows.
+const MAX_ANCESTORS: usize = 16;
+
+/// A node with its ancestors (root first), collected without allocating.
+#[derive(Clone, Copy)]
+pub struct Located<'a> {
+    anc: [Option<Node<'a>>; MAX_ANCESTORS],
+    depth: usize,
+    pub node: Node<'a>,
+}
+
+impl<'a> Located<'a> {
+    fn ancestors(&self) -> impl DoubleEndedIterator<Item = Node<'a>> + '_ {
+        self.anc[..self.depth].iter().filter_map(|n| *n)
+    }
+
+    /// The node's path, e.g. `/soc/serial@7e201000`.
+    pub fn path(&self) -> String {
+        let mut p = String::new();
+        for a in self.ancestors().skip(1) {
+            p.push('/');
+            p.push_str(a.name());
+        }
+        p.push('/');
+        p.push_str(self.node.name());
+        p
+    }
+
+    /// The `idx`th `reg` entry translated to a CPU physical address through
+    /// every parent bus's `ranges` (empty `ranges` = identity; a bus
+    /// without `ranges` is not translatable).
+    pub fn reg(&self, idx: usize) -> Option<Range> {
+        let parent = self.anc[self.depth.checked_sub(1)?]?;
+        let (ac, sc) = parent.cells();
+        let (ac, sc) = (ac.unwrap_or(2), sc.unwrap_or(1));
+        let (addr, size) = self.node.prop("reg")?.ranges(ac, sc)?.nth(idx)?;
+        let mut addr = addr;
+        // Walk up: bus = anc[i], its parent = anc[i - 1].
+        for i in (1..self.depth).rev() {
+            let bus = self.anc[i]?;
+            let up = self.anc[i - 1]?;
+            let ranges = bus.prop("ranges")?;
+            if ranges.value.is_empty() {
+                continue;
+            }
+            let (cac, csc) = bus.cells();
+            let (cac, csc) = (cac.unwrap_or(2), csc.unwrap_or(1));
+            let pac = up.cells().0.unwrap_or(2);
+            let per = (cac + pac + csc) as usize;
+            let n = ranges.cell_count()? / per;
+            let mut hit = None;
+            for e in 0..n {
+                let base = e * per;
+                let child = ranges.read_cells(base, cac)?;
+                let par = ranges.read_cells(base + cac as usize, pac)?;
+                let len = ranges.read_cells(base + (cac + pac) as usize, csc)?;
+                if addr >= child && addr - child < len {
+                    hit = Some(par + (addr - child));
+                    break;
+                }
+            }
+            addr = hit?;
+        }
+        Range::from_base_size(addr, size)
+    }
+}
+
+/// Depth-first search for the first node matching `pred`, keeping its
+/// ancestors. No allocation (usable before the heap exists).
+pub fn find_located<'a>(
+    fdt: &Fdt<'a>,
+    pred: &mut dyn FnMut(&Node<'a>) -> bool,
+) -> Option<Located<'a>> {
+    fn go<'a>(
+        n: Node<'a>,
+        anc: &mut [Option<Node<'a>>; MAX_ANCESTORS],
+        depth: usize,
+        pred: &mut dyn FnMut(&Node<'a>) -> bool,
+    ) -> Option<Located<'a>> {
+        if depth >= MAX_ANCESTORS {
+            return None;
+        }
+        anc[depth] = Some(n);
+        for c in n.children() {
+            if pred(&c) {
+                return Some(Located {
+                    anc: *anc,
+                    depth: depth + 1,
+                    node: c,
+                });
+            }
+            if let Some(l) = go(c, anc, depth + 1, pred) {
+                return Some(l);
+            }
+        }
+        None
+    }
+    let mut anc = [None; MAX_ANCESTORS];
+    go(fdt.root(), &mut anc, 0, pred)
+}
+
+/// Finds the node at `path` (no allocation).
+pub fn locate<'a>(fdt: &Fdt<'a>, path: &str) -> Option<Located<'a>> {
+    let target = fdt.find(path)?;
+    find_located(fdt, &mut |n| n.offset() == target.offset())
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UartKind {
+    /// PL011 and SBSA generic UART.
+    Pl011,
+    /// 16550/8250 family, with register spacing and access width.
+    Ns16550 { reg_shift: u32, reg_io_width: u32 },
+}
+
+/// The console UART.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UartInfo {
+    pub kind: UartKind,
+    pub base: u64,
+    pub size: u64,
+}
+
+fn uart_kind(n: &Node<'_>) -> Option<UartKind> {
+    let compat = n.prop("compatible")?;
+    for c in compat.strings() {
+        if c == "arm,pl011" || c == "arm,sbsa-uart" {
+            return Some(UartKind::Pl011);
+        }
+        if c.contains("16550")
+            || c.contains("8250")
+            || c == "snps,dw-apb-uart"
+            || c == "brcm,bcm2835-aux-uart"
+            || c == "ns16450"
+        {
+            let reg_shift = n
+                .prop("reg-shift")
+                .and_then(|p| p.u32())
+                .unwrap_or(if c == "brcm,bcm2835-aux-uart" { 2 } else { 0 });
+            let reg_io_width = n.prop("reg-io-width").and_then(|p| p.u32()).unwrap_or(1);
+            return Some(UartKind::Ns16550 {
+                reg_shift,
+                reg_io_width,
+            });
+        }
+    }
+    None
+}
+
+/// The console: `/chosen/stdout-path` (alias or path, `:options` allowed),
+/// else the first enabled serial node of a supported kind. Returns the
+/// node and, if supported, its driver facts. No allocation.
+pub fn find_console<'a>(fdt: &Fdt<'a>) -> Option<(Located<'a>, Option<UartInfo>, Option<&'a str>)> {
+    let chosen = fdt.find("/chosen");
+    let sp = chosen
+        .and_then(|c| {
+            c.prop("stdout-path")
+                .or_else(|| c.prop("linux,stdout-path"))
+        })
+        .and_then(|p| p.str());
+    let mut options = None;
+    let by_path = sp.and_then(|s| {
+        let (name, opts) = match s.split_once(':') {
+            Some((n, o)) => (n, Some(o)),
+            None => (s, None),
+        };
+        options = opts;
+        let target = if name.starts_with('/') {
+            fdt.find(name)
+        } else {
+            fdt.alias(name)
+        }?;
+        find_located(fdt, &mut |n| n.offset() == target.offset())
+    });
+    let loc =
+        by_path.or_else(|| find_located(fdt, &mut |n| n.is_enabled() && uart_kind(n).is_some()))?;
+    let info = uart_kind(&loc.node).and_then(|kind| {
+        let r = loc.reg(0)?;
+        Some(UartInfo {
+            kind,
+            base: r.start,
+            size: r.size(),
+        })
+    });
+    Some((loc, info, options))
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GicVersion {
+    V2,
+    V3,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Gic {
+    pub version: GicVersion,
+    pub path: String,
+    pub gicd: Range,
+    pub gicr: Vec<Range>,
+    pub gicc: Option<Range>,
+    pub gich: Option<Range>,
+    pub gicv: Option<Range>,
+    /// Maintenance interrupt (INTID).
+    pub maintenance: Option<u32>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Conduit {
+    Smc,
+    Hvc,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cpu {
+    pub path: String,
+    pub mpidr: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Timer {
+    /// INTIDs: secure physical, non-secure physical, virtual, hypervisor.
+    pub intids: Vec<u32>,
+    pub clock_frequency: Option<u32>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Console {
+    pub path: String,
+    pub uart: Option<UartInfo>,
+    pub options: Option<String>,
+}
+
+/// A discovery problem: node path, property, what is wrong.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finding {
+    pub path: String,
+    pub property: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.property {
+            Some(p) => write!(f, "{}: {p}: {}", self.path, self.message),
+            None => write!(f, "{}: {}", self.path, self.message),
+        }
+    }
+}
+
+/// The host machine.
+#[derive(Clone, Debug)]
+pub struct Platform {
+    pub memory: HostMemory,
+    pub cpus: Vec<Cpu>,
+    pub cpu_compatible: Option<String>,
+    pub gic: Option<Gic>,
+    pub psci: Option<Conduit>,
+    pub timer: Option<Timer>,
+    pub console: Option<Console>,
+    pub warnings: Vec<Finding>,
+}
+
+fn finding(path: &str, prop: Option<&str>, message: String) -> Finding {
+    Finding {
+        path: path.into(),
+        property: prop.map(Into::into),
+        message,
+    }
+}
+
+const GIC_V3: &[&str] = &["arm,gic-v3"];
+const GIC_V2: &[&str] = &[
+    "arm,gic-400",
+    "arm,cortex-a15-gic",
+    "arm,cortex-a9-gic",
+    "arm,cortex-a7-gic",
+    "arm,gic-v2",
+    "qcom,msm-qgic2",
+    "arm,arm11mp-gic",
+];
+
+/// The first PPI of an `interrupts` triplet list, as an INTID.
+fn interrupt_intids(n: &Node<'_>) -> Vec<u32> {
+    let Some(p) = n.prop("interrupts") else {
+        return Vec::new();
+    };
+    let Some(cells) = p.cells() else {
+        return Vec::new();
+    };
+    let c: Vec<u32> = cells.collect();
+    c.chunks_exact(3)
+        .map(|t| match t[0] {
+            1 => t[1] + 16,
+            _ => t[1] + 32,
+        })
+        .collect()
+}
+
+impl Platform {
+    /// Reads the machine from the DTB. Errors (no RAM, no CPUs, no GIC)
+    /// are returned all together; oddities become warnings.
+    pub fn discover(fdt: &Fdt<'_>) -> Result<Platform, Vec<Finding>> {
+        let mut errors = Vec::new();
+        let mut warnings = Vec::new();
+        let memory = HostMemory::from_fdt(fdt);
+        if memory.ram.is_empty() {
+            // Board trees often leave this to the bootloader (U-Boot fills
+            // /memory in); the image cannot start without RAM and says so.
+            warnings.push(finding("/memory", Some("reg"), "no memory node (device_type = \"memory\") with a non-empty reg: the bootloader normally fills it in".into()));
+        }
+        // CPUs.
+        let mut cpus = Vec::new();
+        let mut cpu_compatible = None;
+        match fdt.find("/cpus") {
+            None => errors.push(finding(
+                "/cpus",
+                None,
+                "expected a /cpus node, found none".into(),
+            )),
+            Some(cn) => {
+                let ac = cn.cells().0.unwrap_or(2);
+                for c in cn.descendants() {
+                    let is_cpu = c.prop("device_type").and_then(|p| p.str()) == Some("cpu");
+                    if !is_cpu {
+                        continue;
+                    }
+                    let path = format!("/cpus/{}", c.name());
+                    match c.prop("reg").and_then(|p| {
+                        p.read_cells(0, ac)
+                            .filter(|_| p.cell_count() == Some(ac as usize))
+                    }) {
+                        Some(m) => {
+                            if cpu_compatible.is_none() {
+                                cpu_compatible = c
+                                    .prop("compatible")
+                                    .and_then(|p| p.strings().next())
+                                    .map(|s| s.to_string());
+                            }
+                            cpus.push(Cpu {
+                                path,
+                                mpidr: m & 0xff_00ff_ffff,
+                            });
+                        }
+                        None => warnings.push(finding(
+                            &path,
+                            Some("reg"),
+                            format!("expected {ac} cell(s) of MPIDR, CPU skipped"),
+                        )),
+                    }
+                }
+                if cpus.is_empty() {
+                    errors.push(finding("/cpus", None, "expected at least one cpu node (device_type = \"cpu\") with a reg, found none".into()));
+                }
+            }
+        }
+        // GIC: the root's interrupt-parent if it is one, else the first.
+        let is_gic = |n: &Node<'_>| {
+            n.prop("interrupt-controller").is_some()
+                && GIC_V3.iter().chain(GIC_V2).any(|c| n.is_compatible(c))
+        };
+        let parent_ph = fdt.root().prop("interrupt-parent").and_then(|p| p.u32());
+        let gic_node = parent_ph
+            .and_then(|ph| fdt.find_phandle(ph))
+            .filter(|n| is_gic(n))
+            .and_then(|t| find_located(fdt, &mut |n| n.offset() == t.offset()))
+            .or_else(|| find_located(fdt, &mut |n| is_gic(n)));
+        let gic = match gic_node {
+            None => {
+                errors.push(finding(
+                    "/",
+                    Some("interrupt-parent"),
+                    "expected a GICv2 or GICv3 interrupt controller, found none".into(),
+                ));
+                None
+            }
+            Some(l) => {
+                let path = l.path();
+                let v3 = GIC_V3.iter().any(|c| l.node.is_compatible(c));
+                let regs: Vec<Range> = (0..).map_while(|i| l.reg(i)).collect();
+                if regs.is_empty() {
+                    errors.push(finding(
+                        &path,
+                        Some("reg"),
+                        "expected the distributor's address, found no usable reg".into(),
+                    ));
+                    None
+                } else if v3 {
+                    let nr = l
+                        .node
+                        .prop("#redistributor-regions")
+                        .and_then(|p| p.u32())
+                        .unwrap_or(1) as usize;
+                    let gicr: Vec<Range> = regs.iter().skip(1).take(nr).copied().collect();
+                    let rest: Vec<Range> = regs.iter().skip(1 + nr).copied().collect();
+                    if gicr.is_empty() {
+                        errors.push(finding(
+                            &path,
+                            Some("reg"),
+                            "expected redistributor regions after the distributor, found none"
+                                .into(),
+                        ));
+                    }
+                    Some(Gic {
+                        version: GicVersion::V3,
+                        path,
+                        gicd: regs[0],
+                        gicr,
+                        gicc: rest.first().copied(),
+                        gich: rest.get(1).copied(),
+                        gicv: rest.get(2).copied(),
+                        maintenance: interrupt_intids(&l.node).first().copied(),
+                    })
+                } else {
+                    Some(Gic {
+                        version: GicVersion::V2,
+                        path,
+                        gicd: regs[0],
+                        gicr: Vec::new(),
+                        gicc: regs.get(1).copied(),
+                        gich: regs.get(2).copied(),
+                        gicv: regs.get(3).copied(),
+                        maintenance: interrupt_intids(&l.node).first().copied(),
+                    })
+                }
+            }
+        };
+        // PSCI.
+        let psci_node = fdt.find("/psci").or_else(|| {
+            fdt.root().descendants().find(|n| {
+                n.is_compatible("arm,psci")
+                    || n.is_compatible("arm,psci-0.2")
+                    || n.is_compatible("arm,psci-1.0")
+            })
+        });
+        let psci = psci_node.and_then(|n| match n.prop("method").and_then(|p| p.str()) {
+            Some("smc") => Some(Conduit::Smc),
+            Some("hvc") => Some(Conduit::Hvc),
+            _ => {
+                warnings.push(finding(
+                    "/psci",
+                    Some("method"),
+                    "expected \"smc\" or \"hvc\": secondary CPUs cannot be started".into(),
+                ));
+                None
+            }
+        });
+        if psci.is_none() && psci_node.is_none() && cpus.len() > 1 {
+            warnings.push(finding(
+                "/psci",
+                None,
+                "no PSCI node: only the boot CPU can be used".into(),
+            ));
+        }
+        // Timer.
+        let timer = fdt
+            .root()
+            .descendants()
+            .find(|n| n.is_compatible("arm,armv8-timer") || n.is_compatible("arm,armv7-timer"))
+            .map(|n| Timer {
+                intids: interrupt_intids(&n),
+                clock_frequency: n.prop("clock-frequency").and_then(|p| p.u32()),
+            });
+        // Console.
+        let console = find_console(fdt).map(|(loc, uart, options)| {
+            let path = loc.path();
+            if uart.is_none() {
+                warnings.push(finding(&path, Some("compatible"), "console UART of a kind dtvisor has no driver for (PL011, SBSA, 16550/8250): no console output".into()));
+            }
+            Console { path, uart, options: options.map(Into::into) }
+        });
+        if console.is_none() {
+            warnings.push(finding(
+                "/chosen",
+                Some("stdout-path"),
+                "no console UART found".into(),
+            ));
+        }
+        if errors.is_empty() {
+            Ok(Platform {
+                memory,
+                cpus,
+                cpu_compatible,
+                gic,
+                psci,
+                timer,
+                console,
+                warnings,
+            })
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// One line for the boot banner.
+    pub fn summary(&self) -> String {
+        let n = self.cpus.len();
+        let ram: u64 = self.memory.ram.iter().map(|r| r.size()).sum();
+        let gic = match self.gic.as_ref().map(|g| g.version) {
+            Some(GicVersion::V3) => "GICv3",
+            Some(GicVersion::V2) => "GICv2",
+            None => "no GIC",
+        };
+        let console = match self.console.as_ref().and_then(|c| c.uart) {
+            Some(UartInfo {
+                kind: UartKind::Pl011,
+                base,
+                ..
+            }) => format!("pl011 at {base:#x}"),
+            Some(UartInfo {
+                kind: UartKind::Ns16550 { .. },
+                base,
+                ..
+            }) => format!("ns16550 at {base:#x}"),
+            None => "no console".into(),
+        };
+        format!(
+            "{n} CPU{}, {} RAM, {gic}, console {console}",
+            if n == 1 { "" } else { "s" },
+            Size(ram)
+        )
+    }
+}
+
+impl fmt::Display for Platform {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for r in &self.memory.ram {
+            writeln!(f, "RAM {r} {}", Size(r.size()))?;
+        }
+        for r in &self.memory.reserved {
+            writeln!(f, "reserved {} {:?}", r.range, r.kind)?;
+        }
+        let mpidrs: Vec<String> = self
+            .cpus
+            .iter()
+            .map(|c| format!("{:#x}", c.mpidr))
+            .collect();
+        writeln!(f, "CPUs {}: {}", self.cpus.len(), mpidrs.join(" "))?;
+        if let Some(g) = &self.gic {
+            write!(
+                f,
+                "GIC{} {} GICD {}",
+                if g.version == GicVersion::V3 {
+                    "v3"
+                } else {
+                    "v2"
+                },
+                g.path,
+                g.gicd
+            )?;
+            for r in &g.gicr {
+                write!(f, " GICR {r}")?;
+            }
+            for (n, r) in [("GICC", g.gicc), ("GICH", g.gich), ("GICV", g.gicv)] {
+                if let Some(r) = r {
+                    write!(f, " {n} {r}")?;
+                }
+            }
+            writeln!(f)?;
+        }
+        match self.psci {
+            Some(Conduit::Smc) => writeln!(f, "PSCI smc")?,
+            Some(Conduit::Hvc) => writeln!(f, "PSCI hvc")?,
+            None => writeln!(f, "PSCI none")?,
+        }
+        if let Some(t) = &self.timer {
+            let ids: Vec<String> = t.intids.iter().map(|i| format!("{i}")).collect();
+            writeln!(f, "timer interrupts {}", ids.join(" "))?;
+        }
+        if let Some(c) = &self.console {
+            writeln!(f, "console {}", c.path)?;
+        }
+        Ok(())
+    }
+}
