@@ -2,10 +2,13 @@
 
 use crate::arch::{self, mmu};
 use crate::drivers::{Ns16550, Pl011, Uart};
-use crate::{boot, console};
+use crate::{boot, console, vmm};
+use aarch64_cpu::registers::Writeable;
 use buddy_system_allocator::LockedHeap;
+use core::sync::atomic::{AtomicU64, Ordering};
+use dtvisor::config::{self, render};
 use dtvisor::fdt::Fdt;
-use dtvisor::hw::{early, HostMemory};
+use dtvisor::hw::{early, platform, Platform, Reserved, ReservedKind, UartKind};
 use dtvisor::mm::range::Size;
 use dtvisor::mm::Range;
 
@@ -43,47 +46,21 @@ fn dtb_slice(pa: u64) -> &'static [u8] {
     unsafe { core::slice::from_raw_parts(pa as *const u8, len) }
 }
 
-/// The console UART named by the DTB (stdout-path, else the first serial node).
+/// The console UART named by the DTB (no allocation: runs before the heap).
 fn find_console(fdt: &Fdt) -> Option<Uart> {
-    let chosen = fdt.find("/chosen");
-    let by_path = chosen
-        .and_then(|c| {
-            c.prop("stdout-path")
-                .or_else(|| c.prop("linux,stdout-path"))
-        })
-        .and_then(|p| p.str())
-        .and_then(|s| {
-            let name = s.split(':').next().unwrap_or(s);
-            if name.starts_with('/') {
-                fdt.find(name)
-            } else {
-                fdt.alias(name)
-            }
-        });
-    let node = by_path.or_else(|| {
-        fdt.root().descendants().find(|n| {
-            n.is_enabled()
-                && [
-                    "arm,pl011",
-                    "arm,sbsa-uart",
-                    "ns16550a",
-                    "ns16550",
-                    "snps,dw-apb-uart",
-                ]
-                .iter()
-                .any(|c| n.is_compatible(c))
-        })
-    })?;
-    let base = node.prop("reg")?.read_cells(0, 2)? as usize;
-    if node.is_compatible("arm,pl011") || node.is_compatible("arm,sbsa-uart") {
-        // SAFETY: the DTB names this a PL011; all of low memory is mapped.
-        Some(Uart::Pl011(unsafe { Pl011::new(base) }))
-    } else {
-        let shift = node.prop("reg-shift").and_then(|p| p.u32()).unwrap_or(0);
-        let width = node.prop("reg-io-width").and_then(|p| p.u32()).unwrap_or(1);
+    let (_, info, _) = platform::find_console(fdt)?;
+    let info = info?;
+    let base = info.base as usize;
+    Some(match info.kind {
+        // SAFETY: the DTB names this a PL011; all of low memory is mapped
+        // (or the MMU is off).
+        UartKind::Pl011 => Uart::Pl011(unsafe { Pl011::new(base) }),
         // SAFETY: the DTB names this a 16550-style UART.
-        Some(Uart::Ns16550(unsafe { Ns16550::new(base, shift, width) }))
-    }
+        UartKind::Ns16550 {
+            reg_shift,
+            reg_io_width,
+        } => Uart::Ns16550(unsafe { Ns16550::new(base, reg_shift, reg_io_width) }),
+    })
 }
 
 /// Carves the heap from free RAM: never the image, the DTB, reserved
@@ -127,6 +104,8 @@ extern "C" fn wrong_el_entry(dtb: u64, _load: u64) -> ! {
 /// The boot CPU's Rust entry, MMU off, DAIF masked.
 #[unsafe(no_mangle)]
 extern "C" fn primary_main(dtb_pa: u64, load: u64, t_entry: u64) -> ! {
+    // The boot CPU is pCPU 0 (TPIDR_EL2 is UNKNOWN at reset).
+    aarch64_cpu::registers::TPIDR_EL2.set(0);
     let fdt = match Fdt::new(dtb_slice(dtb_pa)) {
         Ok(f) => f,
         Err(e) => {
@@ -156,6 +135,7 @@ extern "C" fn primary_main(dtb_pa: u64, load: u64, t_entry: u64) -> ! {
     }
     let m = mmu::build(ram);
     mmu::enable(&m, true);
+    arch::smp::publish_mmu(m);
     console::locks_ready();
 
     let (img_start, img_end) = boot::image_range();
@@ -163,38 +143,78 @@ extern "C" fn primary_main(dtb_pa: u64, load: u64, t_entry: u64) -> ! {
     let dtb = Range::from_base_size(dtb_pa, fdt.as_bytes().len() as u64).unwrap_or_default();
     let heap = init_heap(&fdt, ram, image, dtb);
     console::init_log(log::LevelFilter::Info);
-    let mut host = HostMemory::from_fdt(&fdt);
-    host.reserved.push(dtvisor::hw::Reserved {
-        range: image,
-        kind: dtvisor::hw::ReservedKind::Image,
-    });
-    host.reserved.push(dtvisor::hw::Reserved {
-        range: dtb,
-        kind: dtvisor::hw::ReservedKind::Dtb,
-    });
+    T_ENTRY.store(t_entry, Ordering::Relaxed);
 
     println!();
     println!("dtvisor {} (EL2)", env!("CARGO_PKG_VERSION"));
     println!(
-        "  loaded at {load:#x}, image {} ({})",
-        image,
+        "  loaded at {load:#x}, image {image} ({})",
         Size(image.size())
     );
     println!("  device tree at {dtb}");
-    for r in &host.ram {
-        println!("  RAM {r} {}", Size(r.size()));
+    let mut plat = match Platform::discover(&fdt) {
+        Ok(p) => p,
+        Err(errs) => {
+            for e in &errs {
+                println!("  error: {e}");
+            }
+            stay_up("the machine description is unusable")
+        }
+    };
+    for (range, kind) in [
+        (image, ReservedKind::Image),
+        (dtb, ReservedKind::Dtb),
+        (heap, ReservedKind::Image),
+    ] {
+        plat.memory.reserved.push(Reserved { range, kind });
     }
-    let ram_total: u64 = host.ram.iter().map(|r| r.size()).sum();
-    println!(
-        "  machine: ? CPUs, {} RAM, GIC?, console ?",
-        Size(ram_total)
-    );
-    let t_now = arch::counter();
-    let freq = arch::counter_freq().max(1);
+    println!("  machine: {}", plat.summary());
+    for line in alloc::format!("{plat}").lines() {
+        println!("  {line}");
+    }
+    println!("  heap {heap} {}", Size(heap.size()));
+    for w in &plat.warnings {
+        println!("  warning: {w}");
+    }
     println!(
         "  discovery took {} us (system counter)",
-        (t_now - t_entry) * 1_000_000 / freq
+        micros(arch::counter() - t_entry)
     );
-    println!("  heap {heap} {}", Size(heap.size()));
-    arch::halt()
+
+    let t0 = arch::counter();
+    let report = config::parse(&fdt, &plat.memory);
+    let parse_us = micros(arch::counter() - t0);
+    let Some(plan) = report.plan else {
+        print!("{}", render::Diagnostics(&report.diagnostics));
+        println!(
+            "configuration invalid: {} errors (parsed in {parse_us} us)",
+            report.errors().count()
+        );
+        stay_up("invalid configuration")
+    };
+    println!("boot plan parsed in {parse_us} us:");
+    print!("{plan}");
+    print!("{}", render::Diagnostics(&report.diagnostics));
+    vmm::boot(&plat, &plan)
+}
+
+static T_ENTRY: AtomicU64 = AtomicU64::new(0);
+
+/// Counter ticks to microseconds.
+pub fn micros(ticks: u64) -> u64 {
+    ticks * 1_000_000 / arch::counter_freq().max(1)
+}
+
+/// Counter value at hypervisor entry.
+pub fn t_entry() -> u64 {
+    T_ENTRY.load(Ordering::Relaxed)
+}
+
+/// Nothing to run: keep the console alive (a later shell reads input here).
+pub fn stay_up(why: &str) -> ! {
+    log::error!("{why}: no domain started; dtvisor stays up on its console");
+    loop {
+        // SAFETY: waiting for an event has no memory effects.
+        unsafe { core::arch::asm!("wfe") };
+    }
 }

@@ -3,17 +3,23 @@
 //! input focus. Built once at boot; afterwards shared read-only except
 //! for atomics and the per-device locks.
 
-use crate::arch::{self, mmu, vcpu};
+use crate::arch::stage2::{self, Stage2Tables};
+use crate::arch::{self, mmu, smp, vcpu};
 use crate::boot;
 use crate::console;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
-use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use dtvisor::config::BootPlan;
 use dtvisor::emul::mmio::Access;
 use dtvisor::emul::vpl011::{self, Vpl011};
+use dtvisor::hw::{Conduit, GicVersion, Platform};
 use dtvisor::mm::Range;
+use dtvisor::placement::{self, DomainLayout, Needs};
 use dtvisor::psci::{Power, VcpuPower};
+use dtvisor::vm::guest_dtb::{self, GuestDtbSpec};
+use dtvisor::vm::image::ImageHeader;
 use spin::{Mutex, Once};
 
 /// A copy made when a domain (re)starts: `len` bytes from host `src` to host `dst`.
@@ -102,6 +108,7 @@ static ASSIGN: [(AtomicUsize, AtomicUsize); boot::MAX_CPUS] =
 /// Console input focus: 0 = hypervisor, n = domain index + 1.
 static FOCUS: AtomicUsize = AtomicUsize::new(0);
 static CTRL_A: AtomicUsize = AtomicUsize::new(0);
+static FIRST_ENTRY: AtomicBool = AtomicBool::new(false);
 
 /// Publishes the domains and pins every vCPU to its pCPU.
 pub fn install(vms: Vec<Vm>) -> &'static [Vm] {
@@ -143,6 +150,12 @@ pub fn idle() -> ! {
         if let Some((vm, vi)) = current() {
             if !vm.stopping() {
                 if let Some((entry, ctx)) = vm.power[vi].take_pending() {
+                    if !FIRST_ENTRY.swap(true, Ordering::Relaxed) {
+                        let us = crate::hyp::micros(arch::counter() - crate::hyp::t_entry());
+                        log::info!(
+                            "hypervisor entry to first guest instruction: {us} us (system counter)"
+                        );
+                    }
                     vcpu::configure_el2(vm.vtcr, vm.vttbr);
                     vcpu::El1Regs::reset(vcpu_mpidr(vi as u64)).load();
                     vcpu::run(entry, ctx, stack_top);
@@ -311,4 +324,187 @@ fn switch_focus(vms: &[Vm]) {
         vms[f - 1].name.as_str()
     };
     log::info!("console input now goes to {name} (Ctrl-a three times to switch)");
+}
+
+/// Splits a copy of `len` bytes from host `src` to guest `ipa` along the
+/// host blocks that back the guest RAM.
+fn loads_for(l: &DomainLayout, src: u64, ipa: u64, len: u64, out: &mut Vec<Load>) -> bool {
+    let mut done = 0;
+    while done < len {
+        let Some(m) = l.ram.iter().find(|m| m.ipa.contains(ipa + done)) else {
+            return false;
+        };
+        let off = ipa + done - m.ipa.start;
+        let n = (m.ipa.size() - off).min(len - done);
+        out.push(Load {
+            src: src + done,
+            dst: m.pa + off,
+            len: n,
+        });
+        done += n;
+    }
+    true
+}
+
+/// Turns the plan into running domains on this machine; never returns.
+pub fn boot(plat: &Platform, plan: &BootPlan) -> ! {
+    // pCPU indices: the boot CPU is 0, then the DTB's order.
+    let me = arch::mpidr();
+    let mut cpus: Vec<u64> = plat
+        .cpus
+        .iter()
+        .map(|c| c.mpidr)
+        .filter(|&m| m != me)
+        .collect();
+    cpus.insert(0, me);
+    cpus.truncate(boot::MAX_CPUS);
+    let usable = if plat.psci.is_some() { cpus.len() } else { 1 };
+
+    let mut needs = Vec::new();
+    let mut bad = false;
+    for d in &plan.domains {
+        let k = d.kernel.range;
+        // SAFETY: a module the plan checked to lie inside RAM (identity mapped).
+        let head =
+            unsafe { core::slice::from_raw_parts(k.start as *const u8, k.size().min(64) as usize) };
+        match ImageHeader::parse(head) {
+            Ok(h) => needs.push(Needs {
+                name: d.name.clone(),
+                path: d.path.clone(),
+                memory: d.memory_kib << 10,
+                vcpus: d.vcpus,
+                kernel: k,
+                text_offset: h.text_offset,
+                image_size: if h.image_size == 0 {
+                    k.size() + (1 << 20)
+                } else {
+                    h.image_size
+                },
+                ramdisk: d.ramdisk.as_ref().map(|r| r.range),
+            }),
+            Err(e) => {
+                println!("error: {}: reg: {e}", d.kernel.path);
+                bad = true;
+            }
+        }
+    }
+    if bad {
+        crate::hyp::stay_up("a kernel module is not usable");
+    }
+    let mut busy: Vec<Range> = plat.memory.reserved.iter().map(|r| r.range).collect();
+    busy.extend(
+        plan.domains.iter().flat_map(|d| {
+            core::iter::once(d.kernel.range).chain(d.ramdisk.as_ref().map(|r| r.range))
+        }),
+    );
+    busy.extend(plan.hyp_modules.iter().map(|m| m.range));
+    let layout = match placement::place(&plat.memory.ram, &busy, usable, &needs) {
+        Ok(l) => l,
+        Err(errs) => {
+            for e in &errs {
+                println!("error: {e}");
+            }
+            crate::hyp::stay_up("the domains do not fit this machine")
+        }
+    };
+    print!("{layout}");
+
+    let vtcr = stage2::vtcr();
+    let gic = match plat.gic.as_ref().map(|g| g.version) {
+        Some(GicVersion::V2) => guest_dtb::GicVersion::V2,
+        _ => guest_dtb::GicVersion::V3,
+    };
+    let mut vms = Vec::new();
+    for (d, l) in plan.domains.iter().zip(&layout.domains) {
+        let mut s2 = Stage2Tables::new();
+        for m in &l.ram {
+            if s2.map_ram(m.ipa, m.pa).is_err() {
+                crate::hyp::stay_up("stage-2 mapping failed");
+            }
+        }
+        // Pristine copies of the kernel and ramdisk, for SYSTEM_RESET.
+        let sources = core::iter::once(d.kernel.range).chain(d.ramdisk.as_ref().map(|r| r.range));
+        for (src, dst) in sources.zip(&l.pristine) {
+            // SAFETY: module and reset copy are disjoint host RAM (placement).
+            unsafe {
+                core::ptr::copy_nonoverlapping(
+                    src.start as *const u8,
+                    dst.start as *mut u8,
+                    src.size() as usize,
+                )
+            };
+        }
+        let spec = GuestDtbSpec {
+            bootargs: d.cmdline.as_deref(),
+            initrd: l.initrd_ipa,
+            ram: &l.banks,
+            vcpus: d.vcpus,
+            cpu_compatible: plat.cpu_compatible.as_deref().unwrap_or("arm,armv8"),
+            gic,
+            timer_clock_frequency: plat.timer.as_ref().and_then(|t| t.clock_frequency),
+            vpl011: d.vpl011,
+        };
+        let dtb = match guest_dtb::build(&spec) {
+            Ok(b) if (b.len() as u64) <= placement::DTB_MAX => Vec::leak(b),
+            _ => crate::hyp::stay_up("the guest device tree does not fit in 2 MiB"),
+        };
+        let mut loads = Vec::new();
+        let mut ok = loads_for(
+            l,
+            l.pristine[0].start,
+            l.kernel_ipa.start,
+            d.kernel.range.size(),
+            &mut loads,
+        );
+        if let (Some(rd), Some(src)) = (l.initrd_ipa, l.pristine.get(1)) {
+            ok &= loads_for(l, src.start, rd.start, rd.size(), &mut loads);
+        }
+        ok &= loads_for(
+            l,
+            dtb.as_ptr() as u64,
+            l.dtb_ipa.start,
+            dtb.len() as u64,
+            &mut loads,
+        );
+        if !ok {
+            crate::hyp::stay_up("a load falls outside guest RAM");
+        }
+        let ram_host = l
+            .ram
+            .iter()
+            .map(|m| Range::new(m.pa, m.pa + m.ipa.size()))
+            .collect();
+        vms.push(Vm::new(
+            d.name.clone(),
+            d.domid,
+            vtcr,
+            s2.vttbr(l.vmid),
+            l.banks.clone(),
+            ram_host,
+            l.pcpus.clone(),
+            d.vpl011,
+            loads,
+            l.kernel_ipa.start,
+            l.dtb_ipa.start,
+        ));
+    }
+    let vms = install(vms);
+    let highest = vms
+        .iter()
+        .flat_map(|v| v.pcpu.iter().copied())
+        .max()
+        .unwrap_or(0);
+    for (i, &mpidr) in cpus.iter().enumerate().take(highest + 1).skip(1) {
+        let conduit = match plat.psci {
+            Some(Conduit::Hvc) => smp::Conduit::Hvc,
+            _ => smp::Conduit::Smc,
+        };
+        if let Err(e) = smp::start_cpu(conduit, i, mpidr) {
+            log::error!("pCPU {i} (MPIDR {mpidr:#x}) did not start: PSCI {e:?}");
+        }
+    }
+    for vm in vms {
+        start(vm);
+    }
+    idle()
 }

@@ -46,10 +46,9 @@ primary_entry:
     stp     xzr, xzr, [x1], #16
     b       3b
 4:
-    // Boot CPU stack: the first stack slot.
-    adrp    x1, __stacks_start
-    add     x1, x1, :lo12:__stacks_start
-    add     x1, x1, #{STACK_SIZE}
+    // Boot CPU stack.
+    adrp    x1, __boot_stack_end
+    add     x1, x1, :lo12:__boot_stack_end
     mov     sp, x1
 
     mrs     x1, CurrentEL
@@ -81,8 +80,7 @@ secondary_entry:
     adrp    x1, __stacks_start
     add     x1, x1, :lo12:__stacks_start
     mov     x2, #{STACK_SIZE}
-    add     x3, x19, #1
-    madd    x1, x2, x3, x1          // top of this CPU's stack slot
+    madd    x1, x2, x19, x1         // top of slot idx - 1 (idx >= 1)
     mov     sp, x1
     adrp    x1, el2_vectors
     add     x1, x1, :lo12:el2_vectors

@@ -13,7 +13,7 @@ use core::cell::UnsafeCell;
 use core::ptr::NonNull;
 use dtvisor::mm::Range;
 
-const POOL_PAGES: usize = 48;
+const POOL_PAGES: usize = 24;
 const PAGE: usize = 4096;
 /// Device mappings cover this much of the physical address space.
 const DEVICE_SPAN: u64 = 512 << 30;
