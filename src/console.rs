@@ -60,6 +60,21 @@ pub fn try_getc() -> Option<u8> {
     unsafe { (*CONSOLE.0.get()).as_mut() }.and_then(|u| u.getc())
 }
 
+/// Writes formatted text holding the console lock throughout, so lines
+/// from different CPUs never interleave.
+pub fn write_fmt(args: fmt::Arguments) {
+    struct Locked<'a>(&'a mut Uart);
+    impl Write for Locked<'_> {
+        fn write_str(&mut self, s: &str) -> fmt::Result {
+            emit(self.0, s);
+            Ok(())
+        }
+    }
+    with_uart(|u| {
+        let _ = Locked(u).write_fmt(args);
+    });
+}
+
 /// `fmt::Write` over the console.
 pub struct Console;
 
@@ -88,10 +103,9 @@ impl Write for PanicWriter {
 #[macro_export]
 macro_rules! println {
     () => { $crate::console::write_str("\n") };
-    ($($arg:tt)*) => {{
-        use core::fmt::Write as _;
-        let _ = writeln!($crate::console::Console, $($arg)*);
-    }};
+    ($($arg:tt)*) => {
+        $crate::console::write_fmt(format_args!("{}\n", format_args!($($arg)*)))
+    };
 }
 
 struct Logger;
@@ -112,7 +126,7 @@ impl log::Log for Logger {
             log::Level::Debug => "debug: ",
             log::Level::Trace => "trace: ",
         };
-        let _ = writeln!(Console, "(dtvisor) {tag}{}", r.args());
+        write_fmt(format_args!("(dtvisor) {tag}{}\n", r.args()));
     }
 
     fn flush(&self) {}
@@ -128,8 +142,7 @@ pub fn init_log(level: log::LevelFilter) {
 
 #[macro_export]
 macro_rules! print {
-    ($($arg:tt)*) => {{
-        use core::fmt::Write as _;
-        let _ = write!($crate::console::Console, $($arg)*);
-    }};
+    ($($arg:tt)*) => {
+        $crate::console::write_fmt(format_args!($($arg)*))
+    };
 }

@@ -109,6 +109,7 @@ static ASSIGN: [(AtomicUsize, AtomicUsize); boot::MAX_CPUS] =
 static FOCUS: AtomicUsize = AtomicUsize::new(0);
 static CTRL_A: AtomicUsize = AtomicUsize::new(0);
 static FIRST_ENTRY: AtomicBool = AtomicBool::new(false);
+static INPUT: Mutex<()> = Mutex::new(());
 
 /// Publishes the domains and pins every vCPU to its pCPU.
 pub fn install(vms: Vec<Vm>) -> &'static [Vm] {
@@ -282,6 +283,11 @@ pub fn irq() -> bool {
 /// focused domain's vpl011.
 pub fn poll_console() {
     let Some(vms) = VMS.get() else { return };
+    // One CPU at a time reads and dispatches, so bytes keep their order
+    // relative to focus changes.
+    let Some(_input) = INPUT.try_lock() else {
+        return;
+    };
     while let Some(b) = console::try_getc() {
         if b == 0x01 {
             if CTRL_A.fetch_add(1, Ordering::Relaxed) + 1 >= 3 {

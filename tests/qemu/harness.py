@@ -81,6 +81,17 @@ class Qemu:
             if got is None:
                 self.fail(f"QEMU exited (status {self.proc.poll()}) before {what or pattern!r}")
 
+    def expect_all(self, patterns, timeout=60):
+        """Waits until every pattern has appeared after the previous match,
+        in any order (output of different CPUs interleaves)."""
+        start = self.pos
+        end = start
+        for p in patterns:
+            self.pos = start
+            m = self.expect(p, timeout)
+            end = max(end, m.end())
+        self.pos = end
+
     def expect_exit(self, timeout=60):
         deadline = time.monotonic() + timeout
         while self.proc.poll() is None or self._read(deadline):

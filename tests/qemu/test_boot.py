@@ -12,7 +12,7 @@ BANNER = r"dtvisor \d+\.\d+\.\d+"
 
 
 def machine_line(q):
-    return q.expect(r"machine: ([^\r\n]*)", 30, "machine summary line").group(1).decode()
+    return q.expect(r"machine: ([^\r\n]*)\r?\n", 30, "machine summary line").group(1).decode()
 
 
 def test_kernel_boot_gicv3_4cpus():

@@ -1,0 +1,151 @@
+#!/usr/bin/env python3
+"""QEMU tests of running guests: two test-guest domains from the dom0less
+and the hyperlaunch forms, a guest's data abort outside its RAM, one
+guest's SYSTEM_OFF and SYSTEM_RESET while the other keeps running, and
+console input focus."""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import CACHE, ROOT, Qemu, TestFailure, main  # noqa: E402
+import system  # noqa: E402
+
+IMAGE = os.environ.get("DTVISOR_IMAGE") or os.path.join(ROOT, "target/aarch64/release/dtvisor.bin")
+GUEST = os.environ.get("DTVISOR_GUEST") or os.path.join(ROOT, "target/guest/dtvisor-test-guest.bin")
+WORK = os.path.join(CACHE, "qemu-tests")
+
+DOMAIN = """
+        {name} {{
+            compatible = "xen,domain";
+            #address-cells = <2>;
+            #size-cells = <2>;
+            {extra}
+            memory = <0x0 {kib:#x}>;
+            cpus = <{cpus}>;
+            vpl011;
+            kernel {{
+                compatible = "multiboot,kernel", "multiboot,module";
+                reg = <0x0 {addr:#x} 0x0 0x200000>;
+                bootargs = "{args}";
+            }};
+        }};
+"""
+
+
+def two_domains(name, args1, args2, hyperlaunch=False, cpus=(2, 1), mem=(128, 64)):
+    """Writes a fragment with domU1/domU2 running the test guest; returns
+    QEMU arguments that boot it."""
+    os.makedirs(WORK, exist_ok=True)
+    doms, mods = "", ""
+    prefix = "/chosen/hypervisor" if hyperlaunch else "/chosen"
+    for i, (args, c, m) in enumerate(zip((args1, args2), cpus, mem)):
+        addr = 0x5000_0000 + i * 0x40_0000
+        extra = f"domid = <{i + 1}>;" if hyperlaunch else ""
+        doms += DOMAIN.format(name=f"domU{i + 1}", extra=extra, kib=m * 1024, cpus=c, addr=addr, args=args)
+        mods += f"{prefix}/domU{i + 1}/kernel {GUEST} {addr:#x}\n"
+    if hyperlaunch:
+        body = ('hypervisor { compatible = "hypervisor,xen", "hypervisor,dtvisor";'
+                ' #address-cells = <2>; #size-cells = <2>;\n' + doms + "};")
+    else:
+        body = doms
+    frag = os.path.join(WORK, f"{name}.dtsi")
+    with open(frag, "w") as f:
+        f.write("/ { chosen { #address-cells = <2>; #size-cells = <2>;\n" + body + "}; };\n")
+    with open(os.path.join(WORK, f"{name}.modules"), "w") as f:
+        f.write(mods)
+    dtb = os.path.join(WORK, f"{name}.dtb")
+    loaders = system.system_dtb(frag, dtb)
+    return ["-kernel", IMAGE, "-dtb", dtb] + loaders
+
+
+def expect_guest_ok(q, dom, args, mem, cpus):
+    q.expect(rf'\({dom}\) guest: hello bootargs="{args}" mem={mem}MiB cpus={cpus}', 120, f"{dom} hello")
+
+
+def check_two(name, hyperlaunch):
+    args = two_domains(name, "console=ttyAMA0 one spin", "console=ttyAMA0 two spin", hyperlaunch)
+    with Qemu(name, args) as q:
+        q.expect(r"boot plan: 2 domains \((hyperlaunch|dom0less)\)", 60)
+        q.expect_all([r"hypervisor entry to first guest instruction: \d+ us",
+                      r"\(domU1\) guest: summary pass=\d+ fail=\d+\r?\n",
+                      r"\(domU2\) guest: summary pass=\d+ fail=\d+\r?\n"], 120)
+        import re
+        for dom, least in (("domU1", 5), ("domU2", 3)):
+            m = re.search(rf"\({dom}\) guest: summary pass=(\d+) fail=(\d+)", q.text())
+            if not m or int(m.group(2)) or int(m.group(1)) < least:
+                q.fail(f"{dom}: {m.group(0) if m else 'no summary'}")
+        t = q.text()
+        for dom, args, mem, cpus in (("domU1", "one", 128, 2), ("domU2", "two", 64, 1)):
+            want = f'({dom}) guest: hello bootargs="console=ttyAMA0 {args} spin" mem={mem}MiB cpus={cpus}'
+            if want not in t:
+                q.fail(f"missing {want!r}")
+        if "(domU1) guest: PASS cpu_on 0x1" not in t:
+            q.fail("domU1's second vCPU did not come up")
+        q.expect_all([r"\(domU1\) guest: tick 1", r"\(domU2\) guest: tick 1"], 60)
+
+
+def test_two_guests_dom0less():
+    check_two("two-dom0less", False)
+
+
+def test_two_guests_hyperlaunch():
+    check_two("two-hyperlaunch", True)
+
+
+def test_data_abort_outside_ram_other_keeps_running():
+    args = two_domains("fault", "fault spin", "spin")
+    with Qemu("fault", args) as q:
+        q.expect(r"\(dtvisor\) domU1: read at IPA 0x10000000 .*external abort injected", 120, "the hypervisor's abort line")
+        q.expect(r"\(domU1\) guest: caught data abort", 30)
+        q.expect(r"\(domU1\) guest: after fault value=0x0 caught=1", 30)
+        q.expect(r"\(domU2\) guest: tick 2", 60, "domU2 still running")
+
+
+def test_system_off_leaves_other_running():
+    args = two_domains("sysoff", "off", "spin")
+    with Qemu("sysoff", args) as q:
+        q.expect(r"\(dtvisor\) domU1: SYSTEM_OFF: domain powered off", 120)
+        q.expect(r"\(domU2\) guest: tick 2", 60, "domU2 still running after domU1's SYSTEM_OFF")
+        q.not_seen(r"\(domU1\) guest: FAIL")
+
+
+def test_system_reset_restarts_that_domain_only():
+    args = two_domains("reset", "reset", "spin")
+    with Qemu("reset", args) as q:
+        q.expect(r"\(domU1\) guest: calling SYSTEM_RESET", 120)
+        q.expect(r"\(dtvisor\) domU1: SYSTEM_RESET: restarting the domain", 30)
+        q.expect(r'\(domU1\) guest: hello bootargs="reset"', 60, "domU1 booting again")
+        q.expect(r"\(domU1\) guest: summary pass=\d+ fail=0", 60)
+        q.expect(r"\(domU2\) guest: tick 1", 60, "domU2 running throughout")
+        if q.text().count("(domU2) guest: hello") != 1:
+            q.fail("domU2 was restarted too")
+
+
+def test_console_input_focus():
+    args = two_domains("echo", "echo", "echo")
+    with Qemu("echo", args) as q:
+        q.expect_all([r"\(domU1\) guest: echo ready", r"\(domU2\) guest: echo ready"], 120)
+        q.send(b"\x01\x01\x01")
+        q.expect(r"console input now goes to domU1", 30)
+        q.send(b"a")
+        q.expect(r"\(domU1\) guest: rx a", 30)
+        q.send(b"\x01\x01\x01")
+        q.expect(r"console input now goes to domU2", 30)
+        q.send(b"b")
+        q.expect(r"\(domU2\) guest: rx b", 30)
+        q.send(b"\x01\x01\x01")
+        q.expect(r"console input now goes to the hypervisor", 30)
+        q.not_seen(r"\(domU1\) guest: rx b")
+
+
+TESTS = [
+    test_two_guests_dom0less,
+    test_two_guests_hyperlaunch,
+    test_data_abort_outside_ram_other_keeps_running,
+    test_system_off_leaves_other_running,
+    test_system_reset_restarts_that_domain_only,
+    test_console_input_focus,
+]
+
+if __name__ == "__main__":
+    sys.exit(main(TESTS))
