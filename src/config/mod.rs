@@ -367,14 +367,20 @@ fn walk(fdt: &Fdt<'_>, p: &mut Parser<'_, '_>) -> Option<BootPlan> {
         );
     }
     if let Some(k) = kernels.first() {
-        let xa = xen_bootargs.as_deref().unwrap_or("");
+        // dom0_mem / dom0_max_vcpus come from the hypervisor's command line.
+        let xa = hyp_cmdline.as_deref().unwrap_or("");
+        let cmd_prop = if xen_bootargs.is_some() || !bootargs_is_xen {
+            "xen,xen-bootargs"
+        } else {
+            "bootargs"
+        };
         let vcpus = match cmdline_value(xa, "dom0_max_vcpus") {
             Some(v) => match v.split('-').next_back().and_then(|x| x.parse::<u32>().ok()) {
                 Some(n) if (1..=parse::MAX_VCPUS).contains(&n) => n,
                 _ => {
                     p.d.error(
                         "/chosen",
-                        Some("xen,xen-bootargs"),
+                        Some(cmd_prop),
                         Kind::BadValue,
                         format!(
                             "dom0_max_vcpus: expected 1 to {}, found \"{v}\"",
@@ -397,7 +403,7 @@ fn walk(fdt: &Fdt<'_>, p: &mut Parser<'_, '_>) -> Option<BootPlan> {
             Some((v, _)) => {
                 p.d.error(
                     "/chosen",
-                    Some("xen,xen-bootargs"),
+                    Some(cmd_prop),
                     Kind::BadValue,
                     format!("dom0_mem: expected a size such as 512M, found \"{v}\""),
                 );
@@ -503,6 +509,23 @@ fn walk(fdt: &Fdt<'_>, p: &mut Parser<'_, '_>) -> Option<BootPlan> {
                     "only one {what} domain is allowed; {} is one already",
                     with[0].path
                 ),
+            );
+        }
+    }
+    // xen,enhanced "enabled"/"legacy" needs a xenstore domain (or a dom0).
+    let has_xenstore = domains
+        .iter()
+        .any(|d| d.caps.0 & Caps::XENSTORE != 0 || d.origin == Origin::LegacyDom0);
+    for dom in domains
+        .iter()
+        .filter(|d| matches!(d.enhanced, Enhanced::Enabled | Enhanced::Legacy))
+    {
+        if !has_xenstore {
+            p.d.error(
+                &dom.path,
+                Some("xen,enhanced"),
+                Kind::Conflict,
+                "xenstore requested, but no domain has the xenstore role (capabilities 0x4) and there is no dom0: use \"no-xenstore\"".into(),
             );
         }
     }

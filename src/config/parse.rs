@@ -747,13 +747,12 @@ impl<'a, 'd> Parser<'a, 'd> {
                         }
                     };
                     if dom.enhanced != Enhanced::Disabled {
-                        self.err(
+                        self.d.warn(
                             path,
-                            "xen,enhanced",
-                            Kind::Unsupported,
-                            "not supported by dtvisor: Xen PV interfaces (grant tables, event channels, xenstore) are not provided".into(),
+                            Some("xen,enhanced"),
+                            Kind::Ignored,
+                            "Xen PV interfaces (grant tables, event channels, xenstore) are not provided by dtvisor: the guest boots without them".into(),
                         );
-                        ok = false;
                     }
                 }
                 Field::Passthrough => match p.str() {

@@ -90,6 +90,12 @@ impl fmt::Display for BootPlan {
                 writeln!(f, "  memory-max {}", Size(m << 10))?;
             }
             writeln!(f, "  vpl011 {}", if d.vpl011 { "yes" } else { "no" })?;
+            match d.enhanced {
+                Enhanced::Disabled => {}
+                Enhanced::Enabled => writeln!(f, "  xen,enhanced enabled (not provided)")?,
+                Enhanced::Legacy => writeln!(f, "  xen,enhanced legacy (not provided)")?,
+                Enhanced::NoXenstore => writeln!(f, "  xen,enhanced no-xenstore (not provided)")?,
+            }
             if let Some(m) = d.mode {
                 writeln!(f, "  mode {m:#x}")?;
             }
