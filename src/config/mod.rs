@@ -568,67 +568,91 @@ fn walk(fdt: &Fdt<'_>, p: &mut Parser<'_, '_>) -> Option<BootPlan> {
     })
 }
 
-/// Reports domain and module nodes where no container reads them.
+/// Reports domain and module nodes where no container reads them: one
+/// pre-order pass over the tree, keeping the ancestors on a stack.
 fn stray_nodes(root: &Node<'_>, chosen: Option<&Node<'_>>, p: &mut Parser<'_, '_>) {
-    fn visit(
-        n: &Node<'_>,
-        path: &str,
-        depth: usize,
-        chosen_off: Option<usize>,
-        in_chosen: bool,
-        p: &mut Parser<'_, '_>,
-    ) {
-        for c in n.children() {
-            let cpath = format!("{path}/{}", c.name());
-            let under = in_chosen || Some(c.offset()) == chosen_off;
-            if !under {
-                if is_module_node(&c) {
-                    let hint = if cpath.starts_with("/chosen") {
-                        " (it is not under /chosen)"
-                    } else {
-                        ""
-                    };
-                    p.d.warn(
-                        &cpath,
-                        None,
-                        Kind::ModuleOutside,
-                        format!("boot module outside /chosen is ignored{hint}"),
-                    );
-                } else if compat_has(&c, "xen,domain") {
-                    p.d.warn(
-                        &cpath,
-                        None,
-                        Kind::ModuleOutside,
-                        "xen,domain node outside /chosen is ignored".into(),
-                    );
-                }
-            } else if depth >= 3 && compat_has(&c, "xen,domain") {
-                // /chosen/<x>/<domain>: only /chosen/hypervisor/<domain> is a container.
-                let parent_is_hyp = n.name() == "hypervisor" && depth == 3;
-                if !parent_is_hyp && !compat_has(n, "xen,domain") {
+    struct Anc<'t> {
+        name: &'t str,
+        module: bool,
+        domain: bool,
+    }
+    let chosen_off = chosen.map(|c| c.offset());
+    let mut stack: Vec<Anc<'_>> = Vec::new();
+    let mut in_chosen_depth: Option<usize> = None;
+    let path = |stack: &[Anc<'_>], last: &str| {
+        let mut s = String::new();
+        for c in stack.iter().map(|a| a.name).chain(core::iter::once(last)) {
+            s.push('/');
+            s.push_str(c);
+        }
+        s
+    };
+    for c in root.descendants() {
+        let depth = c.depth();
+        stack.truncate(depth - 1);
+        if in_chosen_depth.is_some_and(|d| depth <= d) {
+            in_chosen_depth = None;
+        }
+        if Some(c.offset()) == chosen_off {
+            in_chosen_depth = Some(depth);
+        }
+        let module = is_module_node(&c);
+        let domain = !module && compat_has(&c, "xen,domain");
+        let name = c.name();
+        if in_chosen_depth.is_none() {
+            if module || domain {
+                let cpath = path(&stack, name);
+                let what = if module {
+                    "boot module"
+                } else {
+                    "xen,domain node"
+                };
+                let hint = if cpath.starts_with("/chosen") {
+                    " (it is not under /chosen)"
+                } else {
+                    ""
+                };
+                p.d.warn(
+                    &cpath,
+                    None,
+                    Kind::ModuleOutside,
+                    format!("{what} outside /chosen is ignored{hint}"),
+                );
+            }
+        } else if depth >= 3 && (module || domain) {
+            let parent = &stack[depth - 2];
+            let bad = if domain {
+                // Only /chosen/hypervisor/<domain> nests a domain deeper.
+                !(depth == 3 && parent.name == "hypervisor") && !parent.domain
+            } else {
+                !parent.domain
+                    && !parent.module
+                    && !(depth == 4 && parent.name == "config")
+                    && !(depth == 3 && parent.name == "hypervisor")
+            };
+            if bad {
+                let cpath = path(&stack, name);
+                if domain {
                     p.d.error(
                         &cpath,
                         None,
                         Kind::Nesting,
                         "a domain must be a direct child of /chosen or /chosen/hypervisor".into(),
                     );
+                } else {
+                    p.d.error(
+                        &cpath,
+                        None,
+                        Kind::ModuleDepth,
+                        "module nested where no domain or config node reads it".into(),
+                    );
                 }
-            } else if depth >= 3
-                && is_module_node(&c)
-                && !compat_has(n, "xen,domain")
-                && !is_module_node(n)
-                && !(depth == 4 && n.name() == "config")
-                && !(depth == 3 && n.name() == "hypervisor")
-            {
-                p.d.error(
-                    &cpath,
-                    None,
-                    Kind::ModuleDepth,
-                    "module nested where no domain or config node reads it".into(),
-                );
             }
-            visit(&c, &cpath, depth + 1, chosen_off, under, p);
         }
+        stack.push(Anc {
+            name,
+            module,
+            domain,
+        });
     }
-    visit(root, "", 1, chosen.map(|c| c.offset()), false, p);
 }

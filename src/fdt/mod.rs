@@ -143,11 +143,19 @@ impl fmt::Debug for Fdt<'_> {
     }
 }
 
-/// One token of the structure block.
-enum Token<'a> {
-    Begin { name: &'a str },
+/// A structure-block token with names left undecoded.
+enum Raw<'a> {
+    Begin(&'a [u8]),
     End,
-    Prop { name: &'a str, value: &'a [u8] },
+    Prop(u32, &'a [u8]),
+    Eof,
+}
+
+/// One token of the structure block.
+enum Token {
+    Begin,
+    End,
+    Prop,
     Eof,
 }
 
@@ -241,7 +249,7 @@ impl<'a> Fdt<'a> {
             let at = off;
             let (tok, next) = self.token(off)?;
             match tok {
-                Token::Begin { .. } => {
+                Token::Begin => {
                     if depth == 0 && seen_root {
                         return Err(FdtError::BadToken {
                             offset: at,
@@ -259,7 +267,7 @@ impl<'a> Fdt<'a> {
                         .checked_sub(1)
                         .ok_or(FdtError::Unbalanced { offset: at })?;
                 }
-                Token::Prop { .. } => {
+                Token::Prop => {
                     if depth == 0 {
                         return Err(FdtError::BadToken {
                             offset: at,
@@ -279,7 +287,7 @@ impl<'a> Fdt<'a> {
     }
 
     /// Decodes the token at `off` (NOPs skipped); returns it and the offset after it.
-    fn token(&self, mut off: usize) -> Result<(Token<'a>, usize), FdtError> {
+    fn token(&self, mut off: usize) -> Result<(Token, usize), FdtError> {
         let s = self.structs;
         loop {
             let tok = be32(s, off).ok_or(FdtError::Truncated { offset: off })?;
@@ -295,7 +303,8 @@ impl<'a> Fdt<'a> {
                     let name = core::str::from_utf8(&tail[..n])
                         .map_err(|_| FdtError::BadNodeName { offset: off })?;
                     let next = align4(body + n + 1).ok_or(FdtError::Truncated { offset: off })?;
-                    return Ok((Token::Begin { name }, next));
+                    let _ = name;
+                    return Ok((Token::Begin, next));
                 }
                 FDT_END_NODE => return Ok((Token::End, body)),
                 FDT_PROP => {
@@ -314,7 +323,8 @@ impl<'a> Fdt<'a> {
                             nameoff,
                         })?;
                     let next = align4(vend).ok_or(FdtError::Truncated { offset: off })?;
-                    return Ok((Token::Prop { name, value }, next));
+                    let _ = (name, value);
+                    return Ok((Token::Prop, next));
                 }
                 FDT_END => return Ok((Token::Eof, body)),
                 other => {
@@ -325,6 +335,46 @@ impl<'a> Fdt<'a> {
                 }
             }
         }
+    }
+
+    /// Decodes the token at `off` without checking names (`new` already
+    /// did, once): the fast path every walk after validation uses.
+    fn raw(&self, mut off: usize) -> Option<(Raw<'a>, usize)> {
+        let s = self.structs;
+        loop {
+            let tok = be32(s, off)?;
+            let body = off + 4;
+            match tok {
+                FDT_NOP => off = body,
+                FDT_BEGIN_NODE => {
+                    let tail = s.get(body..)?;
+                    let n = tail.iter().position(|&c| c == 0)?;
+                    return Some((Raw::Begin(&tail[..n]), align4(body + n + 1)?));
+                }
+                FDT_END_NODE => return Some((Raw::End, body)),
+                FDT_PROP => {
+                    let len = be32(s, body)? as usize;
+                    let nameoff = be32(s, body + 4)?;
+                    let vstart = body + 8;
+                    let value = s.get(vstart..vstart.checked_add(len)?)?;
+                    return Some((Raw::Prop(nameoff, value), align4(vstart + len)?));
+                }
+                FDT_END => return Some((Raw::Eof, body)),
+                _ => return None,
+            }
+        }
+    }
+
+    /// Whether the strings-block name at `nameoff` is exactly `name`.
+    fn name_is(&self, nameoff: u32, name: &str) -> bool {
+        let start = nameoff as usize;
+        let n = name.len();
+        self.strings.get(start..start + n) == Some(name.as_bytes())
+            && self.strings.get(start + n) == Some(&0)
+    }
+
+    fn prop_name(&self, nameoff: u32) -> &'a str {
+        cstr(self.strings, nameoff as usize).unwrap_or("")
     }
 
     /// The whole blob (cut to `totalsize`).
@@ -406,8 +456,18 @@ impl fmt::Debug for Node<'_> {
 
 impl<'a> Node<'a> {
     fn begin(&self) -> Option<(&'a str, usize)> {
-        match self.fdt.token(self.offset) {
-            Ok((Token::Begin { name }, next)) => Some((name, next)),
+        match self.fdt.raw(self.offset) {
+            // Names were checked to be UTF-8 by `Fdt::new`.
+            Some((Raw::Begin(name), next)) => {
+                Some((core::str::from_utf8(name).unwrap_or(""), next))
+            }
+            _ => None,
+        }
+    }
+
+    fn props_start(&self) -> Option<usize> {
+        match self.fdt.raw(self.offset) {
+            Some((Raw::Begin(_), next)) => Some(next),
             _ => None,
         }
     }
@@ -453,7 +513,21 @@ impl<'a> Node<'a> {
 
     /// The property called `name`, if present (the first one if repeated).
     pub fn prop(&self, name: &str) -> Option<Prop<'a>> {
-        self.props().find(|p| p.name == name)
+        let mut off = self.props_start()?;
+        loop {
+            match self.fdt.raw(off)? {
+                (Raw::Prop(nameoff, value), next) => {
+                    if self.fdt.name_is(nameoff, name) {
+                        return Some(Prop {
+                            name: self.fdt.prop_name(nameoff),
+                            value,
+                        });
+                    }
+                    off = next;
+                }
+                _ => return None,
+            }
+        }
     }
 
     /// Whether `compatible` lists `compat`.
@@ -473,10 +547,10 @@ impl<'a> Node<'a> {
     /// The node's direct children, in blob order.
     pub fn children(&self) -> ChildIter<'a> {
         // Skip the properties to the first child token.
-        let mut off = self.begin().map(|(_, n)| n);
+        let mut off = self.props_start();
         while let Some(o) = off {
-            match self.fdt.token(o) {
-                Ok((Token::Prop { .. }, next)) => off = Some(next),
+            match self.fdt.raw(o) {
+                Some((Raw::Prop(..), next)) => off = Some(next),
                 _ => break,
             }
         }
@@ -529,10 +603,13 @@ impl<'a> Iterator for PropIter<'a> {
     type Item = Prop<'a>;
     fn next(&mut self) -> Option<Prop<'a>> {
         let off = self.off?;
-        match self.fdt.token(off) {
-            Ok((Token::Prop { name, value }, next)) => {
+        match self.fdt.raw(off) {
+            Some((Raw::Prop(nameoff, value), next)) => {
                 self.off = Some(next);
-                Some(Prop { name, value })
+                Some(Prop {
+                    name: self.fdt.prop_name(nameoff),
+                    value,
+                })
             }
             _ => {
                 self.off = None;
@@ -546,17 +623,17 @@ impl<'a> Iterator for PropIter<'a> {
 fn skip_node(fdt: &Fdt<'_>, mut off: usize) -> Option<usize> {
     let mut depth = 0usize;
     loop {
-        let (tok, next) = fdt.token(off).ok()?;
+        let (tok, next) = fdt.raw(off)?;
         match tok {
-            Token::Begin { .. } => depth += 1,
-            Token::End => {
+            Raw::Begin(_) => depth += 1,
+            Raw::End => {
                 depth = depth.checked_sub(1)?;
                 if depth == 0 {
                     return Some(next);
                 }
             }
-            Token::Prop { .. } => {}
-            Token::Eof => return None,
+            Raw::Prop(..) => {}
+            Raw::Eof => return None,
         }
         off = next;
     }
@@ -578,8 +655,8 @@ impl<'a> Iterator for ChildIter<'a> {
         while be32(self.fdt.structs, o) == Some(FDT_NOP) {
             o += 4;
         }
-        match self.fdt.token(o) {
-            Ok((Token::Begin { .. }, _)) => {
+        match self.fdt.raw(o) {
+            Some((Raw::Begin(_), _)) => {
                 self.off = skip_node(&self.fdt, o);
                 Some(Node {
                     fdt: self.fdt,
@@ -608,12 +685,12 @@ impl<'a> Iterator for Descendants<'a> {
     fn next(&mut self) -> Option<Node<'a>> {
         loop {
             let off = self.off?;
-            let Ok((tok, next)) = self.fdt.token(off) else {
+            let Some((tok, next)) = self.fdt.raw(off) else {
                 self.off = None;
                 return None;
             };
             match tok {
-                Token::Begin { .. } => {
+                Raw::Begin(_) => {
                     // `off` may point at NOPs before the BEGIN_NODE: find it.
                     let mut o = off;
                     while be32(self.fdt.structs, o) == Some(FDT_NOP) {
@@ -628,8 +705,8 @@ impl<'a> Iterator for Descendants<'a> {
                     self.off = Some(next);
                     return Some(node);
                 }
-                Token::Prop { .. } => self.off = Some(next),
-                Token::End => {
+                Raw::Prop(..) => self.off = Some(next),
+                Raw::End => {
                     if self.depth <= self.floor {
                         self.off = None;
                         return None;
@@ -637,7 +714,7 @@ impl<'a> Iterator for Descendants<'a> {
                     self.depth -= 1;
                     self.off = Some(next);
                 }
-                Token::Eof => {
+                Raw::Eof => {
                     self.off = None;
                     return None;
                 }
