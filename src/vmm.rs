@@ -54,6 +54,9 @@ pub struct Vm {
 const RUNNING: u8 = 0;
 const OFF: u8 = 1;
 const RESETTING: u8 = 2;
+/// Built, not yet loaded: the pCPU of vCPU 0 loads it (domains load in
+/// parallel, each on its own pCPU).
+const LOADING: u8 = 3;
 
 impl Vm {
     #[allow(clippy::too_many_arguments)]
@@ -86,13 +89,17 @@ impl Vm {
             entry_ipa,
             dtb_ipa,
             ram_host,
-            state: AtomicU8::new(RUNNING),
+            state: AtomicU8::new(LOADING),
         }
     }
 
     /// SYSTEM_OFF or a reset is under way: vCPUs park at their next trap.
     pub fn stopping(&self) -> bool {
         self.state.load(Ordering::Acquire) != RUNNING
+    }
+
+    fn loading(&self) -> bool {
+        self.state.load(Ordering::Acquire) == LOADING
     }
 }
 
@@ -149,6 +156,9 @@ pub fn idle() -> ! {
     let stack_top = boot::stack_top(cpu);
     loop {
         if let Some((vm, vi)) = current() {
+            if vi == 0 && vm.loading() {
+                start(vm);
+            }
             if !vm.stopping() {
                 if let Some((entry, ctx)) = vm.power[vi].take_pending() {
                     if !FIRST_ENTRY.swap(true, Ordering::Relaxed) {
@@ -225,11 +235,12 @@ pub fn system_reset(vm: &Vm, vi: usize) -> ! {
 }
 
 /// Loads the pristine images and powers on vCPU 0 at the kernel entry.
-pub fn start(vm: &Vm) {
+/// Runs on the pCPU of the domain's vCPU 0.
+fn start(vm: &Vm) {
+    // The domain's host RAM, used by no one else while all its vCPUs are
+    // stopped: scrubbed, so no data crosses domains or boots.
     for r in &vm.ram_host {
-        // SAFETY: the domain's host RAM, identity mapped, used by no one
-        // else while all its vCPUs are stopped.
-        unsafe { core::ptr::write_bytes(r.start as *mut u8, 0, r.size() as usize) };
+        mmu::zero_range(r.start, r.end);
     }
     for l in &vm.loads {
         // SAFETY: placement made `src` (pristine copy) and `dst` (guest
@@ -509,8 +520,6 @@ pub fn boot(plat: &Platform, plan: &BootPlan) -> ! {
             log::error!("pCPU {i} (MPIDR {mpidr:#x}) did not start: PSCI {e:?}");
         }
     }
-    for vm in vms {
-        start(vm);
-    }
+    wake_all();
     idle()
 }

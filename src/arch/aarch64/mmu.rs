@@ -188,3 +188,33 @@ fn dcache_line() -> u64 {
     unsafe { core::arch::asm!("mrs {}, ctr_el0", out(reg) ctr) };
     4 << ((ctr >> 16) & 0xf)
 }
+
+/// Zeroes `[start, end)` of identity-mapped Normal memory, with `dc zva`
+/// (a cache block per instruction) where the CPU allows it.
+pub fn zero_range(start: u64, end: u64) {
+    let dczid: u64;
+    // SAFETY: reading DCZID_EL0 has no side effects.
+    unsafe { core::arch::asm!("mrs {}, dczid_el0", out(reg) dczid) };
+    let block = 4u64 << (dczid & 0xf);
+    let prohibited = dczid & (1 << 4) != 0;
+    let (mut a, b) = if prohibited {
+        (end, end)
+    } else {
+        ((start + block - 1) & !(block - 1), end & !(block - 1))
+    };
+    if a >= b {
+        a = end;
+    }
+    // SAFETY (all three): the caller owns `[start, end)`, mapped RAM.
+    unsafe { core::ptr::write_bytes(start as *mut u8, 0, (a.min(end) - start) as usize) };
+    let mut p = a;
+    while p < b {
+        // SAFETY: as above; one whole, aligned cache block.
+        unsafe { core::arch::asm!("dc zva, {}", in(reg) p) };
+        p += block;
+    }
+    if b > a && b < end {
+        // SAFETY: as above.
+        unsafe { core::ptr::write_bytes(b as *mut u8, 0, (end - b) as usize) };
+    }
+}
