@@ -623,12 +623,13 @@ fn stray_nodes(root: &Node<'_>, chosen: Option<&Node<'_>>, p: &mut Parser<'_, '_
             let parent = &stack[depth - 2];
             let bad = if domain {
                 // Only /chosen/hypervisor/<domain> nests a domain deeper.
-                !(depth == 3 && parent.name == "hypervisor") && !parent.domain
+                !(parent.domain || depth == 3 && parent.name == "hypervisor")
             } else {
-                !parent.domain
-                    && !parent.module
-                    && !(depth == 4 && parent.name == "config")
-                    && !(depth == 3 && parent.name == "hypervisor")
+                let read = parent.domain
+                    || parent.module
+                    || depth == 4 && parent.name == "config"
+                    || depth == 3 && parent.name == "hypervisor";
+                !read
             };
             if bad {
                 let cpath = path(&stack, name);
