@@ -48,11 +48,6 @@ pub fn write_str(s: &str) {
     with_uart(|u| emit(u, s));
 }
 
-/// Reads one byte of console input, if any.
-pub fn getc() -> Option<u8> {
-    with_uart(|u| u.getc()).flatten()
-}
-
 /// Reads one byte of input without waiting for the console lock.
 pub fn try_getc() -> Option<u8> {
     let _g = LOCK.try_lock()?;
@@ -73,16 +68,6 @@ pub fn write_fmt(args: fmt::Arguments) {
     with_uart(|u| {
         let _ = Locked(u).write_fmt(args);
     });
-}
-
-/// `fmt::Write` over the console.
-pub struct Console;
-
-impl Write for Console {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        write_str(s);
-        Ok(())
-    }
 }
 
 /// Writes without taking the lock: for exception reports and panics, where

@@ -33,6 +33,7 @@ pub struct Load {
 /// One domain as the image runs it.
 pub struct Vm {
     pub name: String,
+    /// Domain id from the plan (for logs and the future console).
     pub id: u16,
     pub vtcr: u64,
     pub vttbr: u64,
@@ -141,6 +142,7 @@ pub fn current() -> Option<(&'static Vm, usize)> {
 /// "(dtvisor) <domain>: <message>" on the console.
 pub fn log_vm(vm: &Vm, args: fmt::Arguments) {
     log::info!("{}: {}", vm.name, args);
+    log::debug!("(domain id {})", vm.id);
 }
 
 /// Wakes CPUs waiting in `idle` (after a vCPU was made pending).

@@ -5,12 +5,10 @@
 
 use super::mmu::{self, El2Mmu};
 use aarch64_cpu::registers::{Writeable, TPIDR_EL2};
-use core::sync::atomic::{AtomicUsize, Ordering};
 use smccc::{Hvc, Smc};
 use spin::Once;
 
 static MMU: Once<El2Mmu> = Once::new();
-static ONLINE: AtomicUsize = AtomicUsize::new(1);
 
 /// The firmware conduit for PSCI calls.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,11 +38,6 @@ pub fn start_cpu(conduit: Conduit, idx: usize, mpidr: u64) -> Result<(), smccc::
     }
 }
 
-/// Number of pCPUs that reached Rust with their MMU on.
-pub fn online() -> usize {
-    ONLINE.load(Ordering::Acquire)
-}
-
 #[unsafe(no_mangle)]
 extern "C" fn secondary_main(idx: u64) -> ! {
     TPIDR_EL2.set(idx);
@@ -52,6 +45,5 @@ extern "C" fn secondary_main(idx: u64) -> ! {
         Some(m) => mmu::enable(m, false),
         None => super::halt(),
     }
-    ONLINE.fetch_add(1, Ordering::AcqRel);
     crate::vmm::idle()
 }

@@ -112,6 +112,7 @@ impl El1Regs {
     }
 
     /// Saves the CPU's EL1 registers (for a future scheduler or migration).
+    #[allow(dead_code)]
     pub fn save(&mut self) {
         self.sctlr = sysreg!(read "sctlr_el1");
         self.ttbr0 = sysreg!(read "ttbr0_el1");
