@@ -54,7 +54,7 @@ def read_modules(path, env):
 
 def system_dtb(fragment, out, env=None, gic=3, smp=4, mem="2G", cpu="cortex-a57", extra_dts=""):
     """Compiles QEMU's DTB + `fragment` into `out`; returns QEMU loader args."""
-    env = dict(os.environ, **(env or {}))
+    env = dict(default_env(), **os.environ, **(env or {}))
     base = sh(["dtc", "-q", "-I", "dtb", "-O", "dts", qemu_dtb(gic, smp, mem, cpu)])
     base = "\n".join(l for l in base.splitlines() if "rng-seed" not in l and "kaslr-seed" not in l)
     frag = os.path.abspath(fragment)
