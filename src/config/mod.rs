@@ -432,30 +432,17 @@ fn walk(fdt: &Fdt<'_>, p: &mut Parser<'_, '_>) -> Option<BootPlan> {
             domains.insert(
                 0,
                 Domain {
-                    name: "dom0".into(),
-                    path: "/chosen".into(),
-                    origin: Origin::LegacyDom0,
-                    domid: 0,
                     caps: Caps(Caps::CONTROL | Caps::HARDWARE),
-                    console_io: true,
                     vcpus,
                     memory_kib,
-                    mem_min_kib: None,
-                    mem_max_kib: None,
-                    mode: None,
-                    uuid: None,
-                    security_id: None,
-                    vpl011: false,
-                    enhanced: Enhanced::Disabled,
-                    nr_spis: None,
-                    trap_unmapped: true,
-                    max_grant_version: None,
-                    max_grant_frames: None,
-                    max_maptrack_frames: None,
-                    p2m_mem_mb: None,
                     cmdline,
-                    kernel: (*k).clone(),
                     ramdisk,
+                    ..Domain::new(
+                        "dom0".into(),
+                        "/chosen".into(),
+                        Origin::LegacyDom0,
+                        (*k).clone(),
+                    )
                 },
             );
         }

@@ -105,6 +105,38 @@ pub struct Domain {
     pub ramdisk: Option<Module>,
 }
 
+impl Domain {
+    /// A domain with every optional setting at its default (Xen's).
+    pub fn new(name: String, path: String, origin: Origin, kernel: Module) -> Domain {
+        Domain {
+            name,
+            path,
+            origin,
+            domid: 0,
+            caps: Caps(0),
+            console_io: true,
+            vcpus: 1,
+            memory_kib: 0,
+            mem_min_kib: None,
+            mem_max_kib: None,
+            mode: None,
+            uuid: None,
+            security_id: None,
+            vpl011: false,
+            enhanced: Enhanced::Disabled,
+            nr_spis: None,
+            trap_unmapped: true,
+            max_grant_version: None,
+            max_grant_frames: None,
+            max_maptrack_frames: None,
+            p2m_mem_mb: None,
+            cmdline: None,
+            kernel,
+            ramdisk: None,
+        }
+    }
+}
+
 /// Everything the boot DTB asks the hypervisor to do.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BootPlan {

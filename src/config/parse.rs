@@ -478,37 +478,18 @@ impl<'a, 'd> Parser<'a, 'd> {
         let (mut mem_min, mut mem_max) = (None, None);
         let mut caps_sources: Vec<(&str, u32)> = Vec::new();
         let mut console_io = !hl;
-        let mut dom = Domain {
-            name: node.name().to_string(),
-            path: path.to_string(),
-            origin,
-            domid: 0,
-            caps: Caps(0),
-            console_io: true,
-            vcpus: 1,
-            memory_kib: 0,
-            mem_min_kib: None,
-            mem_max_kib: None,
-            mode: None,
-            uuid: None,
-            security_id: None,
-            vpl011: false,
-            enhanced: Enhanced::Disabled,
-            nr_spis: None,
-            trap_unmapped: true,
-            max_grant_version: None,
-            max_grant_frames: None,
-            max_maptrack_frames: None,
-            p2m_mem_mb: None,
-            cmdline: None,
-            kernel: Module {
-                kind: ModuleKind::Kernel,
-                range: Range::default(),
-                bootargs: None,
-                path: String::new(),
-            },
-            ramdisk: None,
+        let placeholder = Module {
+            kind: ModuleKind::Kernel,
+            range: Range::default(),
+            bootargs: None,
+            path: String::new(),
         };
+        let mut dom = Domain::new(
+            node.name().to_string(),
+            path.to_string(),
+            origin,
+            placeholder,
+        );
         let mut domid: Option<u32> = None;
         for p in node.props() {
             let Some(spec) = PROPS.iter().find(|s| s.name == p.name) else {

@@ -158,25 +158,29 @@ pub fn enable(m: &El2Mmu, boot: bool) {
     barrier::isb(barrier::SY);
 }
 
-/// `dc ivac` over `[start, end)`.
+/// `dc ivac` over `[start, end)`: drop cached copies (memory is current).
 pub fn invalidate_dcache_range(start: u64, end: u64) {
-    let line = dcache_line();
-    let mut a = start & !(line - 1);
-    while a < end {
+    for_each_line(start, end, |a| {
         // SAFETY: invalidation of lines we own; memory already holds the data.
         unsafe { core::arch::asm!("dc ivac, {}", in(reg) a) };
-        a += line;
-    }
-    barrier::dsb(barrier::SY);
+    });
 }
 
 /// `dc cvac` over `[start, end)`: make data visible to non-cacheable observers.
 pub fn clean_dcache_range(start: u64, end: u64) {
+    for_each_line(start, end, |a| {
+        // SAFETY: cleaning has no effect on the contents.
+        unsafe { core::arch::asm!("dc cvac, {}", in(reg) a) };
+    });
+}
+
+/// Calls `op` with each data-cache line address of `[start, end)`, then
+/// waits for the maintenance to complete.
+fn for_each_line(start: u64, end: u64, op: impl Fn(u64)) {
     let line = dcache_line();
     let mut a = start & !(line - 1);
     while a < end {
-        // SAFETY: cleaning has no effect on the contents.
-        unsafe { core::arch::asm!("dc cvac, {}", in(reg) a) };
+        op(a);
         a += line;
     }
     barrier::dsb(barrier::SY);
