@@ -3,7 +3,7 @@
 //! input focus. Built once at boot; afterwards shared read-only except
 //! for atomics and the per-device locks.
 
-use crate::arch::stage2::{self, Stage2Tables};
+use crate::arch::stage2::{self, HeapPages};
 use crate::arch::{self, mmu, smp, vcpu};
 use crate::boot;
 use crate::console;
@@ -15,6 +15,7 @@ use dtvisor::config::BootPlan;
 use dtvisor::emul::mmio::Access;
 use dtvisor::emul::vpl011::{self, Vpl011};
 use dtvisor::hw::{Conduit, GicVersion, Platform};
+use dtvisor::mm::stage2::Stage2Tables;
 use dtvisor::mm::Range;
 use dtvisor::placement::{self, DomainLayout, Needs};
 use dtvisor::psci::{Power, VcpuPower};
@@ -435,7 +436,7 @@ pub fn boot(plat: &Platform, plan: &BootPlan) -> ! {
     };
     let mut vms = Vec::new();
     for (d, l) in plan.domains.iter().zip(&layout.domains) {
-        let mut s2 = Stage2Tables::new();
+        let mut s2 = Stage2Tables::new(HeapPages);
         for m in &l.ram {
             if s2.map_ram(m.ipa, m.pa).is_err() {
                 crate::hyp::stay_up("stage-2 mapping failed");
@@ -497,7 +498,7 @@ pub fn boot(plat: &Platform, plan: &BootPlan) -> ! {
             d.name.clone(),
             d.domid,
             vtcr,
-            s2.vttbr(l.vmid),
+            s2.into_vttbr(l.vmid),
             l.banks.clone(),
             ram_host,
             l.pcpus.clone(),

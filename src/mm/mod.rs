@@ -1,3 +1,4 @@
 //! Memory: physical ranges, the free-RAM map, stage-2 tables.
 pub mod range;
+pub mod stage2;
 pub use range::Range;
