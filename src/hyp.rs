@@ -194,14 +194,16 @@ extern "C" fn primary_main(dtb_pa: u64, load: u64, t_entry: u64) -> ! {
     };
     // Xen's loglvl= on the hypervisor command line sets the log level.
     let level = plan.hyp_cmdline.as_deref().and_then(|c| {
-        c.split_whitespace().find_map(|w| w.strip_prefix("loglvl=")).map(|v| match v {
-            "none" => log::LevelFilter::Off,
-            "error" => log::LevelFilter::Error,
-            "warning" => log::LevelFilter::Warn,
-            "debug" => log::LevelFilter::Debug,
-            "all" => log::LevelFilter::Trace,
-            _ => log::LevelFilter::Info,
-        })
+        c.split_whitespace()
+            .find_map(|w| w.strip_prefix("loglvl="))
+            .map(|v| match v {
+                "none" => log::LevelFilter::Off,
+                "error" => log::LevelFilter::Error,
+                "warning" => log::LevelFilter::Warn,
+                "debug" => log::LevelFilter::Debug,
+                "all" => log::LevelFilter::Trace,
+                _ => log::LevelFilter::Info,
+            })
     });
     if let Some(l) = level {
         log::set_max_level(l);

@@ -31,7 +31,8 @@ def machine(gic=3, virt=True, extra=""):
 class Qemu:
     """One QEMU run with its console on a pipe."""
 
-    def __init__(self, name, args, limit=120, smp=4, mem="2G", gic=3, virt=True, cpu="cortex-a57", icount=False):
+    def __init__(self, name, args, limit=120, smp=4, mem="2G", gic=3, virt=True, cpu="cortex-a57", icount=False,
+                 command=None):
         os.makedirs(LOGDIR, exist_ok=True)
         self.name = name
         self.log_path = os.path.join(LOGDIR, f"{name}.log")
@@ -43,6 +44,8 @@ class Qemu:
         if icount:
             cmd += ["-icount", "shift=0,align=off,sleep=off"]
         self.cmd = cmd + list(args)
+        if command is not None:  # a script that starts QEMU itself
+            self.cmd = ["timeout", "--foreground", "-k", "5", str(limit)] + list(command)
         self.proc = subprocess.Popen(self.cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, start_new_session=True)
         self.log = open(self.log_path, "wb")

@@ -138,7 +138,16 @@ def test_console_input_focus():
         q.not_seen(r"\(domU1\) guest: rx b")
 
 
+def test_main_job_scripts_run():
+    """The README's first command boots the example system."""
+    with Qemu("scripts-run", [], limit=300, command=[os.path.join(ROOT, "scripts/run")]) as q:
+        q.expect_all([r'\(domU1\) guest: hello bootargs="console=ttyAMA0 domain=one spin" mem=128MiB cpus=2',
+                      r'\(domU2\) guest: hello bootargs="console=ttyAMA0 domain=two spin" mem=64MiB cpus=1',
+                      r"\(domU1\) guest: summary pass=5 fail=0", r"\(domU2\) guest: summary pass=3 fail=0"], 240)
+
+
 TESTS = [
+    test_main_job_scripts_run,
     test_two_guests_dom0less,
     test_two_guests_hyperlaunch,
     test_data_abort_outside_ram_other_keeps_running,
