@@ -181,6 +181,21 @@ extern "C" fn primary_main(dtb_pa: u64, load: u64, t_entry: u64) -> ! {
         micros(arch::counter() - t_entry)
     );
 
+    // dtvisor.selftest=el2-fault: an EL2 data abort on purpose, so the
+    // tests can see the unexpected-exception report (never in production).
+    let cmdline = fdt
+        .find("/chosen")
+        .and_then(|c| c.prop("xen,xen-bootargs"))
+        .and_then(|p| p.str());
+    let selftest = cmdline.is_some_and(|c| {
+        c.split_whitespace()
+            .any(|w| w == "dtvisor.selftest=el2-fault")
+    });
+    if selftest {
+        log::warn!("dtvisor.selftest=el2-fault: reading an unmapped address");
+        // SAFETY: deliberately faults; the exception handler halts this CPU.
+        unsafe { core::ptr::read_volatile(0xdead_0000_0000 as *const u64) };
+    }
     let t0 = arch::counter();
     let report = config::parse(&fdt, &plat.memory);
     let parse_us = micros(arch::counter() - t0);

@@ -508,21 +508,28 @@ pub fn boot(plat: &Platform, plan: &BootPlan) -> ! {
             l.dtb_ipa.start,
         ));
     }
-    let vms = install(vms);
+    // Every pCPU a vCPU needs is started before any domain is published,
+    // so a CPU that fails to start leaves nothing half started.
     let highest = vms
         .iter()
         .flat_map(|v| v.pcpu.iter().copied())
         .max()
         .unwrap_or(0);
+    let conduit = match plat.psci {
+        Some(Conduit::Hvc) => smp::Conduit::Hvc,
+        _ => smp::Conduit::Smc,
+    };
+    let mut failed = false;
     for (i, &mpidr) in cpus.iter().enumerate().take(highest + 1).skip(1) {
-        let conduit = match plat.psci {
-            Some(Conduit::Hvc) => smp::Conduit::Hvc,
-            _ => smp::Conduit::Smc,
-        };
         if let Err(e) = smp::start_cpu(conduit, i, mpidr) {
             log::error!("pCPU {i} (MPIDR {mpidr:#x}) did not start: PSCI {e:?}");
+            failed = true;
         }
     }
+    if failed {
+        crate::hyp::stay_up("a physical CPU the domains need did not start");
+    }
+    install(vms);
     wake_all();
     idle()
 }

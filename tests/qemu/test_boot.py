@@ -100,7 +100,28 @@ def test_uboot_booti_other_address():
             q.fail(f"expected 4 CPUs: {line}")
 
 
+def test_unexpected_el2_exception_is_reported():
+    """An EL2 fault prints its class in words, ESR, ELR, FAR and SPSR, and
+    that CPU halts instead of looping on the fault."""
+    import system
+    frag = os.path.join(CACHE, "selftest.dtsi")
+    os.makedirs(CACHE, exist_ok=True)
+    with open(frag, "w") as f:
+        f.write('/ { chosen { xen,xen-bootargs = "dtvisor.selftest=el2-fault"; }; };\n')
+    dtb = os.path.join(CACHE, "selftest.dtb")
+    system.system_dtb(frag, dtb)
+    with Qemu("el2-fault", ["-kernel", IMAGE, "-dtb", dtb]) as q:
+        q.expect(r"unexpected exception: synchronous \(EL2\) on CPU 0", 30)
+        q.expect(r"class 0x25: data abort at the same EL", 5)
+        q.expect(r"ESR_EL2 0x[0-9a-f]{16}  ELR_EL2 0x[0-9a-f]{16}", 5)
+        q.expect(r"FAR_EL2 0x0000dead00000000  SPSR_EL2 0x[0-9a-f]{16}", 5)
+        q.expect(r"this CPU halts", 5)
+        if q.text().count("unexpected exception") != 1:
+            q.fail("the fault was reported more than once (exception loop?)")
+
+
 TESTS = [
+    test_unexpected_el2_exception_is_reported,
     test_kernel_boot_gicv3_4cpus,
     test_kernel_boot_smp1,
     test_kernel_boot_gicv2,
