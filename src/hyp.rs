@@ -197,7 +197,15 @@ extern "C" fn primary_main(dtb_pa: u64, load: u64, t_entry: u64) -> ! {
         unsafe { core::ptr::read_volatile(0xdead_0000_0000 as *const u64) };
     }
     let t0 = arch::counter();
-    let report = config::parse(&fdt, &plat.memory);
+    let ram = plat.memory.ram.clone();
+    let peek = move |pa: u64| {
+        let r = Range::from_base_size(pa, 4)?;
+        // SAFETY: a word of RAM (checked), identity mapped; modules are
+        // only read here.
+        (pa % 4 == 0 && ram.iter().any(|b| b.contains_range(&r)))
+            .then(|| unsafe { core::ptr::read_volatile(pa as *const u32) })
+    };
+    let report = config::parse_with_memory(&fdt, &plat.memory, Some(&peek));
     let parse_us = micros(arch::counter() - t0);
     let Some(plan) = report.plan else {
         print!("{}", render::Diagnostics(&report.diagnostics));

@@ -93,9 +93,28 @@ fn cmdline_value<'s>(cmdline: &'s str, key: &str) -> Option<&'s str> {
 /// Parses the boot configuration of `fdt`. `host` gives RAM and every
 /// reserved range (the image adds its own range and the DTB's).
 pub fn parse(fdt: &Fdt<'_>, host: &HostMemory) -> Report {
+    parse_with_memory(fdt, host, None)
+}
+
+/// XSM (FLASK) policy magic, the first word of a policy file.
+pub const XSM_MAGIC: u32 = 0xf97c_ff8c;
+
+/// `parse`, where module contents can be read (the image): `peek(pa)`
+/// returns the little-endian word at `pa`. It lets a bare
+/// `multiboot,module` under /chosen be recognised as an XSM policy by its
+/// magic, as Xen does.
+pub fn parse_with_memory(
+    fdt: &Fdt<'_>,
+    host: &HostMemory,
+    peek: Option<&dyn Fn(u64) -> Option<u32>>,
+) -> Report {
     let mut d = Diags::default();
     let plan = {
-        let mut p = Parser { d: &mut d, host };
+        let mut p = Parser {
+            d: &mut d,
+            host,
+            peek,
+        };
         walk(fdt, &mut p)
     };
     let plan = if d.has_errors() { None } else { plan };
@@ -238,7 +257,12 @@ fn walk(fdt: &Fdt<'_>, p: &mut Parser<'_, '_>) -> Option<BootPlan> {
         });
         let guess = if generic_only {
             bare += 1;
+            // Xen's rule (bindings 1.3): 1st kernel, 2nd ramdisk; from the
+            // 2nd on, a module starting with the XSM magic is the policy.
+            let start = c.prop("reg").and_then(|r| r.read_cells(0, ccells.0));
+            let xsm = bare >= 2 && start.zip(p.peek).and_then(|(a, f)| f(a)) == Some(XSM_MAGIC);
             match bare {
+                _ if xsm => Some(ModuleKind::XsmPolicy),
                 1 => Some(ModuleKind::Kernel),
                 2 => Some(ModuleKind::Ramdisk),
                 _ => None,
@@ -642,5 +666,38 @@ fn stray_nodes(root: &Node<'_>, chosen: Option<&Node<'_>>, p: &mut Parser<'_, '_
             module,
             domain,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Bindings #21/#22: the second bare module is the ramdisk, unless it
+    /// carries the XSM magic (then it is the hypervisor's policy).
+    #[test]
+    fn xsm_magic_guess() {
+        let src = r#"/dts-v1/;
+/ { #address-cells = <2>; #size-cells = <2>;
+  memory@40000000 { device_type = "memory"; reg = <0x0 0x40000000 0x0 0x80000000>; };
+  chosen { #address-cells = <2>; #size-cells = <2>; xen,xen-bootargs = "dom0_mem=256M";
+    module@50000000 { compatible = "multiboot,module"; reg = <0x0 0x50000000 0x0 0x200000>; };
+    module@52000000 { compatible = "multiboot,module"; reg = <0x0 0x52000000 0x0 0x1000>; };
+  };
+};
+"#;
+        let blob = crate::fdt::tests::dtc(src);
+        let fdt = Fdt::new(&blob).unwrap();
+        let host = HostMemory::from_fdt(&fdt);
+        let plain = parse(&fdt, &host).plan.unwrap();
+        assert_eq!(
+            plain.domains[0].ramdisk.as_ref().unwrap().range.start,
+            0x5200_0000
+        );
+        assert!(plain.hyp_modules.is_empty());
+        let peek = |a: u64| (a == 0x5200_0000).then_some(XSM_MAGIC);
+        let with = parse_with_memory(&fdt, &host, Some(&peek)).plan.unwrap();
+        assert!(with.domains[0].ramdisk.is_none());
+        assert_eq!(with.hyp_modules[0].kind, ModuleKind::XsmPolicy);
     }
 }

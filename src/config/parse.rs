@@ -25,6 +25,8 @@ pub const DOMID_FIRST_RESERVED: u32 = 0x7ff0;
 pub(crate) struct Parser<'a, 'd> {
     pub d: &'d mut Diags,
     pub host: &'a HostMemory,
+    /// Reads the first 32-bit word of a module, where memory is at hand.
+    pub peek: Option<&'a dyn Fn(u64) -> Option<u32>>,
 }
 
 /// Renders a value for "found ..." in messages.

@@ -821,4 +821,4 @@ impl<'a> Prop<'a> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
