@@ -50,6 +50,12 @@ fn dtb_slice(pa: u64) -> &'static [u8] {
 fn find_console(fdt: &Fdt) -> Option<Uart> {
     let (_, info, _) = platform::find_console(fdt)?;
     let info = info?;
+    // A UART "in RAM" is a broken DTB: writing there would corrupt memory.
+    let mut in_ram = false;
+    early::for_each_ram(fdt, |r| in_ram |= r.contains(info.base));
+    if in_ram {
+        return None;
+    }
     let base = info.base as usize;
     Some(match info.kind {
         // SAFETY: the DTB names this a PL011; all of low memory is mapped
