@@ -34,7 +34,7 @@ pub struct Load {
 /// One domain as the image runs it.
 pub struct Vm {
     pub name: String,
-    /// Domain id from the plan (for logs and the future console).
+    /// Domain id from the plan.
     pub id: u16,
     pub vtcr: u64,
     pub vttbr: u64,
@@ -143,7 +143,6 @@ pub fn current() -> Option<(&'static Vm, usize)> {
 /// "(dtvisor) <domain>: <message>" on the console.
 pub fn log_vm(vm: &Vm, args: fmt::Arguments) {
     log::info!("{}: {}", vm.name, args);
-    log::debug!("(domain id {})", vm.id);
 }
 
 /// Wakes CPUs waiting in `idle` (after a vCPU was made pending).
@@ -262,6 +261,13 @@ fn start(vm: &Vm) {
         p.set(Power::Off);
     }
     vm.state.store(RUNNING, Ordering::Release);
+    log::info!(
+        "{} (id {}): loaded, vCPU 0 starts at {:#x} with its device tree at {:#x}",
+        vm.name,
+        vm.id,
+        vm.entry_ipa,
+        vm.dtb_ipa
+    );
     vm.power[0].start(vm.entry_ipa, vm.dtb_ipa);
     wake_all();
 }
