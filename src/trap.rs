@@ -134,7 +134,7 @@ fn hypercall(vm: &vmm::Vm, vi: usize, frame: &mut TrapFrame) {
             }
             r
         }
-        Call::CpuOff => vmm::cpu_off(vm, vi),
+        Call::CpuOff => vmm::park(vm, vi),
         Call::AffinityInfo { target, level } => psci::affinity_info(&vm.power, target, level),
         Call::MigrateInfoType => psci::MIGRATE_NONE,
         Call::SystemOff => {

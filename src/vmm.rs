@@ -195,11 +195,6 @@ pub fn park(vm: &Vm, vi: usize) -> ! {
     idle()
 }
 
-/// PSCI CPU_OFF from vCPU `vi`.
-pub fn cpu_off(vm: &Vm, vi: usize) -> i64 {
-    park(vm, vi)
-}
-
 /// SYSTEM_OFF: this domain only. The other domains keep running.
 pub fn system_off(vm: &Vm, vi: usize) -> ! {
     vm.state.store(OFF, Ordering::Release);

@@ -173,7 +173,6 @@ fn walk(fdt: &Fdt<'_>, p: &mut Parser<'_, '_>) -> Option<BootPlan> {
             );
         }
         let hanc = [root, chosen, h];
-        let cells = parse::cells_for_children(&anc, &h);
         for c in h.children() {
             let path = format!("/chosen/hypervisor/{}", c.name());
             let is_config = c.name() == "config"
@@ -197,7 +196,6 @@ fn walk(fdt: &Fdt<'_>, p: &mut Parser<'_, '_>) -> Option<BootPlan> {
                         }
                     }
                 }
-                let _ = cells;
             } else if compat_has(&c, "xen,domain") {
                 if !c.is_enabled() {
                     p.d.warn(
@@ -570,7 +568,6 @@ fn walk(fdt: &Fdt<'_>, p: &mut Parser<'_, '_>) -> Option<BootPlan> {
             "no domains configured".into(),
         );
     }
-    let _ = hyp_cmdline.as_deref();
     Some(BootPlan {
         container,
         domains,
