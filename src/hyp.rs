@@ -112,6 +112,7 @@ extern "C" fn wrong_el_entry(dtb: u64, _load: u64) -> ! {
 extern "C" fn primary_main(dtb_pa: u64, load: u64, t_entry: u64) -> ! {
     // The boot CPU is pCPU 0 (TPIDR_EL2 is UNKNOWN at reset).
     aarch64_cpu::registers::TPIDR_EL2.set(0);
+    boot::paint_canaries();
     let fdt = match Fdt::new(dtb_slice(dtb_pa)) {
         Ok(f) => f,
         Err(e) => {

@@ -26,6 +26,9 @@ const FSC_EXTERNAL: u64 = 0x10;
 /// not a guest trap (the caller reports it as unexpected), Some(true) when
 /// the guest may resume.
 pub fn handle(kind: u64, frame: &mut TrapFrame) -> Option<bool> {
+    if !crate::boot::stack_intact(crate::arch::cpu_index()) {
+        crate::arch::early_fatal("stack overflow on this CPU");
+    }
     let (vm, vi) = vmm::current()?;
     match kind {
         8 => {}                            // synchronous, lower EL AArch64

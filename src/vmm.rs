@@ -157,6 +157,9 @@ pub fn idle() -> ! {
     let cpu = arch::cpu_index();
     let stack_top = boot::stack_top(cpu);
     loop {
+        if !boot::stack_intact(cpu) {
+            arch::early_fatal("stack overflow on this CPU");
+        }
         if let Some((vm, vi)) = current() {
             if vi == 0 && vm.loading() {
                 start(vm);

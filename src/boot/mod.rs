@@ -12,6 +12,7 @@ core::arch::global_asm!(
 );
 
 unsafe extern "C" {
+    static __boot_stack_start: u8;
     static __stacks_start: u8;
     static __boot_stack_end: u8;
     static __image_start: u8;
@@ -33,4 +34,32 @@ pub fn stack_top(cpu: usize) -> u64 {
     } else {
         core::ptr::addr_of!(__stacks_start) as u64 + (cpu as u64 * STACK_SIZE as u64)
     }
+}
+
+/// Written at the lowest word of every stack; a stack that overflows
+/// overwrites it before it reaches anything else (BSS, another stack).
+const CANARY: u64 = 0x5354_4143_4b21_2121;
+
+fn stack_bottom(cpu: usize) -> *mut u64 {
+    if cpu == 0 {
+        core::ptr::addr_of!(__boot_stack_start) as *mut u64
+    } else {
+        (core::ptr::addr_of!(__stacks_start) as u64 + ((cpu as u64 - 1) * STACK_SIZE as u64))
+            as *mut u64
+    }
+}
+
+/// Paints every stack's canary (boot CPU, before the others start).
+pub fn paint_canaries() {
+    for cpu in 0..MAX_CPUS {
+        // SAFETY: the lowest word of a stack slot link.ld reserves; no CPU
+        // but the boot CPU runs yet, and its stack is far above.
+        unsafe { stack_bottom(cpu).write_volatile(CANARY) };
+    }
+}
+
+/// Whether CPU `cpu`'s stack has not overflowed.
+pub fn stack_intact(cpu: usize) -> bool {
+    // SAFETY: reading the canary word of a reserved stack slot.
+    cpu >= MAX_CPUS || unsafe { stack_bottom(cpu).read_volatile() } == CANARY
 }
