@@ -31,8 +31,15 @@ pub fn handle(kind: u64, frame: &mut TrapFrame) -> Option<bool> {
     }
     let (vm, vi) = vmm::current()?;
     match kind {
-        8 => {}                            // synchronous, lower EL AArch64
-        9 | 10 => return Some(vmm::irq()), // physical IRQ/FIQ while a guest ran
+        8 => {} // synchronous, lower EL AArch64
+        9 | 10 => {
+            // Physical IRQ/FIQ while a guest ran: a kick, or stray.
+            vmm::irq();
+            if vm.stopping() {
+                vmm::park(vm, vi);
+            }
+            return Some(true);
+        }
         11 => {
             vmm::log_vm(vm, format_args!("SError from the guest: domain stopped"));
             vmm::system_off(vm, vi);

@@ -4,13 +4,13 @@
 //! for atomics and the per-device locks.
 
 use crate::arch::stage2::{self, HeapPages};
-use crate::arch::{self, mmu, smp, vcpu};
+use crate::arch::{self, gic, mmu, smp, vcpu};
 use crate::boot;
 use crate::console;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
-use core::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use dtvisor::config::BootPlan;
 use dtvisor::emul::mmio::Access;
 use dtvisor::emul::vpl011::{self, Vpl011};
@@ -119,6 +119,26 @@ static FOCUS: AtomicUsize = AtomicUsize::new(0);
 static CTRL_A: AtomicUsize = AtomicUsize::new(0);
 static FIRST_ENTRY: AtomicBool = AtomicBool::new(false);
 static INPUT: Mutex<()> = Mutex::new(());
+/// Per pCPU: its MPIDR (for kicks) and its GIC redistributor index.
+static PCPU_MPIDR: [AtomicU64; boot::MAX_CPUS] = [const { AtomicU64::new(0) }; boot::MAX_CPUS];
+static PCPU_REDIST: [AtomicUsize; boot::MAX_CPUS] = [const { AtomicUsize::new(0) }; boot::MAX_CPUS];
+
+/// The GIC redistributor index of pCPU `cpu`.
+pub fn redistributor_of(cpu: usize) -> usize {
+    PCPU_REDIST
+        .get(cpu)
+        .map_or(0, |r| r.load(Ordering::Relaxed))
+}
+
+/// Makes every other vCPU of `vm` that is running leave its guest, so it
+/// sees the domain stopping at once.
+fn kick_others(vm: &Vm, vi: usize) {
+    for (i, p) in vm.power.iter().enumerate() {
+        if i != vi && p.state() == Power::On {
+            gic::kick(PCPU_MPIDR[vm.pcpu[i]].load(Ordering::Relaxed));
+        }
+    }
+}
 
 /// Publishes the domains and pins every vCPU to its pCPU.
 pub fn install(vms: Vec<Vm>) -> &'static [Vm] {
@@ -201,6 +221,7 @@ pub fn park(vm: &Vm, vi: usize) -> ! {
 /// SYSTEM_OFF: this domain only. The other domains keep running.
 pub fn system_off(vm: &Vm, vi: usize) -> ! {
     vm.state.store(OFF, Ordering::Release);
+    kick_others(vm, vi);
     for p in &vm.power {
         if p.state() != Power::On {
             p.set(Power::Stopped);
@@ -214,9 +235,9 @@ pub fn system_off(vm: &Vm, vi: usize) -> ! {
 pub fn system_reset(vm: &Vm, vi: usize) -> ! {
     vm.state.store(RESETTING, Ordering::Release);
     vm.power[vi].set(Power::Stopped);
-    // Other vCPUs park at their next trap; wait for them (bounded by
-    // their own progress: a vCPU spinning without traps delays the reset,
-    // as it would on hardware without an IPI; the vGIC brings SGIs).
+    kick_others(vm, vi);
+    // The other vCPUs were kicked (an SGI to their pCPUs) and park in
+    // their trap handler; without a usable GIC they park at their next trap.
     let mut warned = false;
     let t0 = arch::counter();
     while vm
@@ -291,9 +312,9 @@ fn print_line(vm: &Vm, line: &[u8]) {
     println!("({}) {}", vm.name, text);
 }
 
-/// A physical interrupt arrived while a guest ran (none are enabled yet).
-pub fn irq() -> bool {
-    true
+/// A physical interrupt arrived while a guest ran: only kicks are enabled.
+pub fn irq() {
+    gic::ack();
 }
 
 /// Reads console input: Ctrl-a three times moves the focus on (the
@@ -511,6 +532,23 @@ pub fn boot(plat: &Platform, plan: &BootPlan) -> ! {
             l.kernel_ipa.start,
             l.dtb_ipa.start,
         ));
+    }
+    for (i, &m) in cpus.iter().enumerate() {
+        PCPU_MPIDR[i].store(m, Ordering::Relaxed);
+        let redist = plat.cpus.iter().position(|c| c.mpidr == m).unwrap_or(i);
+        PCPU_REDIST[i].store(redist, Ordering::Relaxed);
+    }
+    let kicks = match &plat.gic {
+        Some(g) if g.version == GicVersion::V3 && !g.gicr.is_empty() => gic::init_boot(
+            g.gicd.start,
+            g.gicr[0].start,
+            plat.cpus.len().min(boot::MAX_CPUS),
+            redistributor_of(0),
+        ),
+        _ => false,
+    };
+    if !kicks {
+        log::warn!("no GICv3 kicks: SYSTEM_OFF/RESET wait for the domain's other vCPUs to trap");
     }
     // Every pCPU a vCPU needs is started before any domain is published,
     // so a CPU that fails to start leaves nothing half started.

@@ -121,6 +121,19 @@ def test_system_reset_restarts_that_domain_only():
             q.fail("domU2 was restarted too")
 
 
+def test_reset_stops_a_spinning_vcpu():
+    """SYSTEM_RESET while the domain's other vCPU spins without ever
+    trapping: the hypervisor kicks that pCPU (a GIC SGI) and the domain
+    restarts."""
+    args = two_domains("reset-hold", "hold reset", "spin")
+    with Qemu("reset-hold", args) as q:
+        q.expect(r"\(domU1\) guest: PASS cpu_on 0x1", 120)
+        q.expect(r"\(domU1\) guest: calling SYSTEM_RESET", 60)
+        q.expect(r'\(domU1\) guest: hello bootargs="hold reset"', 60, "domU1 booting again")
+        q.expect(r"\(domU1\) guest: PASS cpu_on 0x1", 60, "its second vCPU starting again")
+        q.not_seen(r"reset waits for its other vCPUs")
+
+
 def test_console_input_focus():
     args = two_domains("echo", "echo", "echo")
     with Qemu("echo", args) as q:
@@ -153,6 +166,7 @@ TESTS = [
     test_data_abort_outside_ram_other_keeps_running,
     test_system_off_leaves_other_running,
     test_system_reset_restarts_that_domain_only,
+    test_reset_stops_a_spinning_vcpu,
     test_console_input_focus,
 ]
 

@@ -1,5 +1,6 @@
 //! AArch64 glue: exception vectors, EL2 MMU, CPU identity, timing.
 pub mod exception;
+pub mod gic;
 pub mod mmu;
 pub mod smp;
 pub mod stage2;

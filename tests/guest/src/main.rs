@@ -26,6 +26,8 @@ static mut USE_SMC: bool = false;
 /// Set by a secondary vCPU once it runs (index = its context id).
 static mut ONLINE: [u64; 8] = [0; 8];
 static mut CAUGHT: u64 = 0;
+/// `hold`: secondaries spin forever (no traps) instead of CPU_OFF.
+static mut HOLD: u64 = 0;
 
 fn uart() -> usize {
     // SAFETY: written once by the boot vCPU before anything reads it.
@@ -156,6 +158,9 @@ extern "C" fn guest_main(dtb: usize) -> ! {
     let f = psci(PSCI_FEATURES, CPU_ON, 0, 0);
     c.check(f >= 0, format_args!("psci-features cpu_on ({f})"));
     let entry = secondary as *const () as u64;
+    let hold = has_word(args, "hold");
+    // SAFETY: read by the secondaries after CPU_ON.
+    unsafe { write_volatile(&raw mut HOLD, hold as u64) };
     let me = read_mpidr();
     let mut slot = 1u64;
     for &mpidr in info.cpus[..info.ncpus].iter().filter(|&&m| m != me) {
@@ -178,6 +183,10 @@ extern "C" fn guest_main(dtb: usize) -> ! {
             r == 0 && online,
             format_args!("cpu_on {mpidr:#x} (psci {r})"),
         );
+        slot += 1;
+        if hold {
+            continue;
+        }
         let mut off = false;
         for _ in 0..50_000_000u64 {
             if psci(AFFINITY_INFO, mpidr, 0, 0) == 1 {
@@ -186,7 +195,6 @@ extern "C" fn guest_main(dtb: usize) -> ! {
             }
         }
         c.check(off, format_args!("cpu_off {mpidr:#x}"));
-        slot += 1;
     }
     let r = psci(CPU_ON, 0xff00, entry, 7);
     c.check(
@@ -245,6 +253,12 @@ extern "C" fn secondary_main(slot: u64) -> ! {
     say!("guest: cpu {slot} (mpidr {:#x}) online", read_mpidr());
     // SAFETY: this vCPU's own flag.
     unsafe { write_volatile(&raw mut ONLINE[slot as usize & 7], 1) };
+    // SAFETY: written by the boot vCPU before CPU_ON.
+    if unsafe { read_volatile(&raw const HOLD) } != 0 {
+        loop {
+            core::hint::spin_loop();
+        }
+    }
     psci(CPU_OFF, 0, 0, 0);
     say!("guest: FAIL cpu_off returned");
     halt()
