@@ -32,7 +32,7 @@ DOMAIN = """
 """
 
 
-def two_domains(name, args1, args2, hyperlaunch=False, cpus=(2, 1), mem=(128, 64)):
+def two_domains(name, args1, args2, hyperlaunch=False, cpus=(2, 1), mem=(128, 64), gic=3):
     """Writes a fragment with domU1/domU2 running the test guest; returns
     QEMU arguments that boot it."""
     os.makedirs(WORK, exist_ok=True)
@@ -54,7 +54,7 @@ def two_domains(name, args1, args2, hyperlaunch=False, cpus=(2, 1), mem=(128, 64
     with open(os.path.join(WORK, f"{name}.modules"), "w") as f:
         f.write(mods)
     dtb = os.path.join(WORK, f"{name}.dtb")
-    loaders = system.system_dtb(frag, dtb)
+    loaders = system.system_dtb(frag, dtb, gic=gic)
     return ["-kernel", IMAGE, "-dtb", dtb] + loaders
 
 
@@ -90,6 +90,14 @@ def test_two_guests_dom0less():
 
 def test_two_guests_hyperlaunch():
     check_two("two-hyperlaunch", True)
+
+
+def test_two_guests_on_gicv2_host():
+    """A GICv2 host: guests get a GICv2 node and run the same."""
+    args = two_domains("two-gicv2", "v2 spin", "v2 spin", gic=2)
+    with Qemu("two-gicv2", args, gic=2) as q:
+        q.expect(r"machine: 4 CPUs, 2 GiB RAM, GICv2", 60)
+        q.expect_all([r"\(domU1\) guest: summary pass=5 fail=0", r"\(domU2\) guest: summary pass=3 fail=0"], 120)
 
 
 def test_data_abort_outside_ram_other_keeps_running():
@@ -163,6 +171,7 @@ TESTS = [
     test_main_job_scripts_run,
     test_two_guests_dom0less,
     test_two_guests_hyperlaunch,
+    test_two_guests_on_gicv2_host,
     test_data_abort_outside_ram_other_keeps_running,
     test_system_off_leaves_other_running,
     test_system_reset_restarts_that_domain_only,

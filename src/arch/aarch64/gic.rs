@@ -46,8 +46,10 @@ pub fn init_boot(gicd: u64, gicr: u64, cpus: usize, redist: usize) -> bool {
 
 /// Per-CPU setup on secondary pCPU `cpu` (its redistributor index).
 pub fn init_secondary(cpu: usize) {
-    cpu_interface_on();
+    // Only where init_boot found a GICv3: on a GICv2 the ICC_* system
+    // registers do not exist (their access is UNDEFINED).
     if let Some(Gic(g)) = GIC.lock().as_mut() {
+        cpu_interface_on();
         g.init_cpu(cpu);
         let _ = g.enable_interrupt(KICK, Some(cpu), true);
         GicCpuInterface::enable_group1(true);
