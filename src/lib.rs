@@ -12,4 +12,5 @@ pub mod hw;
 pub mod mm;
 pub mod placement;
 pub mod psci;
+pub mod vgic;
 pub mod vm;

@@ -138,7 +138,7 @@ impl VcpuPower {
     }
 
     pub fn state(&self) -> Power {
-        match self.state.load(Ordering::Acquire) {
+        match self.state.load(Ordering::SeqCst) {
             0 => Power::Off,
             1 => Power::Pending,
             2 => Power::On,
@@ -147,7 +147,7 @@ impl VcpuPower {
     }
 
     pub fn set(&self, p: Power) {
-        self.state.store(p as u8, Ordering::Release);
+        self.state.store(p as u8, Ordering::SeqCst);
     }
 
     /// Marks the vCPU as to be started at `entry` with `context` in x0.
@@ -157,22 +157,36 @@ impl VcpuPower {
         self.set(Power::Pending);
     }
 
-    /// If pending: take its entry point and context and mark it on.
-    pub fn take_pending(&self) -> Option<(u64, u64)> {
+    /// The CPU_ON entry point and context id, once the vCPU is entered
+    /// (`vm::lifecycle::try_enter` returned `Run`).
+    pub fn entry(&self) -> (u64, u64) {
+        (
+            self.entry.load(Ordering::Relaxed),
+            self.context.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// The lifecycle's view of a vCPU's power byte. Sequentially consistent,
+/// as its stop protocol requires.
+impl crate::vm::lifecycle::PowerCell for VcpuPower {
+    fn state(&self) -> Power {
+        VcpuPower::state(self)
+    }
+    fn set(&self, p: Power) {
+        VcpuPower::set(self, p)
+    }
+    fn cas(&self, from: Power, to: Power) -> Result<(), Power> {
         self.state
-            .compare_exchange(
-                Power::Pending as u8,
-                Power::On as u8,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            )
-            .ok()
-            .map(|_| {
-                (
-                    self.entry.load(Ordering::Relaxed),
-                    self.context.load(Ordering::Relaxed),
-                )
-            })
+            .compare_exchange(from as u8, to as u8, Ordering::SeqCst, Ordering::SeqCst)
+            .map(|_| ())
+            .map_err(|_| VcpuPower::state(self))
+    }
+}
+
+impl AsRef<VcpuPower> for VcpuPower {
+    fn as_ref(&self) -> &VcpuPower {
+        self
     }
 }
 
@@ -181,8 +195,18 @@ pub const MPIDR_AFF_MASK: u64 = 0xff_00ff_ffff;
 
 /// CPU_ON on behalf of a vCPU of the domain whose vCPUs are `vcpus` and
 /// whose RAM (guest-physical) is `ram`.
-pub fn cpu_on(vcpus: &[VcpuPower], ram: &[Range], target: u64, entry: u64, context: u64) -> i64 {
-    let Some(v) = vcpus.iter().find(|v| v.mpidr == target & MPIDR_AFF_MASK) else {
+pub fn cpu_on<V: AsRef<VcpuPower>>(
+    vcpus: &[V],
+    ram: &[Range],
+    target: u64,
+    entry: u64,
+    context: u64,
+) -> i64 {
+    let Some(v) = vcpus
+        .iter()
+        .map(AsRef::as_ref)
+        .find(|v| v.mpidr == target & MPIDR_AFF_MASK)
+    else {
         return INVALID_PARAMETERS;
     };
     if !ram.iter().any(|r| r.contains(entry)) || !entry.is_multiple_of(4) {
@@ -191,8 +215,8 @@ pub fn cpu_on(vcpus: &[VcpuPower], ram: &[Range], target: u64, entry: u64, conte
     let won = v.state.compare_exchange(
         Power::Off as u8,
         Power::Stopped as u8,
-        Ordering::AcqRel,
-        Ordering::Acquire,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
     );
     match won {
         Ok(_) => {
@@ -206,12 +230,13 @@ pub fn cpu_on(vcpus: &[VcpuPower], ram: &[Range], target: u64, entry: u64, conte
 }
 
 /// AFFINITY_INFO for level 0: 0 on, 1 off, 2 on pending.
-pub fn affinity_info(vcpus: &[VcpuPower], target: u64, level: u64) -> i64 {
+pub fn affinity_info<V: AsRef<VcpuPower>>(vcpus: &[V], target: u64, level: u64) -> i64 {
     if level != 0 {
         return INVALID_PARAMETERS;
     }
     match vcpus
         .iter()
+        .map(AsRef::as_ref)
         .find(|v| v.mpidr == target & MPIDR_AFF_MASK)
         .map(|v| v.state())
     {
@@ -272,7 +297,13 @@ mod tests {
         assert_eq!(cpu_on(&v, &ram, 1, 0x4008_0000, 42), SUCCESS);
         assert_eq!(affinity_info(&v, 1, 0), 2);
         assert_eq!(cpu_on(&v, &ram, 1, 0x4008_0000, 42), ON_PENDING);
-        assert_eq!(v[1].take_pending(), Some((0x4008_0000, 42)));
+        let life = crate::vm::lifecycle::Lifecycle::new();
+        assert!(life.loaded());
+        assert_eq!(
+            crate::vm::lifecycle::try_enter(&life, &v[1]),
+            crate::vm::lifecycle::Entry::Run
+        );
+        assert_eq!(v[1].entry(), (0x4008_0000, 42));
         assert_eq!(affinity_info(&v, 1, 0), 0);
         assert_eq!(cpu_on(&v, &ram, 1, 0x4008_0000, 42), ALREADY_ON);
         assert_eq!(affinity_info(&v, 1, 1), INVALID_PARAMETERS);

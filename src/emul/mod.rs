@@ -1,4 +1,5 @@
 //! Device emulation, portable: decoding a trapped guest access and the
 //! emulated devices themselves.
 pub mod mmio;
+pub mod sysreg;
 pub mod vpl011;

@@ -2,3 +2,4 @@
 //! the guest DTB.
 pub mod guest_dtb;
 pub mod image;
+pub mod lifecycle;
