@@ -48,6 +48,11 @@ pub fn write_str(s: &str) {
     with_uart(|u| emit(u, s));
 }
 
+/// Makes the UART interrupt when input arrives (the GIC takes it at EL2).
+pub fn enable_rx_irq() {
+    with_uart(|u| u.enable_rx_irq());
+}
+
 /// Reads one byte of input without waiting for the console lock.
 pub fn try_getc() -> Option<u8> {
     let _g = LOCK.try_lock()?;

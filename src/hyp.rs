@@ -35,7 +35,7 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
 
 /// The bootloader's DTB as a byte slice (not yet validated).
 fn dtb_slice(pa: u64) -> &'static [u8] {
-    if pa == 0 || pa % 8 != 0 {
+    if pa == 0 || !pa.is_multiple_of(8) {
         return &[];
     }
     // SAFETY: the boot protocol puts a DTB at `pa` in RAM; only its header
@@ -209,7 +209,7 @@ extern "C" fn primary_main(dtb_pa: u64, load: u64, t_entry: u64) -> ! {
         let r = Range::from_base_size(pa, 4)?;
         // SAFETY: a word of RAM (checked), identity mapped; modules are
         // only read here.
-        (pa % 4 == 0 && ram.iter().any(|b| b.contains_range(&r)))
+        (pa.is_multiple_of(4) && ram.iter().any(|b| b.contains_range(&r)))
             .then(|| unsafe { core::ptr::read_volatile(pa as *const u32) })
     };
     let report = config::parse_with_memory(&fdt, &plat.memory, Some(&peek));

@@ -1,14 +1,15 @@
 //! Placement: from the host's free RAM and each domain's needs to a
 //! `Layout`: where every guest's RAM comes from (host) and appears
-//! (guest), where its kernel, initrd and DTB go, the pristine copies that
-//! SYSTEM_RESET restarts from, and which pCPU runs which vCPU.
+//! (guest), where its kernel, initrd and DTB go, what SYSTEM_RESET
+//! restarts from, and which pCPU runs which vCPU.
 //!
 //! Rules: guest RAM comes from free host RAM in 1 GiB or 2 MiB aligned
 //! blocks where possible, never overlapping the image, the host DTB,
 //! reserved memory or any boot module (modules are still to be read);
 //! guest RAM appears at 0x4000_0000 (up to 3 GiB) then 0x2_0000_0000
-//! (Xen's guest map). Once every domain is loaded, module memory returns to
-//! the free pool.
+//! (Xen's guest map). The boot modules stay where the bootloader put them,
+//! reserved and never written: they are the pristine images SYSTEM_RESET
+//! reloads a domain from, so no second copy is made.
 
 use crate::mm::range::Size;
 use crate::mm::Range;
@@ -56,6 +57,8 @@ pub struct DomainLayout {
     pub initrd_ipa: Option<Range>,
     pub dtb_ipa: Range,
     /// Host copies kept for SYSTEM_RESET: kernel, then ramdisk.
+    /// Host ranges a (re)start copies the kernel and initrd from: the boot
+    /// modules themselves.
     pub pristine: Vec<Range>,
     /// pCPU index of each vCPU.
     pub pcpus: Vec<usize>,
@@ -75,9 +78,10 @@ impl DomainLayout {
 #[derive(Clone, Debug, Default)]
 pub struct Layout {
     pub domains: Vec<DomainLayout>,
-    /// Module memory returned to the free pool after loading.
-    pub freed: Vec<Range>,
-    /// Free host RAM left after placement (before modules are freed).
+    /// Boot modules, kept reserved as the reset sources (each once, even
+    /// when domains share one).
+    pub kept: Vec<Range>,
+    /// Free host RAM left after placement.
     pub free: Vec<Range>,
 }
 
@@ -279,16 +283,7 @@ pub fn place(
             )));
             continue;
         }
-        let mut pristine = Vec::new();
-        for m in core::iter::once(n.kernel).chain(n.ramdisk) {
-            match take(&mut free, (m.size() + 0xfff) & !0xfff, 0x1000) {
-                Some(r) => pristine.push(Range::new(r.start, r.start + m.size())),
-                None => errors.push(err(format!(
-                    "no free host RAM for the pristine copy ({}) that SYSTEM_RESET restarts from",
-                    Size(m.size())
-                ))),
-            }
-        }
+        let pristine = core::iter::once(n.kernel).chain(n.ramdisk).collect();
         let pcpus_of: Vec<usize> = (next_cpu..next_cpu + n.vcpus as usize).collect();
         next_cpu += n.vcpus as usize;
         layout.domains.push(DomainLayout {
@@ -309,7 +304,7 @@ pub fn place(
         .collect();
     modules.sort();
     modules.dedup();
-    layout.freed = modules;
+    layout.kept = modules;
     layout.free = free;
     if errors.is_empty() {
         Ok(layout)
@@ -337,16 +332,20 @@ impl fmt::Display for Layout {
             }
             writeln!(f, "  dtb guest {}", d.dtb_ipa)?;
             for p in &d.pristine {
-                writeln!(f, "  reset copy host {p} {}", Size(p.size()))?;
+                writeln!(
+                    f,
+                    "  reset source host {p} {} (boot module)",
+                    Size(p.size())
+                )?;
             }
             let cpus: Vec<String> = d.pcpus.iter().map(|c| format!("{c}")).collect();
             writeln!(f, "  vcpus on pcpus {}", cpus.join(","))?;
         }
-        let freed: u64 = self.freed.iter().map(|r| r.size()).sum();
+        let kept: u64 = self.kept.iter().map(|r| r.size()).sum();
         writeln!(
             f,
-            "module memory returned to the free pool after loading: {}",
-            Size(freed)
+            "boot modules kept in place as reset sources: {}",
+            Size(kept)
         )
     }
 }
@@ -397,11 +396,9 @@ mod tests {
                 }
                 used.push(host);
             }
+            // Reset sources are the modules themselves: busy, never guest RAM.
             for p in &d.pristine {
-                for b in busy.iter().chain(used.iter()) {
-                    assert!(!p.overlaps(b), "{p} overlaps {b}");
-                }
-                used.push(*p);
+                assert!(busy.contains(p), "{p} is not a boot module");
             }
         }
         let d1 = &l.domains[0];
@@ -410,7 +407,7 @@ mod tests {
         assert_eq!(d1.initrd_ipa, Some(Range::new(0x4f60_0000, 0x4fe0_0000)));
         assert_eq!(d1.pcpus, [0]);
         assert_eq!(l.domains[1].pcpus, [1, 2]);
-        assert_eq!(l.freed, [k1, r1, k2]);
+        assert_eq!(l.kept, [k1, r1, k2]);
         assert!(d1.ipa_to_pa(0x4000_1000).is_some());
         assert!(d1.ipa_to_pa(0x5000_0000).is_none());
     }

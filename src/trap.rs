@@ -7,6 +7,7 @@ use crate::arch::exception::{exception_class_name, TrapFrame};
 use crate::arch::vcpu::{self, sysreg};
 use crate::vmm;
 use dtvisor::emul::mmio::Access;
+use dtvisor::emul::sysreg::{SysReg, SysRegAccess};
 use dtvisor::psci::{self, Call};
 
 const EC_UNKNOWN: u64 = 0x00;
@@ -33,11 +34,13 @@ pub fn handle(kind: u64, frame: &mut TrapFrame) -> Option<bool> {
     match kind {
         8 => {} // synchronous, lower EL AArch64
         9 | 10 => {
-            // Physical IRQ/FIQ while a guest ran: a kick, or stray.
-            vmm::irq();
+            // Physical IRQ/FIQ while a guest ran: a kick, the timers,
+            // maintenance, console input.
+            vmm::irq(vm, vi);
             if vm.stopping() {
                 vmm::park(vm, vi);
             }
+            vmm::resume(vm, vi);
             return Some(true);
         }
         11 => {
@@ -58,7 +61,7 @@ pub fn handle(kind: u64, frame: &mut TrapFrame) -> Option<bool> {
             hypercall(vm, vi, frame)
         }
         EC_WFX => frame.elr += 4,
-        EC_DABT_LOW => data_abort(vm, frame, esr),
+        EC_DABT_LOW => data_abort(vm, vi, frame, esr),
         EC_IABT_LOW => {
             let far = sysreg!(read "far_el2");
             vmm::log_vm(
@@ -72,27 +75,59 @@ pub fn handle(kind: u64, frame: &mut TrapFrame) -> Option<bool> {
             };
             vcpu::inject_sync(frame, (ec << 26) | IL | FSC_EXTERNAL, far);
         }
-        EC_SYSREG | EC_UNKNOWN => undefined(frame),
+        EC_SYSREG => sysreg(vm, vi, frame, esr),
         _ => {
-            vmm::log_vm(
-                vm,
-                format_args!(
-                    "unhandled trap, class {ec:#04x} ({}) at {:#x}: undefined instruction injected",
-                    exception_class_name(ec),
-                    frame.elr
-                ),
-            );
+            if let Some(n) = vm.unhandled_trap_due() {
+                vmm::log_vm(
+                    vm,
+                    format_args!(
+                        "unhandled trap, class {ec:#04x} ({}) at {:#x}: undefined instruction injected ({n} so far)",
+                        exception_class_name(ec),
+                        frame.elr
+                    ),
+                );
+            }
             undefined(frame);
         }
     }
+    vmm::resume(vm, vi);
     Some(true)
+}
+
+/// A trapped MSR/MRS: the SGI registers go to the vGIC; anything else
+/// is logged (rate limited) and answered with an undefined instruction.
+fn sysreg(vm: &vmm::Vm, vi: usize, frame: &mut TrapFrame, esr: u64) {
+    let a = SysRegAccess::decode(esr);
+    match a.reg() {
+        SysReg::IccSgi1r | SysReg::IccAsgi1r | SysReg::IccSgi0r if !a.read && vm.vgic.is_some() => {
+            let v = if a.rt == 31 {
+                0
+            } else {
+                frame.x[a.rt as usize]
+            };
+            vmm::sgi(vm, vi, v);
+            frame.elr += 4;
+        }
+        _ => {
+            if let Some(n) = vm.unhandled_trap_due() {
+                vmm::log_vm(
+                    vm,
+                    format_args!(
+                        "trapped system register access {a} at {:#x}: undefined instruction injected ({n} so far)",
+                        frame.elr
+                    ),
+                );
+            }
+            undefined(frame);
+        }
+    }
 }
 
 fn undefined(frame: &mut TrapFrame) {
     vcpu::inject_sync(frame, (EC_UNKNOWN << 26) | IL, 0);
 }
 
-fn data_abort(vm: &vmm::Vm, frame: &mut TrapFrame, esr: u64) {
+fn data_abort(vm: &vmm::Vm, vi: usize, frame: &mut TrapFrame, esr: u64) {
     let far = sysreg!(read "far_el2");
     let hpfar = sysreg!(read "hpfar_el2");
     let ipa = ((hpfar >> 4) << 12) | (far & 0xfff);
@@ -102,7 +137,7 @@ fn data_abort(vm: &vmm::Vm, frame: &mut TrapFrame, esr: u64) {
         } else {
             frame.x[a.reg as usize]
         };
-        if let Some(v) = vmm::mmio(vm, &a, a.store_value(src)) {
+        if let Some(v) = vmm::mmio(vm, vi, &a, a.store_value(src)) {
             if !a.write && a.reg != 31 {
                 frame.x[a.reg as usize] = a.load_value(v);
             }
@@ -138,14 +173,14 @@ fn hypercall(vm: &vmm::Vm, vi: usize, frame: &mut TrapFrame) {
             entry,
             context,
         } => {
-            let r = psci::cpu_on(&vm.power, &vm.ram_ipa, target, entry, context);
+            let r = psci::cpu_on(&vm.vcpus, &vm.ram_ipa, target, entry, context);
             if r == psci::SUCCESS {
                 vmm::wake_all();
             }
             r
         }
         Call::CpuOff => vmm::park(vm, vi),
-        Call::AffinityInfo { target, level } => psci::affinity_info(&vm.power, target, level),
+        Call::AffinityInfo { target, level } => psci::affinity_info(&vm.vcpus, target, level),
         Call::MigrateInfoType => psci::MIGRATE_NONE,
         Call::SystemOff => {
             vmm::log_vm(vm, format_args!("SYSTEM_OFF: domain powered off"));

@@ -10,7 +10,7 @@ use crate::console;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use dtvisor::config::BootPlan;
 use dtvisor::emul::mmio::Access;
 use dtvisor::emul::vpl011::{self, Vpl011};
@@ -19,8 +19,10 @@ use dtvisor::mm::stage2::Stage2Tables;
 use dtvisor::mm::Range;
 use dtvisor::placement::{self, DomainLayout, Needs};
 use dtvisor::psci::{Power, VcpuPower};
+use dtvisor::vgic::{v3, Lr, LrState, VcpuMask, Version as VgicVersion, Vgic, MAX_LRS};
 use dtvisor::vm::guest_dtb::{self, GuestDtbSpec};
 use dtvisor::vm::image::ImageHeader;
+use dtvisor::vm::lifecycle::{self, After, DomainState, Entry, Lifecycle, Request};
 use spin::{Mutex, Once};
 
 /// A copy made when a domain (re)starts: `len` bytes from host `src` to host `dst`.
@@ -29,6 +31,20 @@ pub struct Load {
     pub src: u64,
     pub dst: u64,
     pub len: u64,
+}
+
+/// One vCPU: its power state (PSCI), the pCPU it is pinned to, and
+/// whether its list registers are stale (something was posted to it).
+pub struct Vcpu {
+    pub power: VcpuPower,
+    pub pcpu: usize,
+    posted: AtomicBool,
+}
+
+impl AsRef<VcpuPower> for Vcpu {
+    fn as_ref(&self) -> &VcpuPower {
+        &self.power
+    }
 }
 
 /// One domain as the image runs it.
@@ -40,25 +56,30 @@ pub struct Vm {
     pub vttbr: u64,
     /// Guest-physical RAM banks.
     pub ram_ipa: Vec<Range>,
-    /// Per vCPU: power state, and the pCPU it is pinned to.
-    pub power: Vec<VcpuPower>,
-    pub pcpu: Vec<usize>,
+    pub vcpus: Vec<Vcpu>,
     pub vpl011: Option<Mutex<Vpl011>>,
+    /// The virtual GIC (GICv3 hosts; none yet on GICv2 hosts). Locked only
+    /// inside trap handling, never across a guest entry.
+    pub vgic: Option<Mutex<Vgic>>,
     /// What to copy into guest RAM at each (re)start, and where to enter.
     pub loads: Vec<Load>,
     pub entry_ipa: u64,
     pub dtb_ipa: u64,
     /// Host RAM of the guest (zeroed before each start).
     pub ram_host: Vec<Range>,
-    state: AtomicU8,
+    /// CNTVOFF_EL2: the system counter when the domain last started, so
+    /// its virtual counter starts at zero at every (re)start.
+    cntvoff: AtomicU64,
+    /// Unhandled traps so far (their log lines are rate limited).
+    unhandled: AtomicU32,
+    /// Loading (built; the pCPU of vCPU 0 loads it, domains load in
+    /// parallel, each on its own pCPU), running, stopping, off, resetting.
+    life: Lifecycle,
 }
 
-const RUNNING: u8 = 0;
-const OFF: u8 = 1;
-const RESETTING: u8 = 2;
-/// Built, not yet loaded: the pCPU of vCPU 0 loads it (domains load in
-/// parallel, each on its own pCPU).
-const LOADING: u8 = 3;
+/// SPIs each guest's vGIC offers (INTIDs 32..63: the vPL011 and room for
+/// the virtio and passthrough SPIs of Xen's guest map).
+pub const GUEST_SPIS: u32 = 32;
 
 impl Vm {
     #[allow(clippy::too_many_arguments)]
@@ -71,12 +92,20 @@ impl Vm {
         ram_host: Vec<Range>,
         pcpu: Vec<usize>,
         vpl011: bool,
+        vgic: bool,
         loads: Vec<Load>,
         entry_ipa: u64,
         dtb_ipa: u64,
     ) -> Vm {
-        let power = (0..pcpu.len() as u64)
-            .map(|n| VcpuPower::new(vmpidr_aff(n)))
+        let affinities: Vec<u64> = (0..pcpu.len() as u64).map(vmpidr_aff).collect();
+        let vcpus = pcpu
+            .iter()
+            .zip(&affinities)
+            .map(|(&p, &a)| Vcpu {
+                power: VcpuPower::new(a),
+                pcpu: p,
+                posted: AtomicBool::new(false),
+            })
             .collect();
         Vm {
             name,
@@ -84,24 +113,34 @@ impl Vm {
             vtcr,
             vttbr,
             ram_ipa,
-            power,
-            pcpu,
+            vcpus,
             vpl011: vpl011.then(|| Mutex::new(Vpl011::new())),
+            vgic: vgic.then(|| Mutex::new(Vgic::new(VgicVersion::V3, &affinities, GUEST_SPIS))),
             loads,
             entry_ipa,
             dtb_ipa,
             ram_host,
-            state: AtomicU8::new(LOADING),
+            cntvoff: AtomicU64::new(0),
+            unhandled: AtomicU32::new(0),
+            life: Lifecycle::new(),
         }
     }
 
-    /// SYSTEM_OFF or a reset is under way: vCPUs park at their next trap.
+    /// SYSTEM_OFF or a reset is under way (or done): vCPUs park at their
+    /// next trap.
     pub fn stopping(&self) -> bool {
-        self.state.load(Ordering::Acquire) != RUNNING
+        self.life.stopping()
     }
 
-    fn loading(&self) -> bool {
-        self.state.load(Ordering::Acquire) == LOADING
+    fn powers(&self) -> impl Iterator<Item = &VcpuPower> + Clone {
+        self.vcpus.iter().map(|c| &c.power)
+    }
+
+    /// Whether a log line for the `n`-th unhandled trap is due: the first
+    /// ten, then every power of two.
+    pub fn unhandled_trap_due(&self) -> Option<u32> {
+        let n = self.unhandled.fetch_add(1, Ordering::Relaxed) + 1;
+        (n <= 10 || n.is_power_of_two()).then_some(n)
     }
 }
 
@@ -110,32 +149,86 @@ pub fn vmpidr_aff(n: u64) -> u64 {
     (n & 0xf) | ((n >> 4) << 8)
 }
 
+/// What each pCPU is and runs; written by its own CPU except where noted.
+pub struct PerCpu {
+    /// Domain index + 1 (0 = none) and vCPU it runs (set at install).
+    vm: AtomicUsize,
+    vcpu: AtomicUsize,
+    /// MPIDR affinity (set at boot, read by kickers).
+    mpidr: AtomicU64,
+    /// List registers of this CPU, and how many the current vCPU uses.
+    nr_lrs: AtomicUsize,
+    lrs_used: AtomicUsize,
+}
+
+static PERCPU: [PerCpu; boot::MAX_CPUS] = [const {
+    PerCpu {
+        vm: AtomicUsize::new(0),
+        vcpu: AtomicUsize::new(0),
+        mpidr: AtomicU64::new(0),
+        nr_lrs: AtomicUsize::new(0),
+        lrs_used: AtomicUsize::new(0),
+    }
+}; boot::MAX_CPUS];
+
+fn this_cpu() -> &'static PerCpu {
+    &PERCPU[arch::cpu_index().min(boot::MAX_CPUS - 1)]
+}
+
 static VMS: Once<Vec<Vm>> = Once::new();
-/// Per pCPU: (domain index + 1, vCPU index); 0 = no vCPU.
-static ASSIGN: [(AtomicUsize, AtomicUsize); boot::MAX_CPUS] =
-    [const { (AtomicUsize::new(0), AtomicUsize::new(0)) }; boot::MAX_CPUS];
 /// Console input focus: 0 = hypervisor, n = domain index + 1.
 static FOCUS: AtomicUsize = AtomicUsize::new(0);
 static CTRL_A: AtomicUsize = AtomicUsize::new(0);
 static FIRST_ENTRY: AtomicBool = AtomicBool::new(false);
 static INPUT: Mutex<()> = Mutex::new(());
-/// Per pCPU: its MPIDR (for kicks) and its GIC redistributor index.
-static PCPU_MPIDR: [AtomicU64; boot::MAX_CPUS] = [const { AtomicU64::new(0) }; boot::MAX_CPUS];
-static PCPU_REDIST: [AtomicUsize; boot::MAX_CPUS] = [const { AtomicUsize::new(0) }; boot::MAX_CPUS];
+/// The physical console's interrupt, taken at EL2 (0 = none).
+static CONSOLE_IRQ: AtomicU32 = AtomicU32::new(0);
+/// CPUs in the host DTB, for finding redistributors.
+static HOST_CPUS: AtomicUsize = AtomicUsize::new(1);
 
-/// The GIC redistributor index of pCPU `cpu`.
-pub fn redistributor_of(cpu: usize) -> usize {
-    PCPU_REDIST
+/// The MPIDR of pCPU `cpu`.
+pub fn mpidr_of(cpu: usize) -> u64 {
+    PERCPU
         .get(cpu)
-        .map_or(0, |r| r.load(Ordering::Relaxed))
+        .map_or(0, |p| p.mpidr.load(Ordering::Relaxed))
+}
+
+/// Per-CPU GIC setup on a secondary pCPU.
+pub fn init_secondary_gic(cpu: usize) {
+    if gic::present() && !gic::init_secondary(cpu, mpidr_of(cpu), HOST_CPUS.load(Ordering::Relaxed))
+    {
+        log::error!("pCPU {cpu}: no GICv3 redistributor has its affinity");
+    }
+    this_cpu().nr_lrs.store(
+        if gic::present() {
+            gic::nr_lrs().min(MAX_LRS)
+        } else {
+            0
+        },
+        Ordering::Relaxed,
+    );
+}
+
+/// Marks vCPUs `mask` of `vm` as having stale list registers and kicks
+/// the pCPUs of those running elsewhere, so they refill at once.
+fn post(vm: &Vm, mask: VcpuMask, me: Option<usize>) {
+    for (v, c) in vm.vcpus.iter().enumerate() {
+        if mask & (1 << v) == 0 {
+            continue;
+        }
+        c.posted.store(true, Ordering::Release);
+        if Some(v) != me && c.power.state() == Power::On {
+            gic::kick(mpidr_of(c.pcpu));
+        }
+    }
 }
 
 /// Makes every other vCPU of `vm` that is running leave its guest, so it
 /// sees the domain stopping at once.
 fn kick_others(vm: &Vm, vi: usize) {
-    for (i, p) in vm.power.iter().enumerate() {
-        if i != vi && p.state() == Power::On {
-            gic::kick(PCPU_MPIDR[vm.pcpu[i]].load(Ordering::Relaxed));
+    for (i, c) in vm.vcpus.iter().enumerate() {
+        if i != vi && c.power.state() == Power::On {
+            gic::kick(mpidr_of(c.pcpu));
         }
     }
 }
@@ -144,9 +237,9 @@ fn kick_others(vm: &Vm, vi: usize) {
 pub fn install(vms: Vec<Vm>) -> &'static [Vm] {
     let vms = VMS.call_once(|| vms);
     for (d, vm) in vms.iter().enumerate() {
-        for (v, &p) in vm.pcpu.iter().enumerate() {
-            ASSIGN[p].1.store(v, Ordering::Relaxed);
-            ASSIGN[p].0.store(d + 1, Ordering::Release);
+        for (v, c) in vm.vcpus.iter().enumerate() {
+            PERCPU[c.pcpu].vcpu.store(v, Ordering::Relaxed);
+            PERCPU[c.pcpu].vm.store(d + 1, Ordering::Release);
         }
     }
     vms
@@ -154,10 +247,9 @@ pub fn install(vms: Vec<Vm>) -> &'static [Vm] {
 
 /// The domain and vCPU this pCPU runs, if any.
 pub fn current() -> Option<(&'static Vm, usize)> {
-    let cpu = arch::cpu_index();
-    let slot = ASSIGN.get(cpu)?;
-    let d = slot.0.load(Ordering::Acquire).checked_sub(1)?;
-    Some((VMS.get()?.get(d)?, slot.1.load(Ordering::Relaxed)))
+    let pc = PERCPU.get(arch::cpu_index())?;
+    let d = pc.vm.load(Ordering::Acquire).checked_sub(1)?;
+    Some((VMS.get()?.get(d)?, pc.vcpu.load(Ordering::Relaxed)))
 }
 
 /// "(dtvisor) <domain>: <message>" on the console.
@@ -181,21 +273,31 @@ pub fn idle() -> ! {
             arch::early_fatal("stack overflow on this CPU");
         }
         if let Some((vm, vi)) = current() {
-            if vi == 0 && vm.loading() {
-                start(vm);
+            if vi == 0 && vm.life.state() == DomainState::Loading {
+                load(vm);
+                vm.life.loaded();
+                power_on_first(vm);
             }
-            if !vm.stopping() {
-                if let Some((entry, ctx)) = vm.power[vi].take_pending() {
-                    if !FIRST_ENTRY.swap(true, Ordering::Relaxed) {
-                        let us = crate::hyp::micros(arch::counter() - crate::hyp::t_entry());
-                        log::info!(
-                            "hypervisor entry to first guest instruction: {us} us (system counter)"
-                        );
-                    }
-                    vcpu::configure_el2(vm.vtcr, vm.vttbr);
-                    vcpu::El1Regs::reset(vcpu_mpidr(vi as u64)).load();
-                    vcpu::run(entry, ctx, stack_top);
+            if lifecycle::try_enter(&vm.life, &vm.vcpus[vi].power) == Entry::Run {
+                let (entry, ctx) = vm.vcpus[vi].power.entry();
+                if !FIRST_ENTRY.swap(true, Ordering::Relaxed) {
+                    let us = crate::hyp::micros(arch::counter() - crate::hyp::t_entry());
+                    log::info!(
+                        "hypervisor entry to first guest instruction: {us} us (system counter)"
+                    );
                 }
+                vcpu::configure_el2(vm.vtcr, vm.vttbr, vm.cntvoff.load(Ordering::Acquire));
+                vcpu::El1Regs::reset(vcpu_mpidr(vi as u64)).load();
+                if vm.vgic.is_some() {
+                    // A fresh CPU interface; timers left active by an
+                    // earlier life of this vCPU are deactivated.
+                    gic::reset_virtual_interface();
+                    this_cpu().lrs_used.store(0, Ordering::Relaxed);
+                    gic::clear_active_private(cpu, (1 << gic::VTIMER) | (1 << gic::PTIMER));
+                    vm.vcpus[vi].posted.store(true, Ordering::Release);
+                    resume(vm, vi);
+                }
+                vcpu::run(entry, ctx, stack_top);
             }
         }
         poll_console();
@@ -208,64 +310,75 @@ fn vcpu_mpidr(n: u64) -> u64 {
     (1 << 31) | vmpidr_aff(n)
 }
 
-/// Stops the calling vCPU for good (until CPU_ON) and idles its pCPU.
+/// The calling vCPU leaves its guest: Off (CPU_OFF: CPU_ON may start it
+/// again) or, if its domain is stopping, Stopped. Its pCPU idles.
 pub fn park(vm: &Vm, vi: usize) -> ! {
-    if !vm.stopping() {
-        vm.power[vi].set(Power::Off);
-    } else {
-        vm.power[vi].set(Power::Stopped);
-    }
+    // Its timers must not fire at EL2 for a vCPU that is not running.
+    vcpu::El1Regs::reset(vcpu_mpidr(vi as u64)).load();
+    lifecycle::leave(&vm.life, &vm.vcpus[vi].power);
     idle()
+}
+
+/// Waits until every vCPU of `vm` but `vi` has stopped, kicking those
+/// still running (see `vm::lifecycle`: pending ones are cancelled).
+fn wait_stopped(vm: &Vm, vi: usize) {
+    kick_others(vm, vi);
+    let t0 = arch::counter();
+    let mut warned = false;
+    while !lifecycle::poll_stopped(vm.powers(), vi) {
+        if !warned && arch::counter() - t0 > arch::counter_freq() {
+            log_vm(
+                vm,
+                format_args!("still waiting for its other vCPUs to stop"),
+            );
+            kick_others(vm, vi);
+            warned = true;
+        }
+        core::hint::spin_loop();
+    }
 }
 
 /// SYSTEM_OFF: this domain only. The other domains keep running.
 pub fn system_off(vm: &Vm, vi: usize) -> ! {
-    vm.state.store(OFF, Ordering::Release);
-    kick_others(vm, vi);
-    for p in &vm.power {
-        if p.state() != Power::On {
-            p.set(Power::Stopped);
-        }
+    if vm.life.request_off() == Request::Accepted {
+        wait_stopped(vm, vi);
+        vm.life.finish_stop();
     }
     park(vm, vi)
 }
 
 /// SYSTEM_RESET: restart this domain from its pristine images once every
-/// one of its vCPUs has stopped.
+/// one of its vCPUs has stopped. A SYSTEM_OFF that comes in meanwhile
+/// wins: the domain then stays off.
 pub fn system_reset(vm: &Vm, vi: usize) -> ! {
-    vm.state.store(RESETTING, Ordering::Release);
-    vm.power[vi].set(Power::Stopped);
-    kick_others(vm, vi);
-    // The other vCPUs were kicked (an SGI to their pCPUs) and park in
-    // their trap handler; without a usable GIC they park at their next trap.
-    let mut warned = false;
-    let t0 = arch::counter();
-    while vm
-        .power
-        .iter()
-        .any(|p| p.state() == Power::On || p.state() == Power::Pending)
-    {
-        if !warned && arch::counter() - t0 > arch::counter_freq() {
-            log_vm(vm, format_args!("reset waits for its other vCPUs to trap"));
-            warned = true;
+    if vm.life.request_reset() == Request::Accepted {
+        wait_stopped(vm, vi);
+        if vm.life.finish_stop() == Some(After::Reset) {
+            load(vm);
+            lifecycle::power_off_all(vm.powers());
+            vm.life.restarted();
+            power_on_first(vm);
+            idle();
         }
-        core::hint::spin_loop();
+        log_vm(
+            vm,
+            format_args!("powered off (a SYSTEM_OFF overtook the reset)"),
+        );
     }
-    start(vm);
-    idle()
+    park(vm, vi)
 }
 
-/// Loads the pristine images and powers on vCPU 0 at the kernel entry.
-/// Runs on the pCPU of the domain's vCPU 0.
-fn start(vm: &Vm) {
+/// Loads the pristine images and resets the domain's devices. Runs on
+/// any pCPU of the domain while none of its vCPUs runs.
+fn load(vm: &Vm) {
     // The domain's host RAM, used by no one else while all its vCPUs are
     // stopped: scrubbed, so no data crosses domains or boots.
     for r in &vm.ram_host {
         mmu::zero_range(r.start, r.end);
     }
     for l in &vm.loads {
-        // SAFETY: placement made `src` (pristine copy) and `dst` (guest
-        // RAM) disjoint host ranges of `len` bytes.
+        // SAFETY: placement made `src` (a boot module, reserved and never
+        // written) and `dst` (guest RAM) disjoint host ranges of `len` bytes.
         unsafe {
             core::ptr::copy_nonoverlapping(l.src as *const u8, l.dst as *mut u8, l.len as usize)
         };
@@ -274,12 +387,28 @@ fn start(vm: &Vm) {
     for r in &vm.ram_host {
         mmu::clean_dcache_range(r.start, r.end);
     }
-    // SAFETY: invalidating the instruction cache has no memory effects.
-    unsafe { core::arch::asm!("ic iallu", "dsb ish", "isb") };
-    for p in &vm.power {
-        p.set(Power::Off);
+    // Every CPU may fetch the new images: invalidate the instruction
+    // caches of the whole inner-shareable domain.
+    // SAFETY: invalidating instruction caches has no memory effects.
+    unsafe { core::arch::asm!("ic ialluis", "dsb ish", "isb") };
+    if let Some(u) = &vm.vpl011 {
+        let mut u = u.lock();
+        if u.has_partial_line() {
+            u.flush(&mut |line| print_line(vm, line));
+        }
+        *u = Vpl011::new();
     }
-    vm.state.store(RUNNING, Ordering::Release);
+    if let Some(g) = &vm.vgic {
+        g.lock().reset();
+    }
+    for c in &vm.vcpus {
+        c.posted.store(false, Ordering::Relaxed);
+    }
+    vm.cntvoff.store(arch::counter(), Ordering::Release);
+}
+
+/// Powers on vCPU 0 at the kernel entry (the domain is running).
+fn power_on_first(vm: &Vm) {
     log::info!(
         "{} (id {}): loaded, vCPU 0 starts at {:#x} with its device tree at {:#x}",
         vm.name,
@@ -287,22 +416,194 @@ fn start(vm: &Vm) {
         vm.entry_ipa,
         vm.dtb_ipa
     );
-    vm.power[0].start(vm.entry_ipa, vm.dtb_ipa);
+    vm.vcpus[0].power.start(vm.entry_ipa, vm.dtb_ipa);
     wake_all();
 }
 
+// ---- the vGIC: list registers, MMIO, SGIs, physical interrupts -----------
+
+/// Takes this pCPU's list registers back into the vGIC state and leaves
+/// them empty in the hardware. The caller holds the vGIC lock.
+fn sync_here(g: &mut Vgic, vi: usize) {
+    let pc = this_cpu();
+    let used = pc.lrs_used.load(Ordering::Relaxed);
+    if used == 0 {
+        return;
+    }
+    let mut states = [LrState::Invalid; MAX_LRS];
+    for (n, s) in states.iter_mut().enumerate().take(used) {
+        *s = v3::lr_state(gic::read_lr(n));
+        gic::write_lr(n, 0);
+    }
+    g.sync_lrs(vi, &states[..used]);
+    pc.lrs_used.store(0, Ordering::Relaxed);
+}
+
+/// Just before the guest runs again: if anything was posted to this vCPU
+/// or its list registers are in use, take them back and refill them,
+/// highest priority first, and ask for the maintenance interrupts the
+/// fill needs.
+pub fn resume(vm: &Vm, vi: usize) {
+    let Some(vg) = &vm.vgic else { return };
+    let pc = this_cpu();
+    let posted = vm.vcpus[vi].posted.swap(false, Ordering::AcqRel);
+    if !posted && pc.lrs_used.load(Ordering::Relaxed) == 0 {
+        return;
+    }
+    let n = pc.nr_lrs.load(Ordering::Relaxed);
+    let mut out = [Lr::default(); MAX_LRS];
+    let (fill, deactivate) = {
+        let mut g = vg.lock();
+        sync_here(&mut g, vi);
+        let f = g.fill_lrs(vi, &mut out[..n]);
+        (f, g.take_hw_deactivate(vi))
+    };
+    gic::clear_active_private(arch::cpu_index(), deactivate);
+    for (i, lr) in out.iter().enumerate().take(fill.used) {
+        gic::write_lr(i, v3::encode_lr(lr));
+    }
+    pc.lrs_used.store(fill.used, Ordering::Relaxed);
+    let mut hcr = gic::ICH_HCR_EN;
+    if fill.no_pending_irq {
+        hcr |= gic::ICH_HCR_NPIE;
+    }
+    if fill.underflow_irq {
+        hcr |= gic::ICH_HCR_UIE;
+    }
+    gic::write_hcr(hcr);
+}
+
+/// An access to the vGIC's distributor or redistributors: Some(Some(v))
+/// answered, Some(None) refused (bad size or alignment), None not a vGIC
+/// address.
+fn vgic_mmio(vm: &Vm, vi: usize, a: &Access, val: u64) -> Option<Option<u64>> {
+    let vg = vm.vgic.as_ref()?;
+    let (frame, base) = if (v3::GICD_BASE..v3::GICD_BASE + v3::GICD_SIZE).contains(&a.ipa) {
+        (true, v3::GICD_BASE)
+    } else if (v3::GICR_BASE..v3::GICR_BASE + v3::GICR_SIZE).contains(&a.ipa) {
+        (false, v3::GICR_BASE)
+    } else {
+        return None;
+    };
+    let acc = v3::Access {
+        off: a.ipa - base,
+        size: a.size,
+        write: a.write.then_some(val),
+    };
+    let out = {
+        let mut g = vg.lock();
+        sync_here(&mut g, vi);
+        if frame {
+            v3::distributor(&mut g, vi, &acc)
+        } else {
+            v3::redistributor(&mut g, vi, &acc)
+        }
+    };
+    // Our own list registers were taken back: refill them before entry.
+    vm.vcpus[vi].posted.store(true, Ordering::Relaxed);
+    match out {
+        v3::Outcome::Done { value, changed } => {
+            post(vm, changed, Some(vi));
+            Some(Some(value))
+        }
+        v3::Outcome::Abort => Some(None),
+    }
+}
+
+/// A trapped ICC_SGI1R_EL1 / ICC_ASGI1R_EL1 / ICC_SGI0R_EL1 write.
+pub fn sgi(vm: &Vm, vi: usize, val: u64) {
+    let Some(vg) = &vm.vgic else { return };
+    let mask = {
+        let mut g = vg.lock();
+        let (sgi, targets) = v3::sgi_targets(&g, vi, val);
+        g.send_sgi(vi, targets, sgi)
+    };
+    post(vm, mask, Some(vi));
+}
+
+/// Raises or lowers the vPL011's interrupt line after its state changed.
+/// Called with the vPL011 locked (lock order: vPL011, then vGIC), so line
+/// changes reach the vGIC in the order they happen.
+fn uart_line(vm: &Vm, u: &Vpl011, me: Option<usize>) {
+    let Some(vg) = &vm.vgic else { return };
+    let mask = vg.lock().set_line(0, vpl011::INTID, u.irq_pending());
+    post(vm, mask, me);
+}
+
+/// Physical interrupts taken at EL2 while vCPU `vi` of `vm` ran: kicks,
+/// maintenance, the timers (forwarded to the guest, linked to the
+/// physical interrupt) and console input.
+pub fn irq(vm: &Vm, vi: usize) {
+    if !gic::present() {
+        return;
+    }
+    // A bounded batch: whatever is still pending is taken at the next
+    // exception, so a flood of one source cannot hold this CPU at EL2.
+    for _ in 0..16 {
+        let Some(id) = gic::ack() else { break };
+        gic::eoi(id);
+
+        match id {
+            gic::VTIMER | gic::PTIMER => {
+                // Stays active until the guest deactivates the virtual one.
+                if let Some(vg) = &vm.vgic {
+                    let mask = vg.lock().inject_hw(vi, id, id);
+                    post(vm, mask, Some(vi));
+                } else {
+                    gic::deactivate(id);
+                }
+                continue;
+            }
+            // Level-sensitive, asserted while ICH_MISR_EL2 says why: it
+            // drops once the list registers are taken back and refilled.
+            gic::MAINTENANCE => {
+                vm.vcpus[vi].posted.store(true, Ordering::Relaxed);
+                resume(vm, vi);
+            }
+            gic::KICK => {}
+            _ if id == CONSOLE_IRQ.load(Ordering::Relaxed) => poll_console(),
+            _ => {
+                if let Some(n) = vm.unhandled_trap_due() {
+                    log_vm(
+                        vm,
+                        format_args!("stray physical interrupt {id} ({n} unhandled so far)"),
+                    );
+                }
+            }
+        }
+        gic::deactivate(id);
+    }
+}
+
 /// Emulated MMIO: Some(value read) if the access hit a device.
-pub fn mmio(vm: &Vm, a: &Access, val: u64) -> Option<u64> {
+pub fn mmio(vm: &Vm, vi: usize, a: &Access, val: u64) -> Option<u64> {
+    if let Some(r) = vgic_mmio(vm, vi, a, val) {
+        if r.is_none() {
+            log_vm(
+                vm,
+                format_args!(
+                    "{}-byte {} at vGIC address {:#x}: not an access the GIC allows, abort injected",
+                    a.size,
+                    if a.write { "write" } else { "read" },
+                    a.ipa
+                ),
+            );
+        }
+        return r;
+    }
     if a.ipa >= vpl011::BASE && a.ipa < vpl011::BASE + vpl011::SIZE {
         let u = vm.vpl011.as_ref()?;
         poll_console();
         let off = a.ipa - vpl011::BASE;
         let mut u = u.lock();
-        if a.write {
+        let v = if a.write {
             u.write(off, val as u32, &mut |line| print_line(vm, line));
-            return Some(0);
-        }
-        return Some(u.read(off) as u64);
+            0
+        } else {
+            u.read(off) as u64
+        };
+        uart_line(vm, &u, Some(vi));
+        return Some(v);
     }
     None
 }
@@ -312,14 +613,9 @@ fn print_line(vm: &Vm, line: &[u8]) {
     println!("({}) {}", vm.name, text);
 }
 
-/// A physical interrupt arrived while a guest ran: only kicks are enabled.
-pub fn irq() {
-    gic::ack();
-}
-
 /// Reads console input: Ctrl-a three times moves the focus on (the
 /// hypervisor, then each domain with a vpl011); other bytes go to the
-/// focused domain's vpl011.
+/// focused domain's vpl011, whose RX interrupt then rises.
 pub fn poll_console() {
     let Some(vms) = VMS.get() else { return };
     // One CPU at a time reads and dispatches, so bytes keep their order
@@ -327,6 +623,7 @@ pub fn poll_console() {
     let Some(_input) = INPUT.try_lock() else {
         return;
     };
+    let me = current();
     while let Some(b) = console::try_getc() {
         if b == 0x01 {
             if CTRL_A.fetch_add(1, Ordering::Relaxed) + 1 >= 3 {
@@ -337,15 +634,15 @@ pub fn poll_console() {
         }
         CTRL_A.store(0, Ordering::Relaxed);
         let f = FOCUS.load(Ordering::Relaxed);
-        match f
-            .checked_sub(1)
-            .and_then(|d| vms.get(d))
-            .and_then(|vm| vm.vpl011.as_ref())
-        {
-            Some(u) => {
-                u.lock().push_rx(b);
+        match f.checked_sub(1).and_then(|d| vms.get(d)) {
+            Some(vm) if vm.vpl011.is_some() => {
+                let Some(u) = &vm.vpl011 else { continue };
+                let mut u = u.lock();
+                u.push_rx(b);
+                let here = me.filter(|(m, _)| core::ptr::eq(*m, vm)).map(|(_, v)| v);
+                uart_line(vm, &u, here);
             }
-            None => {
+            _ => {
                 if b == b'\r' || b == b'\n' {
                     log::info!("input goes to the hypervisor; press Ctrl-a three times to switch");
                 }
@@ -459,6 +756,36 @@ pub fn boot(plat: &Platform, plan: &BootPlan) -> ! {
         Some(GicVersion::V2) => guest_dtb::GicVersion::V2,
         _ => guest_dtb::GicVersion::V3,
     };
+    // The physical GIC: each pCPU finds its redistributor by affinity.
+    for (i, &m) in cpus.iter().enumerate() {
+        PERCPU[i].mpidr.store(m, Ordering::Relaxed);
+    }
+    HOST_CPUS.store(plat.cpus.len().min(boot::MAX_CPUS), Ordering::Relaxed);
+    let console_irq = plat.console.as_ref().and_then(|c| c.irq);
+    let vgic = match &plat.gic {
+        Some(g) if g.version == GicVersion::V3 && !g.gicr.is_empty() => gic::init_boot(
+            g.gicd.start,
+            g.gicr[0].start,
+            plat.cpus.len().min(boot::MAX_CPUS),
+            me,
+            console_irq,
+        )
+        .is_some(),
+        _ => false,
+    };
+    if vgic {
+        this_cpu()
+            .nr_lrs
+            .store(gic::nr_lrs().min(MAX_LRS), Ordering::Relaxed);
+        if let Some(id) = console_irq {
+            CONSOLE_IRQ.store(id, Ordering::Relaxed);
+            console::enable_rx_irq();
+        }
+    } else {
+        log::warn!(
+            "no GICv3 (or it cannot be used): guests get no virtual GIC yet, and SYSTEM_OFF/RESET wait for the domain's other vCPUs to trap"
+        );
+    }
     let mut vms = Vec::new();
     for (d, l) in plan.domains.iter().zip(&layout.domains) {
         let mut s2 = Stage2Tables::new(HeapPages);
@@ -466,18 +793,6 @@ pub fn boot(plat: &Platform, plan: &BootPlan) -> ! {
             if s2.map_ram(m.ipa, m.pa).is_err() {
                 crate::hyp::stay_up("stage-2 mapping failed");
             }
-        }
-        // Pristine copies of the kernel and ramdisk, for SYSTEM_RESET.
-        let sources = core::iter::once(d.kernel.range).chain(d.ramdisk.as_ref().map(|r| r.range));
-        for (src, dst) in sources.zip(&l.pristine) {
-            // SAFETY: module and reset copy are disjoint host RAM (placement).
-            unsafe {
-                core::ptr::copy_nonoverlapping(
-                    src.start as *const u8,
-                    dst.start as *mut u8,
-                    src.size() as usize,
-                )
-            };
         }
         let spec = GuestDtbSpec {
             bootargs: d.cmdline.as_deref(),
@@ -528,33 +843,35 @@ pub fn boot(plat: &Platform, plan: &BootPlan) -> ! {
             ram_host,
             l.pcpus.clone(),
             d.vpl011,
+            vgic,
             loads,
             l.kernel_ipa.start,
             l.dtb_ipa.start,
         ));
-    }
-    for (i, &m) in cpus.iter().enumerate() {
-        PCPU_MPIDR[i].store(m, Ordering::Relaxed);
-        let redist = plat.cpus.iter().position(|c| c.mpidr == m).unwrap_or(i);
-        PCPU_REDIST[i].store(redist, Ordering::Relaxed);
-    }
-    let kicks = match &plat.gic {
-        Some(g) if g.version == GicVersion::V3 && !g.gicr.is_empty() => gic::init_boot(
-            g.gicd.start,
-            g.gicr[0].start,
-            plat.cpus.len().min(boot::MAX_CPUS),
-            redistributor_of(0),
-        ),
-        _ => false,
-    };
-    if !kicks {
-        log::warn!("no GICv3 kicks: SYSTEM_OFF/RESET wait for the domain's other vCPUs to trap");
+        let pcpus: Vec<String> = l.pcpus.iter().map(|p| alloc::format!("{p}")).collect();
+        log::info!(
+            "{}: vCPUs 0..{} on pCPUs {}; guest GIC {}",
+            d.name,
+            l.pcpus.len(),
+            pcpus.join(" "),
+            if vgic {
+                alloc::format!(
+                    "v3 (distributor {:#x}, {} SPIs from INTID 32)",
+                    v3::GICD_BASE,
+                    GUEST_SPIS
+                )
+            } else if gic == guest_dtb::GicVersion::V2 {
+                "v2 (no virtual GIC yet: no interrupts)".into()
+            } else {
+                "none usable".into()
+            }
+        );
     }
     // Every pCPU a vCPU needs is started before any domain is published,
     // so a CPU that fails to start leaves nothing half started.
     let highest = vms
         .iter()
-        .flat_map(|v| v.pcpu.iter().copied())
+        .flat_map(|v| v.vcpus.iter().map(|c| c.pcpu))
         .max()
         .unwrap_or(0);
     let conduit = match plat.psci {

@@ -25,4 +25,11 @@ impl Uart {
             Uart::Ns16550(u) => u.getc(),
         }
     }
+
+    pub fn enable_rx_irq(&mut self) {
+        match self {
+            Uart::Pl011(u) => u.enable_rx_irq(),
+            Uart::Ns16550(u) => u.enable_rx_irq(),
+        }
+    }
 }

@@ -4,6 +4,8 @@
 //! not fit: accesses are computed here.
 
 const RBR_THR: usize = 0;
+const IER: usize = 1;
+const IER_ERBFI: u32 = 1 << 0;
 const LSR: usize = 5;
 const LSR_DR: u32 = 1 << 0;
 const LSR_THRE: u32 = 1 << 5;
@@ -60,5 +62,11 @@ impl Ns16550 {
 
     pub fn getc(&mut self) -> Option<u8> {
         (self.read(LSR) & LSR_DR != 0).then(|| self.read(RBR_THR) as u8)
+    }
+
+    /// Interrupt on received data (IER.ERBFI).
+    pub fn enable_rx_irq(&mut self) {
+        let ier = self.read(IER);
+        self.write(IER, ier | IER_ERBFI);
     }
 }

@@ -10,12 +10,16 @@ register_structs! {
         (0x00 => dr: ReadWrite<u32>),
         (0x04 => _reserved0),
         (0x18 => fr: ReadOnly<u32>),
-        (0x1c => @END),
+        (0x1c => _reserved1),
+        (0x38 => imsc: ReadWrite<u32>),
+        (0x3c => @END),
     }
 }
 
 const FR_RXFE: u32 = 1 << 4;
 const FR_TXFF: u32 = 1 << 5;
+/// IMSC: receive and receive-timeout interrupts.
+const IMSC_RX: u32 = (1 << 4) | (1 << 6);
 
 pub struct Pl011 {
     regs: *const Regs,
@@ -53,5 +57,11 @@ impl Pl011 {
         } else {
             Some(self.regs().dr.get() as u8)
         }
+    }
+
+    /// Interrupt while the receive FIFO holds data (RXIM, RTIM).
+    pub fn enable_rx_irq(&mut self) {
+        let m = self.regs().imsc.get();
+        self.regs().imsc.set(m | IMSC_RX);
     }
 }

@@ -240,6 +240,9 @@ pub struct Console {
     pub path: String,
     pub uart: Option<UartInfo>,
     pub options: Option<String>,
+    /// Its interrupt (an SPI's INTID) from the node's `interrupts`, for
+    /// taking console input by interrupt at EL2.
+    pub irq: Option<u32>,
 }
 
 /// A discovery problem: node path, property, what is wrong.
@@ -478,7 +481,8 @@ impl Platform {
             if uart.is_none() {
                 warnings.push(finding(&path, Some("compatible"), "console UART of a kind dtvisor has no driver for (PL011, SBSA, 16550/8250): no console output".into()));
             }
-            Console { path, uart, options: options.map(Into::into) }
+            let irq = interrupt_intids(&loc.node).first().copied().filter(|&i| i >= 32);
+            Console { path, uart, options: options.map(Into::into), irq }
         });
         if console.is_none() {
             warnings.push(finding(

@@ -13,17 +13,9 @@ use alloc::vec::Vec;
 
 /// Phandle of the vGIC (Xen's GUEST_PHANDLE_GIC).
 pub const GIC_PHANDLE: u32 = 65000;
-pub const GICD_BASE: u64 = 0x0300_1000;
+pub use crate::vgic::v3::{GICD_BASE, GICR_BASE, GICR_STRIDE};
+pub use crate::vgic::Version as GicVersion;
 pub const GICC_BASE: u64 = 0x0300_2000;
-pub const GICR_BASE: u64 = 0x0302_0000;
-/// Each GICv3 redistributor: RD and SGI frames.
-pub const GICR_STRIDE: u64 = 0x2_0000;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum GicVersion {
-    V2,
-    V3,
-}
 
 /// What goes into one guest's DTB.
 #[derive(Clone, Debug)]
@@ -110,8 +102,16 @@ pub fn build(spec: &GuestDtbSpec) -> Result<Vec<u8>, vm_fdt::Error> {
 
     let timer = w.begin_node("timer")?;
     w.property_string("compatible", "arm,armv8-timer")?;
-    // Secure, non-secure physical, virtual: PPIs 13, 14, 11, level-low, all CPUs.
-    w.property_array_u32("interrupts", &[1, 13, 0xf08, 1, 14, 0xf08, 1, 11, 0xf08])?;
+    // The four architected timers in the binding's order: secure and
+    // non-secure physical, virtual, hypervisor (PPIs 13, 14, 11, 10;
+    // level-low, all CPUs). Xen lists only the first three; guests on QEMU
+    // and KVM see four, and some bare-metal guests insist on four. The
+    // guest uses the virtual and the non-secure physical timer; the other
+    // two never fire for it.
+    w.property_array_u32(
+        "interrupts",
+        &[1, 13, 0xf08, 1, 14, 0xf08, 1, 11, 0xf08, 1, 10, 0xf08],
+    )?;
     w.property_u32("interrupt-parent", GIC_PHANDLE)?;
     if let Some(f) = spec.timer_clock_frequency {
         w.property_u32("clock-frequency", f)?;
@@ -222,7 +222,7 @@ mod tests {
             [0, 0, 4]
         );
         let t = f.find("/timer").unwrap();
-        assert_eq!(t.prop("interrupts").unwrap().cell_count(), Some(9));
+        assert_eq!(t.prop("interrupts").unwrap().cell_count(), Some(12));
     }
 
     #[test]

@@ -5,9 +5,8 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import ROOT, Qemu  # noqa: E402
+from harness import ROOT, Qemu, conformance_dtb  # noqa: E402
 import system  # noqa: E402
-import test_plan  # noqa: E402
 
 IMAGE = os.path.join(ROOT, "target/aarch64/release/dtvisor.bin")
 
@@ -33,7 +32,7 @@ def main():
     print(f"  entry to end of host discovery and banner: {d} us")
     print(f"  boot plan parse, 2 domains: {p} us")
     print(f"  entry to first guest instruction (2 domains, 192 MiB scrubbed): {g} us")
-    dtb = test_plan.merged_dtb("dl-many-domains")
+    dtb = conformance_dtb("dl-many-domains", os.path.join(ROOT, "cache/qemu"))
     with Qemu("bench-16", ["-kernel", IMAGE, "-dtb", dtb], icount=True) as q:
         p16 = figure(q, rb"boot plan parsed in (\d+) us", "parse")
     print(f"  boot plan parse, 16 domains: {p16} us")

@@ -1,7 +1,9 @@
-"""QEMU console harness for dtvisor's boot tests.
+"""QEMU console harness for dtvisor's boot tests (pytest: tests/qemu,
+run by scripts/test; bench.py uses it too, without pytest).
 
 Each test starts QEMU under `timeout`, reads its console, and waits for
-markers with a deadline; on failure it reports the tail of the log. No
+markers with a deadline; on failure it raises `Failure` (an AssertionError,
+so pytest reports it as a test failure) with the tail of the log. No
 sleeps are used for synchronisation: every wait is for console output.
 """
 import os
@@ -11,14 +13,17 @@ import signal
 import subprocess
 import time
 
+import system
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CACHE = os.path.join(ROOT, "cache")
 LOGDIR = os.path.join(ROOT, "target", "qemu-logs")
 UBOOT_BIN = "/usr/lib/u-boot/qemu_arm64/u-boot.bin"
+CONFORMANCE = os.path.join(ROOT, "tests/conformance")
 
 
-class TestFailure(Exception):
-    pass
+class Failure(AssertionError):
+    """A test failure with its evidence (console tail, command output)."""
 
 
 def machine(gic=3, virt=True, extra=""):
@@ -29,17 +34,18 @@ def machine(gic=3, virt=True, extra=""):
 
 
 class Qemu:
-    """One QEMU run with its console on a pipe."""
+    """One QEMU run with its console on a pipe, logged to log_dir/NAME.log
+    (the tests' `qemu` fixture gives each test a log directory of its own)."""
 
     def __init__(self, name, args, limit=120, smp=4, mem="2G", gic=3, virt=True, cpu="cortex-a57", icount=False,
-                 command=None):
-        os.makedirs(LOGDIR, exist_ok=True)
+                 command=None, log_dir=LOGDIR, machine_extra=""):
+        os.makedirs(log_dir, exist_ok=True)
         self.name = name
-        self.log_path = os.path.join(LOGDIR, f"{name}.log")
+        self.log_path = os.path.join(log_dir, f"{name}.log")
         self.buf = b""
         self.pos = 0
         cmd = ["timeout", "--foreground", "-k", "5", str(limit), "qemu-system-aarch64",
-               "-machine", machine(gic, virt), "-cpu", cpu, "-smp", str(smp), "-m", mem,
+               "-machine", machine(gic, virt, machine_extra), "-cpu", cpu, "-smp", str(smp), "-m", mem,
                "-nographic", "-nic", "none", "-monitor", "none", "-serial", "stdio"]
         if icount:
             cmd += ["-icount", "shift=0,align=off,sleep=off"]
@@ -71,6 +77,7 @@ class Qemu:
 
     def expect(self, pattern, timeout=60, what=None):
         """Waits until `pattern` (regex) appears after the previous match."""
+        __tracebackhide__ = True
         rx = re.compile(pattern.encode() if isinstance(pattern, str) else pattern)
         deadline = time.monotonic() + timeout
         while True:
@@ -87,6 +94,7 @@ class Qemu:
     def expect_all(self, patterns, timeout=60):
         """Waits until every pattern has appeared after the previous match,
         in any order (output of different CPUs interleaves)."""
+        __tracebackhide__ = True
         start = self.pos
         end = start
         for p in patterns:
@@ -96,6 +104,7 @@ class Qemu:
         self.pos = end
 
     def expect_exit(self, timeout=60):
+        __tracebackhide__ = True
         deadline = time.monotonic() + timeout
         while self.proc.poll() is None or self._read(deadline):
             if time.monotonic() > deadline:
@@ -108,6 +117,7 @@ class Qemu:
         return self.proc.returncode
 
     def not_seen(self, pattern):
+        __tracebackhide__ = True
         if re.search(pattern.encode(), self.buf):
             self.fail(f"unexpected console output matching {pattern!r}")
 
@@ -116,9 +126,10 @@ class Qemu:
         self.proc.stdin.flush()
 
     def fail(self, msg):
+        __tracebackhide__ = True
         self.close()
         tail = "\n".join(self.text().splitlines()[-40:])
-        raise TestFailure(f"{self.name}: {msg}\n--- console tail ({self.log_path}) ---\n{tail}\n---")
+        raise Failure(f"{self.name}: {msg}\n--- console tail ({self.log_path}) ---\n{tail}\n---")
 
     def close(self):
         if self.proc.poll() is None:
@@ -141,28 +152,23 @@ class Qemu:
 
 def run(cmd, **kw):
     """Runs a helper command, failing the test with its output."""
+    __tracebackhide__ = True
     p = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, **kw)
     if p.returncode != 0:
-        raise TestFailure(f"{' '.join(cmd)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
+        raise Failure(f"{' '.join(cmd)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
     return p.stdout
 
 
-def main(tests):
-    """Runs the given test functions, prints a summary, returns the exit status."""
-    import sys
-    only = [a for a in sys.argv[1:] if not a.startswith("-")]
-    passed = failed = 0
-    for t in tests:
-        name = t.__name__
-        if only and not any(o in name for o in only):
-            continue
-        start = time.monotonic()
-        try:
-            t()
-            passed += 1
-            print(f"PASS {name} ({time.monotonic() - start:.1f}s)", flush=True)
-        except TestFailure as e:
-            failed += 1
-            print(f"FAIL {name} ({time.monotonic() - start:.1f}s)\n{e}", flush=True)
-    print(f"qemu: {passed} passed, {failed} failed")
-    return 1 if failed else 0
+def conformance_dtb(case, work):
+    """QEMU's DTB + the nodes of conformance case `case` (tests/conformance),
+    so the machine part is real; written under `work`. Returns its path."""
+    os.makedirs(work, exist_ok=True)
+    with open(os.path.join(CONFORMANCE, case, "input.dts")) as f:
+        src = f.read()
+    src = src.replace("/dts-v1/;", "").replace('"../common.dtsi"', f'"{os.path.join(CONFORMANCE, "common.dtsi")}"')
+    frag = os.path.join(work, f"{case}.dtsi")
+    with open(frag, "w") as f:
+        f.write(src)
+    dtb = os.path.join(work, f"{case}.dtb")
+    system.system_dtb(frag, dtb)
+    return dtb

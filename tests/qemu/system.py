@@ -25,15 +25,21 @@ def sh(cmd, **kw):
 
 
 def qemu_dtb(gic=3, smp=4, mem="2G", cpu="cortex-a57"):
-    """QEMU virt's own DTB for this machine shape (cached)."""
+    """QEMU virt's own DTB for this machine shape (cached). Safe when
+    several processes (parallel tests) want it at once: each dumps to its
+    own temporary file and renames it into place."""
     os.makedirs(CACHE, exist_ok=True)
     path = os.path.join(CACHE, f"virt-gicv{gic}-smp{smp}-{mem}-{cpu}.dtb")
     if not os.path.exists(path):
-        tmp = path + ".tmp"
-        sh(["timeout", "60", "qemu-system-aarch64", "-machine",
-            f"virt,virtualization=on,gic-version={gic},dumpdtb={tmp}", "-cpu", cpu,
-            "-smp", str(smp), "-m", mem, "-nographic", "-nic", "none"])
-        os.replace(tmp, path)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        try:
+            sh(["timeout", "60", "qemu-system-aarch64", "-machine",
+                f"virt,virtualization=on,gic-version={gic},dumpdtb={tmp}", "-cpu", cpu,
+                "-smp", str(smp), "-m", mem, "-nographic", "-nic", "none"])
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
     return path
 
 
@@ -66,13 +72,37 @@ def system_dtb(fragment, out, env=None, gic=3, smp=4, mem="2G", cpu="cortex-a57"
     mods = os.path.splitext(frag)[0] + ".modules"
     for node, f, addr in read_modules(mods, env):
         size = os.path.getsize(f)
-        sh(["fdtput", "-t", "x", out, node, "reg", "0", hex(addr), "0", hex(size)])
-        args += ["-device", f"loader,file={f},addr={hex(addr)},force-raw=on"]
+        props = sh(["fdtget", "-p", out, node]).split()
+        prop = "module-addr" if "module-addr" in props else "reg"
+        sh(["fdtput", "-t", "x", out, node, prop] + reg_cells(out, node, addr, size))
+        loader = ["-device", f"loader,file={f},addr={hex(addr)},force-raw=on"]
+        if loader[1] not in args:  # a module two domains share loads once
+            args += loader
     return args
 
 
+def reg_cells(dtb, node, addr, size):
+    """`reg` cells for a module node, in its parent's #address-cells and
+    #size-cells (inherited from ancestors when absent, as the parser does)."""
+    def cells(name):
+        path = os.path.dirname(node)
+        while True:
+            p = subprocess.run(["fdtget", "-t", "u", dtb, path or "/", name], capture_output=True, text=True)
+            if p.returncode == 0:
+                return int(p.stdout.split()[0])
+            if path in ("", "/"):
+                return 2
+            path = os.path.dirname(path)
+
+    def split(v, n):
+        return [hex(v >> 32), hex(v & 0xffffffff)] if n == 2 else [hex(v)]
+
+    return split(addr, cells("#address-cells")) + split(size, cells("#size-cells"))
+
+
 def default_env():
-    return {"GUEST": os.environ.get("DTVISOR_GUEST") or os.path.join(ROOT, "target/guest/dtvisor-test-guest.bin")}
+    return {"GUEST": os.environ.get("DTVISOR_GUEST") or os.path.join(ROOT, "target/guest/dtvisor-test-guest.bin"),
+            "LINUX": os.environ.get("DTVISOR_LINUX") or os.path.join(ROOT, "cache/linux")}
 
 
 def main():

@@ -1,12 +1,10 @@
-#!/usr/bin/env python3
-"""QEMU boot tests of the dtvisor image (run by scripts/test)."""
+"""QEMU boot tests of the dtvisor image (pytest; run by scripts/test)."""
 import os
-import sys
+import shutil
+import struct
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import CACHE, ROOT, UBOOT_BIN, Qemu, TestFailure, main, run  # noqa: E402
-
-IMAGE = os.environ.get("DTVISOR_IMAGE") or os.path.join(ROOT, "target/aarch64/release/dtvisor.bin")
+import system
+from harness import run
 
 BANNER = r"dtvisor \d+\.\d+\.\d+"
 
@@ -15,8 +13,8 @@ def machine_line(q):
     return q.expect(r"machine: ([^\r\n]*)\r?\n", 30, "machine summary line").group(1).decode()
 
 
-def test_kernel_boot_gicv3_4cpus():
-    with Qemu("kernel-gicv3", ["-kernel", IMAGE]) as q:
+def test_kernel_boot_gicv3_4cpus(qemu, image):
+    with qemu("kernel-gicv3", ["-kernel", image]) as q:
         q.expect(BANNER, 30, "banner")
         q.expect(r"loaded at 0x40200000")
         line = machine_line(q)
@@ -26,16 +24,16 @@ def test_kernel_boot_gicv3_4cpus():
         q.expect(r"discovery took \d+ us")
 
 
-def test_kernel_boot_smp1():
-    with Qemu("kernel-smp1", ["-kernel", IMAGE], smp=1) as q:
+def test_kernel_boot_smp1(qemu, image):
+    with qemu("kernel-smp1", ["-kernel", image], smp=1) as q:
         q.expect(BANNER, 30, "banner")
         line = machine_line(q)
         if "1 CPU," not in line or "GICv3" not in line:
             q.fail(f"expected 1 CPU and GICv3: {line}")
 
 
-def test_kernel_boot_gicv2():
-    with Qemu("kernel-gicv2", ["-kernel", IMAGE], gic=2, mem="1G") as q:
+def test_kernel_boot_gicv2(qemu, image):
+    with qemu("kernel-gicv2", ["-kernel", image], gic=2, mem="1G") as q:
         q.expect(BANNER, 30, "banner")
         line = machine_line(q)
         for want in ("4 CPUs", "1 GiB RAM", "GICv2"):
@@ -43,14 +41,15 @@ def test_kernel_boot_gicv2():
                 q.fail(f"machine line lacks {want!r}: {line}")
 
 
-def test_refuses_el1():
-    with Qemu("el1-refusal", ["-kernel", IMAGE], virt=False) as q:
+def test_refuses_el1(qemu, image):
+    with qemu("el1-refusal", ["-kernel", image], virt=False) as q:
         q.expect(r"dtvisor must be entered at EL2 \(QEMU: -machine virtualization=on\)", 30)
         q.not_seen(BANNER)
 
 
 def make_boot_disk(path, files, script):
-    """A virtio disk with one FAT partition holding `files` and boot.scr."""
+    """A virtio disk with one FAT partition holding `files` and boot.scr
+    (boot.cmd and boot.scr are written next to `path`)."""
     tmp = os.path.dirname(path)
     cmd = os.path.join(tmp, "boot.cmd")
     with open(cmd, "w") as f:
@@ -61,7 +60,6 @@ def make_boot_disk(path, files, script):
     with open(path, "wb") as f:
         f.truncate(64 << 20)
     # One bootable FAT32 (LBA) partition from 1 MiB: an MBR written by hand.
-    import struct
     sectors = (64 << 20) // 512 - 2048
     entry = struct.pack("<B3sB3sII", 0x80, b"\0\0\0", 0x0C, b"\0\0\0", 2048, sectors)
     with open(path, "r+b") as f:
@@ -75,23 +73,18 @@ def make_boot_disk(path, files, script):
         run(["mcopy", "-i", part, src, "::" + os.path.basename(src)])
 
 
-def test_uboot_booti_other_address():
-    if not os.path.exists(UBOOT_BIN):
-        raise TestFailure(f"{UBOOT_BIN} missing: run scripts/setup")
-    tmp = os.path.join(CACHE, "uboot-test")
-    os.makedirs(tmp, exist_ok=True)
-    disk = os.path.join(tmp, "disk.img")
+def test_uboot_booti_other_address(qemu, image, uboot_bin, work):
+    disk = os.path.join(work, "disk.img")
     script = (
         "echo dtvisor-test: loading\n"
         "fatload virtio 0:1 0x42000000 dtvisor.bin\n"
         "booti 0x42000000 - ${fdt_addr}\n"
     )
-    import shutil
-    shutil.copy(IMAGE, os.path.join(tmp, "dtvisor.bin"))
-    make_boot_disk(disk, [os.path.join(tmp, "dtvisor.bin")], script)
-    args = ["-bios", UBOOT_BIN, "-drive", f"if=none,file={disk},format=raw,id=d0",
+    shutil.copy(image, os.path.join(work, "dtvisor.bin"))
+    make_boot_disk(disk, [os.path.join(work, "dtvisor.bin")], script)
+    args = ["-bios", uboot_bin, "-drive", f"if=none,file={disk},format=raw,id=d0",
             "-device", "virtio-blk-device,drive=d0"]
-    with Qemu("uboot-booti", args) as q:
+    with qemu("uboot-booti", args) as q:
         q.expect(r"dtvisor-test: loading", 90, "U-Boot running boot.scr")
         q.expect(BANNER, 60, "banner after booti")
         q.expect(r"loaded at 0x42000000", 10)
@@ -100,17 +93,15 @@ def test_uboot_booti_other_address():
             q.fail(f"expected 4 CPUs: {line}")
 
 
-def test_unexpected_el2_exception_is_reported():
+def test_unexpected_el2_exception_is_reported(qemu, image, work):
     """An EL2 fault prints its class in words, ESR, ELR, FAR and SPSR, and
     that CPU halts instead of looping on the fault."""
-    import system
-    frag = os.path.join(CACHE, "selftest.dtsi")
-    os.makedirs(CACHE, exist_ok=True)
+    frag = os.path.join(work, "selftest.dtsi")
     with open(frag, "w") as f:
         f.write('/ { chosen { xen,xen-bootargs = "dtvisor.selftest=el2-fault"; }; };\n')
-    dtb = os.path.join(CACHE, "selftest.dtb")
+    dtb = os.path.join(work, "selftest.dtb")
     system.system_dtb(frag, dtb)
-    with Qemu("el2-fault", ["-kernel", IMAGE, "-dtb", dtb]) as q:
+    with qemu("el2-fault", ["-kernel", image, "-dtb", dtb]) as q:
         q.expect(r"unexpected exception: synchronous \(EL2\) on CPU 0", 30)
         q.expect(r"class 0x25: data abort at the same EL", 5)
         q.expect(r"ESR_EL2 0x[0-9a-f]{16}  ELR_EL2 0x[0-9a-f]{16}", 5)
@@ -118,16 +109,3 @@ def test_unexpected_el2_exception_is_reported():
         q.expect(r"this CPU halts", 5)
         if q.text().count("unexpected exception") != 1:
             q.fail("the fault was reported more than once (exception loop?)")
-
-
-TESTS = [
-    test_unexpected_el2_exception_is_reported,
-    test_kernel_boot_gicv3_4cpus,
-    test_kernel_boot_smp1,
-    test_kernel_boot_gicv2,
-    test_refuses_el1,
-    test_uboot_booti_other_address,
-]
-
-if __name__ == "__main__":
-    sys.exit(main(TESTS))

@@ -1,18 +1,14 @@
-#!/usr/bin/env python3
 """QEMU tests of running guests: two test-guest domains from the dom0less
 and the hyperlaunch forms, a guest's data abort outside its RAM, one
 guest's SYSTEM_OFF and SYSTEM_RESET while the other keeps running, and
 console input focus."""
 import os
-import sys
+import re
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import CACHE, ROOT, Qemu, TestFailure, main  # noqa: E402
-import system  # noqa: E402
+import pytest
 
-IMAGE = os.environ.get("DTVISOR_IMAGE") or os.path.join(ROOT, "target/aarch64/release/dtvisor.bin")
-GUEST = os.environ.get("DTVISOR_GUEST") or os.path.join(ROOT, "target/guest/dtvisor-test-guest.bin")
-WORK = os.path.join(CACHE, "qemu-tests")
+import system
+from harness import ROOT
 
 DOMAIN = """
         {name} {{
@@ -32,44 +28,48 @@ DOMAIN = """
 """
 
 
-def two_domains(name, args1, args2, hyperlaunch=False, cpus=(2, 1), mem=(128, 64), gic=3):
-    """Writes a fragment with domU1/domU2 running the test guest; returns
+@pytest.fixture
+def two_domains(image, guest, work):
+    """make(name, args1, args2, ...) writes a fragment with domU1/domU2
+    running the test guest (in this test's work directory) and returns
     QEMU arguments that boot it."""
-    os.makedirs(WORK, exist_ok=True)
-    doms, mods = "", ""
-    prefix = "/chosen/hypervisor" if hyperlaunch else "/chosen"
-    for i, (args, c, m) in enumerate(zip((args1, args2), cpus, mem)):
-        addr = 0x5000_0000 + i * 0x40_0000
-        extra = f"domid = <{i + 1}>;" if hyperlaunch else ""
-        doms += DOMAIN.format(name=f"domU{i + 1}", extra=extra, kib=m * 1024, cpus=c, addr=addr, args=args)
-        mods += f"{prefix}/domU{i + 1}/kernel {GUEST} {addr:#x}\n"
-    if hyperlaunch:
-        body = ('hypervisor { compatible = "hypervisor,xen", "hypervisor,dtvisor";'
-                ' #address-cells = <2>; #size-cells = <2>;\n' + doms + "};")
-    else:
-        body = doms
-    frag = os.path.join(WORK, f"{name}.dtsi")
-    with open(frag, "w") as f:
-        f.write("/ { chosen { #address-cells = <2>; #size-cells = <2>;\n" + body + "}; };\n")
-    with open(os.path.join(WORK, f"{name}.modules"), "w") as f:
-        f.write(mods)
-    dtb = os.path.join(WORK, f"{name}.dtb")
-    loaders = system.system_dtb(frag, dtb, gic=gic)
-    return ["-kernel", IMAGE, "-dtb", dtb] + loaders
+
+    def make(name, args1, args2, hyperlaunch=False, cpus=(2, 1), mem=(128, 64), gic=3):
+        doms, mods = "", ""
+        prefix = "/chosen/hypervisor" if hyperlaunch else "/chosen"
+        for i, (args, c, m) in enumerate(zip((args1, args2), cpus, mem)):
+            addr = 0x5000_0000 + i * 0x40_0000
+            extra = f"domid = <{i + 1}>;" if hyperlaunch else ""
+            doms += DOMAIN.format(name=f"domU{i + 1}", extra=extra, kib=m * 1024, cpus=c, addr=addr, args=args)
+            mods += f"{prefix}/domU{i + 1}/kernel {guest} {addr:#x}\n"
+        if hyperlaunch:
+            body = ('hypervisor { compatible = "hypervisor,xen", "hypervisor,dtvisor";'
+                    ' #address-cells = <2>; #size-cells = <2>;\n' + doms + "};")
+        else:
+            body = doms
+        frag = os.path.join(work, f"{name}.dtsi")
+        with open(frag, "w") as f:
+            f.write("/ { chosen { #address-cells = <2>; #size-cells = <2>;\n" + body + "}; };\n")
+        with open(os.path.join(work, f"{name}.modules"), "w") as f:
+            f.write(mods)
+        dtb = os.path.join(work, f"{name}.dtb")
+        loaders = system.system_dtb(frag, dtb, gic=gic)
+        return ["-kernel", image, "-dtb", dtb] + loaders
+
+    return make
 
 
 def expect_guest_ok(q, dom, args, mem, cpus):
     q.expect(rf'\({dom}\) guest: hello bootargs="{args}" mem={mem}MiB cpus={cpus}', 120, f"{dom} hello")
 
 
-def check_two(name, hyperlaunch):
+def check_two(qemu, two_domains, name, hyperlaunch):
     args = two_domains(name, "console=ttyAMA0 one spin", "console=ttyAMA0 two spin", hyperlaunch)
-    with Qemu(name, args) as q:
+    with qemu(name, args) as q:
         q.expect(r"boot plan: 2 domains \((hyperlaunch|dom0less)\)", 60)
         q.expect_all([r"hypervisor entry to first guest instruction: \d+ us",
                       r"\(domU1\) guest: summary pass=\d+ fail=\d+\r?\n",
                       r"\(domU2\) guest: summary pass=\d+ fail=\d+\r?\n"], 120)
-        import re
         for dom, least in (("domU1", 5), ("domU2", 3)):
             m = re.search(rf"\({dom}\) guest: summary pass=(\d+) fail=(\d+)", q.text())
             if not m or int(m.group(2)) or int(m.group(1)) < least:
@@ -84,42 +84,42 @@ def check_two(name, hyperlaunch):
         q.expect_all([r"\(domU1\) guest: tick 1", r"\(domU2\) guest: tick 1"], 60)
 
 
-def test_two_guests_dom0less():
-    check_two("two-dom0less", False)
+def test_two_guests_dom0less(qemu, two_domains):
+    check_two(qemu, two_domains, "two-dom0less", False)
 
 
-def test_two_guests_hyperlaunch():
-    check_two("two-hyperlaunch", True)
+def test_two_guests_hyperlaunch(qemu, two_domains):
+    check_two(qemu, two_domains, "two-hyperlaunch", True)
 
 
-def test_two_guests_on_gicv2_host():
+def test_two_guests_on_gicv2_host(qemu, two_domains):
     """A GICv2 host: guests get a GICv2 node and run the same."""
     args = two_domains("two-gicv2", "v2 spin", "v2 spin", gic=2)
-    with Qemu("two-gicv2", args, gic=2) as q:
+    with qemu("two-gicv2", args, gic=2) as q:
         q.expect(r"machine: 4 CPUs, 2 GiB RAM, GICv2", 60)
         q.expect_all([r"\(domU1\) guest: summary pass=5 fail=0", r"\(domU2\) guest: summary pass=3 fail=0"], 120)
 
 
-def test_data_abort_outside_ram_other_keeps_running():
+def test_data_abort_outside_ram_other_keeps_running(qemu, two_domains):
     args = two_domains("fault", "fault spin", "spin")
-    with Qemu("fault", args) as q:
+    with qemu("fault", args) as q:
         q.expect(r"\(dtvisor\) domU1: read at IPA 0x10000000 .*external abort injected", 120, "the hypervisor's abort line")
         q.expect(r"\(domU1\) guest: caught data abort", 30)
         q.expect(r"\(domU1\) guest: after fault value=0x0 caught=1", 30)
         q.expect(r"\(domU2\) guest: tick 2", 60, "domU2 still running")
 
 
-def test_system_off_leaves_other_running():
+def test_system_off_leaves_other_running(qemu, two_domains):
     args = two_domains("sysoff", "off", "spin")
-    with Qemu("sysoff", args) as q:
+    with qemu("sysoff", args) as q:
         q.expect(r"\(dtvisor\) domU1: SYSTEM_OFF: domain powered off", 120)
         q.expect(r"\(domU2\) guest: tick 2", 60, "domU2 still running after domU1's SYSTEM_OFF")
         q.not_seen(r"\(domU1\) guest: FAIL")
 
 
-def test_system_reset_restarts_that_domain_only():
+def test_system_reset_restarts_that_domain_only(qemu, two_domains):
     args = two_domains("reset", "reset", "spin")
-    with Qemu("reset", args) as q:
+    with qemu("reset", args) as q:
         q.expect(r"\(domU1\) guest: calling SYSTEM_RESET", 120)
         q.expect(r"\(dtvisor\) domU1: SYSTEM_RESET: restarting the domain", 30)
         q.expect(r'\(domU1\) guest: hello bootargs="reset"', 60, "domU1 booting again")
@@ -129,12 +129,12 @@ def test_system_reset_restarts_that_domain_only():
             q.fail("domU2 was restarted too")
 
 
-def test_reset_stops_a_spinning_vcpu():
+def test_reset_stops_a_spinning_vcpu(qemu, two_domains):
     """SYSTEM_RESET while the domain's other vCPU spins without ever
     trapping: the hypervisor kicks that pCPU (a GIC SGI) and the domain
     restarts."""
     args = two_domains("reset-hold", "hold reset", "spin")
-    with Qemu("reset-hold", args) as q:
+    with qemu("reset-hold", args) as q:
         q.expect(r"\(domU1\) guest: PASS cpu_on 0x1", 120)
         q.expect(r"\(domU1\) guest: calling SYSTEM_RESET", 60)
         q.expect(r'\(domU1\) guest: hello bootargs="hold reset"', 60, "domU1 booting again")
@@ -142,9 +142,9 @@ def test_reset_stops_a_spinning_vcpu():
         q.not_seen(r"reset waits for its other vCPUs")
 
 
-def test_console_input_focus():
+def test_console_input_focus(qemu, two_domains):
     args = two_domains("echo", "echo", "echo")
-    with Qemu("echo", args) as q:
+    with qemu("echo", args) as q:
         q.expect_all([r"\(domU1\) guest: echo ready", r"\(domU2\) guest: echo ready"], 120)
         q.send(b"\x01\x01\x01")
         q.expect(r"console input now goes to domU1", 30)
@@ -159,25 +159,18 @@ def test_console_input_focus():
         q.not_seen(r"\(domU1\) guest: rx b")
 
 
-def test_main_job_scripts_run():
-    """The README's first command boots the example system."""
-    with Qemu("scripts-run", [], limit=300, command=[os.path.join(ROOT, "scripts/run")]) as q:
-        q.expect_all([r'\(domU1\) guest: hello bootargs="console=ttyAMA0 domain=one spin" mem=128MiB cpus=2',
-                      r'\(domU2\) guest: hello bootargs="console=ttyAMA0 domain=two spin" mem=64MiB cpus=1',
-                      r"\(domU1\) guest: summary pass=5 fail=0", r"\(domU2\) guest: summary pass=3 fail=0"], 240)
-
-
-TESTS = [
-    test_main_job_scripts_run,
-    test_two_guests_dom0less,
-    test_two_guests_hyperlaunch,
-    test_two_guests_on_gicv2_host,
-    test_data_abort_outside_ram_other_keeps_running,
-    test_system_off_leaves_other_running,
-    test_system_reset_restarts_that_domain_only,
-    test_reset_stops_a_spinning_vcpu,
-    test_console_input_focus,
-]
-
-if __name__ == "__main__":
-    sys.exit(main(TESTS))
+def test_interrupt_counts_are_exact(qemu, two_domains):
+    """The vGIC delivers exactly what was raised: domU1 arms its virtual
+    timer 25 times and its two vCPUs send each other 20 SGIs each way,
+    while domU2 (1 vCPU) arms its timer 30 times."""
+    args = two_domains("irqs", "irqs timer=25 sgi=20", "irqs timer=30 sgi=5")
+    with qemu("irqs", args) as q:
+        q.expect_all([r"\(domU1\) guest: irqs done", r"\(domU2\) guest: irqs done"], 180)
+        t = q.text()
+        for want in ("(domU1) guest: irqs gic=v3 gicd=0x3001000 gicr=0x3020000",
+                     "(domU1) guest: irqs timer=25 expected=25", "(domU1) guest: irqs sgi=20+20 expected=20+20",
+                     "(domU1) guest: irqs summary pass=2 fail=0",
+                     "(domU2) guest: irqs timer=30 expected=30", "(domU2) guest: irqs sgi skipped (1 cpu)",
+                     "(domU2) guest: irqs summary pass=1 fail=0"):
+            if want not in t:
+                q.fail(f"missing {want!r}")

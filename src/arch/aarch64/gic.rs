@@ -1,17 +1,31 @@
-//! The physical GICv3, through Google's `arm-gic`: only what the
-//! hypervisor needs before the vGIC exists, a "kick" SGI that makes another
-//! pCPU leave its guest (so SYSTEM_OFF and SYSTEM_RESET stop every vCPU of
-//! a domain promptly, even one spinning or idling in WFI without traps).
-//! With HCR_EL2.IMO set, the SGI arrives at EL2 while the guest runs.
+//! The physical GICv3 at EL2, through Google's `arm-gic`: distributor and
+//! redistributor setup, and on every pCPU its CPU interface with split
+//! priority drop and deactivation (`ICC_CTLR_EL1.EOImode = 1`), so a
+//! virtual interrupt linked to a physical one (the timers) is deactivated
+//! by the guest. Each pCPU finds its redistributor by the affinity in
+//! `GICR_TYPER`. Enabled at EL2: the kick SGI, the maintenance interrupt,
+//! the EL1 virtual and physical timers, and the console's RX interrupt.
+//! With HCR_EL2.IMO set they all arrive at EL2 while a guest runs.
+//!
+//! Also the virtual CPU interface registers (ICH_*_EL2) the vGIC uses.
 
 use arm_gic::gicv3::registers::{Gicd, GicrSgi};
-use arm_gic::gicv3::{GicCpuInterface, GicV3, SgiTarget, SgiTargetGroup};
-use arm_gic::{IntId, InterruptGroup};
+use arm_gic::gicv3::{GicCpuInterface, GicV3};
+use arm_gic::{IntId, Trigger};
 use core::ptr::NonNull;
+use core::sync::atomic::{AtomicU64, Ordering};
 use safe_mmio::UniqueMmioPointer;
 use spin::Mutex;
 
-const KICK: IntId = IntId::sgi(0);
+/// SGI 0: "leave the guest and look at your vCPU".
+pub const KICK: u32 = 0;
+/// The GIC maintenance interrupt (PPI 9).
+pub const MAINTENANCE: u32 = 25;
+/// EL1 virtual timer (PPI 11) and non-secure physical timer (PPI 14).
+pub const VTIMER: u32 = 27;
+pub const PTIMER: u32 = 30;
+/// INTIDs 1020..1023 are special (1023: nothing pending).
+const SPURIOUS: u32 = 1020;
 
 struct Gic(GicV3<'static>);
 
@@ -19,61 +33,234 @@ struct Gic(GicV3<'static>);
 unsafe impl Send for Gic {}
 
 static GIC: Mutex<Option<Gic>> = Mutex::new(None);
+/// Per pCPU: its redistributor's SGI frame (0 = none).
+static SGI_FRAME: [AtomicU64; crate::boot::MAX_CPUS] =
+    [const { AtomicU64::new(0) }; crate::boot::MAX_CPUS];
+static GICR_BASE: AtomicU64 = AtomicU64::new(0);
 
-fn cpu_interface_on() {
-    GicCpuInterface::enable_system_register_el2(true);
+macro_rules! icc {
+    (read $r:literal) => {{
+        let v: u64;
+        // SAFETY: reading a GIC system register has no memory effects.
+        unsafe { core::arch::asm!(concat!("mrs {}, ", $r), out(reg) v, options(nomem, nostack)) };
+        v
+    }};
+    (write $r:literal, $v:expr) => {{
+        let v: u64 = $v;
+        // SAFETY: GIC CPU interface or virtual interface control register
+        // of this CPU; no memory effects.
+        unsafe { core::arch::asm!(concat!("msr ", $r, ", {}"), "isb", in(reg) v, options(nomem, nostack)) };
+    }};
 }
 
-/// Sets the GIC up from the boot CPU (pCPU 0). False if it cannot be used.
-pub fn init_boot(gicd: u64, gicr: u64, cpus: usize, redist: usize) -> bool {
-    let (Some(d), Some(r)) = (
-        NonNull::new(gicd as *mut Gicd),
-        NonNull::new(gicr as *mut GicrSgi),
-    ) else {
-        return false;
-    };
-    cpu_interface_on();
+/// The redistributor whose GICR_TYPER affinity is `mpidr`.
+fn find_redistributor(g: &mut GicV3<'static>, cpus: usize, mpidr: u64) -> Option<usize> {
+    (0..cpus).find(|&i| {
+        g.gicr_typer(i)
+            .is_ok_and(|t| t.core_mpidr() & 0xff_00ff_ffff == mpidr)
+    })
+}
+
+/// This pCPU's CPU interface and private interrupts.
+fn cpu_setup(g: &mut GicV3<'static>, redist: usize) {
+    GicCpuInterface::enable_system_register_el2(true);
+    g.init_cpu(redist);
+    // EOImode 1: EOIR only drops priority, DIR deactivates.
+    icc!(write "icc_ctlr_el1", 1 << 1);
+    for id in [KICK, MAINTENANCE, VTIMER, PTIMER] {
+        let intid = if id < 16 {
+            IntId::sgi(id)
+        } else {
+            IntId::ppi(id - 16)
+        };
+        if id >= 16 {
+            let _ = g.set_trigger(intid, Some(redist), Trigger::Level);
+        }
+        let _ = g.enable_interrupt(intid, Some(redist), true);
+    }
+    GicCpuInterface::enable_group1(true);
+    GicCpuInterface::set_priority_mask(0xff);
+}
+
+fn record_frame(cpu: usize, redist: usize) {
+    // GICv3 redistributors: RD_base and SGI_base frames, 64 KiB each.
+    let frame = GICR_BASE.load(Ordering::Relaxed) + redist as u64 * 0x2_0000 + 0x1_0000;
+    if let Some(f) = SGI_FRAME.get(cpu) {
+        f.store(frame, Ordering::Relaxed);
+    }
+}
+
+/// Sets the GIC up from the boot CPU (pCPU 0, affinity `mpidr`): the
+/// distributor, every redistributor, and this CPU's interface; routes
+/// `console_irq` (an SPI) here. Returns this CPU's redistributor index,
+/// None if the GIC cannot be used.
+pub fn init_boot(
+    gicd: u64,
+    gicr: u64,
+    cpus: usize,
+    mpidr: u64,
+    console_irq: Option<u32>,
+) -> Option<usize> {
+    let d = NonNull::new(gicd as *mut Gicd)?;
+    let r = NonNull::new(gicr as *mut GicrSgi)?;
+    GicCpuInterface::enable_system_register_el2(true);
     // SAFETY: the DTB's distributor and redistributor frames, identity
     // mapped as Device memory; only this driver touches them.
-    let g = unsafe { GicV3::new(UniqueMmioPointer::new(d), r, cpus) };
-    let Ok(mut g) = g else { return false };
+    let mut g = unsafe { GicV3::new(UniqueMmioPointer::new(d), r, cpus) }.ok()?;
+    GICR_BASE.store(gicr, Ordering::Relaxed);
+    let redist = find_redistributor(&mut g, cpus, mpidr)?;
     g.setup(redist);
-    let ok = g.enable_interrupt(KICK, Some(redist), true).is_ok();
-    GicCpuInterface::set_priority_mask(0xff);
+    cpu_setup(&mut g, redist);
+    record_frame(0, redist);
+    if let Some(id) = console_irq.filter(|&i| (32..1020).contains(&i)) {
+        let intid = IntId::spi(id - 32);
+        let _ = g.distributor().set_routing(intid, Some(mpidr));
+        let _ = g.set_trigger(intid, None, Trigger::Level);
+        let _ = g.enable_interrupt(intid, None, true);
+    }
     *GIC.lock() = Some(Gic(g));
-    ok
+    Some(redist)
 }
 
-/// Per-CPU setup on secondary pCPU `cpu` (its redistributor index).
-pub fn init_secondary(cpu: usize) {
+/// Per-CPU setup on secondary pCPU `cpu` (affinity `mpidr`). False if
+/// there is no GICv3 or no redistributor has this affinity.
+pub fn init_secondary(cpu: usize, mpidr: u64, cpus: usize) -> bool {
     // Only where init_boot found a GICv3: on a GICv2 the ICC_* system
     // registers do not exist (their access is UNDEFINED).
-    if let Some(Gic(g)) = GIC.lock().as_mut() {
-        cpu_interface_on();
-        g.init_cpu(cpu);
-        let _ = g.enable_interrupt(KICK, Some(cpu), true);
-        GicCpuInterface::enable_group1(true);
-        GicCpuInterface::set_priority_mask(0xff);
-    }
+    let mut guard = GIC.lock();
+    let Some(Gic(g)) = guard.as_mut() else {
+        return false;
+    };
+    let Some(redist) = find_redistributor(g, cpus, mpidr) else {
+        return false;
+    };
+    cpu_setup(g, redist);
+    record_frame(cpu, redist);
+    true
+}
+
+/// Whether a GICv3 is in use.
+pub fn present() -> bool {
+    GIC.lock().is_some()
 }
 
 /// Makes the pCPU with affinity `mpidr` take an interrupt to EL2.
+/// (`ICC_SGI1R_EL1` is written directly: arm-gic's `SgiTarget` has no
+/// range selector, so it cannot reach Aff0 values of 16 and above.)
 pub fn kick(mpidr: u64) {
-    if GIC.lock().is_none() {
-        return;
-    }
-    let target = SgiTarget::List {
-        affinity3: (mpidr >> 32) as u8,
-        affinity2: (mpidr >> 16) as u8,
-        affinity1: (mpidr >> 8) as u8,
-        target_list: 1 << (mpidr & 0xf),
-    };
-    let _ = GicCpuInterface::send_sgi(KICK, target, SgiTargetGroup::CurrentGroup1);
+    let aff0 = mpidr & 0xff;
+    let v = (((mpidr >> 32) & 0xff) << 48)
+        | ((aff0 >> 4) << 44)
+        | (((mpidr >> 16) & 0xff) << 32)
+        | ((KICK as u64) << 24)
+        | (((mpidr >> 8) & 0xff) << 16)
+        | (1 << (aff0 & 0xf));
+    // SAFETY: generating an SGI has no memory effects on this CPU.
+    unsafe { core::arch::asm!("dsb ishst", "msr icc_sgi1r_el1, {}", "isb", in(reg) v) };
 }
 
-/// Acknowledges and completes whatever interrupt brought us to EL2.
-pub fn ack() {
-    if let Some(id) = GicCpuInterface::get_and_acknowledge_interrupt(InterruptGroup::Group1) {
-        GicCpuInterface::end_interrupt(id, InterruptGroup::Group1);
+/// Acknowledges the highest-priority pending interrupt, if any.
+pub fn ack() -> Option<u32> {
+    let id = icc!(read "icc_iar1_el1") as u32 & 0xff_ffff;
+    (id < SPURIOUS).then_some(id)
+}
+
+/// Drops the running priority (EOImode 1: the interrupt stays active).
+pub fn eoi(id: u32) {
+    icc!(write "icc_eoir1_el1", id as u64);
+}
+
+/// Deactivates an interrupt this CPU acknowledged.
+pub fn deactivate(id: u32) {
+    icc!(write "icc_dir_el1", id as u64);
+}
+
+/// Clears the active state of private interrupts `mask` (bit n = INTID n)
+/// in this pCPU's redistributor, whether or not they are active (a
+/// deactivation through the CPU interface needs an active interrupt).
+pub fn clear_active_private(cpu: usize, mask: u32) {
+    let frame = SGI_FRAME.get(cpu).map_or(0, |f| f.load(Ordering::Relaxed));
+    if frame == 0 || mask == 0 {
+        return;
     }
+    // SAFETY: GICR_ICACTIVER0 of this CPU's own redistributor (identity
+    // mapped Device memory); writing ones only clears active states.
+    unsafe { core::ptr::write_volatile((frame + 0x380) as *mut u32, mask) };
+}
+
+// ---- the virtual CPU interface (ICH_*_EL2) -------------------------------
+
+/// ICH_HCR_EL2 bits.
+pub const ICH_HCR_EN: u64 = 1 << 0;
+pub const ICH_HCR_UIE: u64 = 1 << 1;
+pub const ICH_HCR_NPIE: u64 = 1 << 3;
+
+/// Number of list registers this CPU implements.
+pub fn nr_lrs() -> usize {
+    ((icc!(read "ich_vtr_el2") & 0x1f) + 1) as usize
+}
+
+/// Reads list register `n`.
+pub fn read_lr(n: usize) -> u64 {
+    match n {
+        0 => icc!(read "ich_lr0_el2"),
+        1 => icc!(read "ich_lr1_el2"),
+        2 => icc!(read "ich_lr2_el2"),
+        3 => icc!(read "ich_lr3_el2"),
+        4 => icc!(read "ich_lr4_el2"),
+        5 => icc!(read "ich_lr5_el2"),
+        6 => icc!(read "ich_lr6_el2"),
+        7 => icc!(read "ich_lr7_el2"),
+        8 => icc!(read "ich_lr8_el2"),
+        9 => icc!(read "ich_lr9_el2"),
+        10 => icc!(read "ich_lr10_el2"),
+        11 => icc!(read "ich_lr11_el2"),
+        12 => icc!(read "ich_lr12_el2"),
+        13 => icc!(read "ich_lr13_el2"),
+        14 => icc!(read "ich_lr14_el2"),
+        15 => icc!(read "ich_lr15_el2"),
+        _ => 0,
+    }
+}
+
+/// Writes list register `n`.
+pub fn write_lr(n: usize, v: u64) {
+    match n {
+        0 => icc!(write "ich_lr0_el2", v),
+        1 => icc!(write "ich_lr1_el2", v),
+        2 => icc!(write "ich_lr2_el2", v),
+        3 => icc!(write "ich_lr3_el2", v),
+        4 => icc!(write "ich_lr4_el2", v),
+        5 => icc!(write "ich_lr5_el2", v),
+        6 => icc!(write "ich_lr6_el2", v),
+        7 => icc!(write "ich_lr7_el2", v),
+        8 => icc!(write "ich_lr8_el2", v),
+        9 => icc!(write "ich_lr9_el2", v),
+        10 => icc!(write "ich_lr10_el2", v),
+        11 => icc!(write "ich_lr11_el2", v),
+        12 => icc!(write "ich_lr12_el2", v),
+        13 => icc!(write "ich_lr13_el2", v),
+        14 => icc!(write "ich_lr14_el2", v),
+        15 => icc!(write "ich_lr15_el2", v),
+        _ => {}
+    }
+}
+
+pub fn write_hcr(v: u64) {
+    icc!(write "ich_hcr_el2", v);
+}
+
+/// A fresh virtual CPU interface for a vCPU about to start: no list
+/// register in use, no active priorities, the guest's CPU interface
+/// state (ICH_VMCR_EL2) at reset, system register access for the guest.
+pub fn reset_virtual_interface() {
+    for n in 0..nr_lrs() {
+        write_lr(n, 0);
+    }
+    icc!(write "ich_ap0r0_el2", 0);
+    icc!(write "ich_ap1r0_el2", 0);
+    icc!(write "ich_vmcr_el2", 0);
+    // SRE (system registers), DFB and DIB (FIQ and IRQ bypass disabled).
+    icc!(write "icc_sre_el1", 0x7);
+    write_hcr(ICH_HCR_EN);
 }

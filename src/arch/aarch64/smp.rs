@@ -45,6 +45,6 @@ extern "C" fn secondary_main(idx: u64) -> ! {
         Some(m) => mmu::enable(m, false),
         None => super::halt(),
     }
-    super::gic::init_secondary(crate::vmm::redistributor_of(idx as usize));
+    crate::vmm::init_secondary_gic(idx as usize);
     crate::vmm::idle()
 }

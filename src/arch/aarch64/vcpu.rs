@@ -3,9 +3,18 @@
 //!
 //! HCR_EL2 choices: VM (stage 2 on), SWIO, FMO/IMO/AMO (physical
 //! interrupts and SErrors come to EL2; guests see the virtual ones), TSC
-//! (SMC traps, so PSCI over SMC is emulated too), RW (AArch64 EL1). TWI and
-//! TWE are clear: each vCPU owns its pCPU (static partitioning), so a guest
-//! WFI idles the real CPU directly, with no trap on the way.
+//! (SMC traps, so PSCI over SMC is emulated too), RW (AArch64 EL1), and
+//! APK/API (pointer authentication) and ATA (MTE tags) where the CPU has
+//! them, so a guest can use every feature its ID registers advertise.
+//! TWI and TWE are clear: each vCPU owns its pCPU (static partitioning),
+//! so a guest WFI idles the real CPU directly. That still wakes correctly
+//! for virtual interrupts: a pending list register wakes the WFI, and
+//! anything posted from elsewhere arrives as a physical kick SGI, which
+//! wakes the CPU, traps to EL2 and refills the list registers.
+//!
+//! The guest's registers stay live in the CPU between traps (nothing else
+//! runs on its pCPU), so SVE/SME/FP state needs no switching: CPTR_EL2
+//! traps none of it, and ZCR_EL2/SMCR_EL2 allow the largest vector length.
 
 use super::exception::TrapFrame;
 use core::arch::asm;
@@ -17,7 +26,41 @@ pub const HCR_IMO: u64 = 1 << 4;
 pub const HCR_AMO: u64 = 1 << 5;
 pub const HCR_TSC: u64 = 1 << 19;
 pub const HCR_RW: u64 = 1 << 31;
+pub const HCR_APK: u64 = 1 << 40;
+pub const HCR_API: u64 = 1 << 41;
+pub const HCR_ATA: u64 = 1 << 56;
 pub const HCR_GUEST: u64 = HCR_VM | HCR_SWIO | HCR_FMO | HCR_IMO | HCR_AMO | HCR_TSC | HCR_RW;
+
+/// Feature fields of the ID registers that decide trap settings.
+struct Features {
+    sve: bool,
+    sme: bool,
+    sme_fa64: bool,
+    pauth: bool,
+    mte2: bool,
+    pmu_counters: Option<u64>,
+}
+
+fn features() -> Features {
+    let pfr0 = sysreg!(read "id_aa64pfr0_el1");
+    let pfr1 = sysreg!(read "id_aa64pfr1_el1");
+    let isar1 = sysreg!(read "id_aa64isar1_el1");
+    let isar2 = sysreg!(read "s3_0_c0_c6_2"); // ID_AA64ISAR2_EL1
+    let dfr0 = sysreg!(read "id_aa64dfr0_el1");
+    let sme = (pfr1 >> 24) & 0xf != 0;
+    let pmuver = (dfr0 >> 8) & 0xf;
+    Features {
+        sve: (pfr0 >> 32) & 0xf != 0,
+        sme,
+        sme_fa64: sme && sysreg!(read "s3_0_c0_c4_5") >> 63 != 0, // ID_AA64SMFR0_EL1.FA64
+        // ISAR1 APA, API, GPA, GPI; ISAR2 GPA3, APA3.
+        pauth: isar1 & 0xff00_0ff0 != 0 || isar2 & 0xff00 != 0,
+        mte2: (pfr1 >> 8) & 0xf >= 2,
+        // PMUv3 implemented (not 0, not IMPLEMENTATION DEFINED 0xf): PMCR_EL0.N.
+        pmu_counters: (pmuver != 0 && pmuver != 0xf)
+            .then(|| (sysreg!(read "pmcr_el0") >> 11) & 0x1f),
+    }
+}
 
 /// SPSR for entering EL1h with D, A, I, F masked (Linux boot protocol).
 pub const SPSR_EL1H_MASKED: u64 = 0x3c5;
@@ -66,6 +109,8 @@ pub struct El1Regs {
     pub cntkctl: u64,
     pub cntv_ctl: u64,
     pub cntv_cval: u64,
+    pub cntp_ctl: u64,
+    pub cntp_cval: u64,
     pub vmpidr: u64,
 }
 
@@ -108,6 +153,8 @@ impl El1Regs {
         sysreg!(write "cntkctl_el1", self.cntkctl);
         sysreg!(write "cntv_cval_el0", self.cntv_cval);
         sysreg!(write "cntv_ctl_el0", self.cntv_ctl);
+        sysreg!(write "cntp_cval_el0", self.cntp_cval);
+        sysreg!(write "cntp_ctl_el0", self.cntp_ctl);
         sysreg!(write "vmpidr_el2", self.vmpidr);
     }
 
@@ -138,6 +185,8 @@ impl El1Regs {
         self.csselr = sysreg!(read "csselr_el1");
         self.cntkctl = sysreg!(read "cntkctl_el1");
         self.cntv_ctl = sysreg!(read "cntv_ctl_el0");
+        self.cntp_cval = sysreg!(read "cntp_cval_el0");
+        self.cntp_ctl = sysreg!(read "cntp_ctl_el0");
         self.cntv_cval = sysreg!(read "cntv_cval_el0");
         self.vmpidr = sysreg!(read "vmpidr_el2");
     }
@@ -145,17 +194,41 @@ impl El1Regs {
 
 /// EL2 settings for running guests on this CPU: trap configuration,
 /// timers, and the domain's stage-2 (VTCR/VTTBR with its VMID).
-pub fn configure_el2(vtcr: u64, vttbr: u64) {
+/// `cntvoff` is the domain's virtual counter offset.
+pub fn configure_el2(vtcr: u64, vttbr: u64, cntvoff: u64) {
+    let f = features();
     sysreg!(write "vpidr_el2", sysreg!(read "midr_el1"));
-    sysreg!(write "cptr_el2", 0x33ff); // RES1 bits only: no FP/SIMD traps
-    sysreg!(write "mdcr_el2", 0);
+    // CPTR_EL2 (no VHE): RES1 bits 0-7, 9, 13; TZ (8) and TSM (12) are
+    // RES1 too where SVE or SME is absent, and clear (no trap) otherwise.
+    // TFP, TTA, TAM, TCPAC clear: FP/SIMD, trace, AMU, CPACR not trapped.
+    let cptr = 0x22ff | ((!f.sve as u64) << 8) | ((!f.sme as u64) << 12);
+    sysreg!(write "cptr_el2", cptr);
+    // SAFETY: a barrier, so ZCR/SMCR below are not trapped.
+    unsafe { asm!("isb", options(nostack)) };
+    if f.sve {
+        sysreg!(write "s3_4_c1_c2_0", 0xf); // ZCR_EL2.LEN: the largest vector length
+    }
+    if f.sme {
+        // SMCR_EL2: the largest streaming vector length; FA64 where offered.
+        sysreg!(write "s3_4_c1_c2_6", 0xf | ((f.sme_fa64 as u64) << 31));
+    }
+    // MDCR_EL2.HPMN = every counter to EL1 (HPMN = 0 is UNPREDICTABLE
+    // without FEAT_HPMN0); no debug or PMU traps.
+    sysreg!(write "mdcr_el2", f.pmu_counters.unwrap_or(0));
     // EL1 physical counter and timer not trapped; an event stream from
     // counter bit 15 (about 0.5 ms at 62.5 MHz) wakes idle WFE loops.
     sysreg!(write "cnthctl_el2", 3 | (1 << 2) | (15 << 4));
-    sysreg!(write "cntvoff_el2", 0);
+    sysreg!(write "cntvoff_el2", cntvoff);
     sysreg!(write "vtcr_el2", vtcr);
     sysreg!(write "vttbr_el2", vttbr);
-    sysreg!(write "hcr_el2", HCR_GUEST);
+    let mut hcr = HCR_GUEST;
+    if f.pauth {
+        hcr |= HCR_APK | HCR_API;
+    }
+    if f.mte2 {
+        hcr |= HCR_ATA;
+    }
+    sysreg!(write "hcr_el2", hcr);
     // SAFETY: barriers and invalidation of this VMID's stage-1+2 TLB
     // entries (VTTBR selects the VMID) have no memory effects.
     unsafe { asm!("isb", "tlbi vmalls12e1", "dsb nsh", "isb", options(nostack)) };
@@ -185,11 +258,14 @@ pub fn run(entry: u64, arg: u64, stack_top: u64) -> ! {
 /// and `far` as given, ELR/SPSR the interrupted state in `frame`.
 pub fn inject_sync(frame: &mut TrapFrame, esr: u64, far: u64) {
     let vbar = sysreg!(read "vbar_el1");
-    let mode = frame.spsr & 0xf;
-    let offset = match mode {
-        0b0101 => 0x200, // EL1h: current EL with SP_ELx
-        0b0100 => 0x000, // EL1t: current EL with SP_EL0
-        _ => 0x400,      // EL0: lower EL, AArch64
+    let offset = if frame.spsr & 0x10 != 0 {
+        0x600 // AArch32 EL0: lower EL, AArch32
+    } else {
+        match frame.spsr & 0xf {
+            0b0101 => 0x200, // EL1h: current EL with SP_ELx
+            0b0100 => 0x000, // EL1t: current EL with SP_EL0
+            _ => 0x400,      // EL0: lower EL, AArch64
+        }
     };
     sysreg!(write "elr_el1", frame.elr);
     sysreg!(write "spsr_el1", frame.spsr);

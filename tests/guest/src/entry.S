@@ -15,7 +15,8 @@ _start:
 primary:
     msr     daifset, #0xf
     mov     x19, x0
-    adrp    x20, _start
+    adr     x20, _start         // load address (linked at 0)
+    mov     x21, #0             // relocations applied
     adrp    x1, __rela_start
     add     x1, x1, :lo12:__rela_start
     adrp    x2, __rela_end
@@ -28,6 +29,7 @@ primary:
     b.ne    1b
     add     x5, x5, x20
     str     x5, [x20, x3]
+    add     x21, x21, #1
     b       1b
 2:  adrp    x1, __bss_start
     add     x1, x1, :lo12:__bss_start
@@ -46,14 +48,20 @@ primary:
     msr     vbar_el1, x1
     isb
     mov     x0, x19
+    mov     x1, x20
+    mov     x2, x21
     bl      guest_main
 5:  wfi
     b       5b
 
-// Secondary vCPUs: x0 = context id = stack slot index (1..7).
+// Secondary vCPUs: x0 = context id = stack slot index (1..7); anything
+// else has no stack and parks.
 .global secondary
 secondary:
     msr     daifset, #0xf
+    sub     x1, x0, #1
+    cmp     x1, #6
+    b.hi    6f
     adrp    x1, __stacks_start
     add     x1, x1, :lo12:__stacks_start
     mov     x2, #16384
@@ -68,7 +76,9 @@ secondary:
 6:  wfi
     b       6b
 
-// EL1 vectors: only "current EL with SP_ELx, synchronous" is expected.
+// EL1 vectors: only "current EL with SP_ELx" synchronous exceptions and
+// IRQs (the `irqs` tests; PSTATE.I is clear only while they wait) are
+// expected.
 .balign 0x800
 vectors:
     .rept 4
@@ -77,12 +87,15 @@ vectors:
     .endr
     .balign 0x80
     b       sync_spx
-    .rept 11
+    .balign 0x80
+    b       irq_spx
+    .rept 10
     .balign 0x80
     b       unexpected
     .endr
 
-sync_spx:
+// Caller-saved registers around a call into Rust (which keeps x19-x29).
+.macro save_regs
     sub     sp, sp, #(32 * 8)
     stp     x0, x1, [sp, #0]
     stp     x2, x3, [sp, #16]
@@ -95,7 +108,9 @@ sync_spx:
     stp     x16, x17, [sp, #128]
     str     x18, [sp, #144]
     str     x30, [sp, #152]
-    bl      on_sync_exception
+.endm
+
+.macro restore_regs
     ldp     x0, x1, [sp, #0]
     ldp     x2, x3, [sp, #16]
     ldp     x4, x5, [sp, #32]
@@ -108,6 +123,18 @@ sync_spx:
     ldr     x18, [sp, #144]
     ldr     x30, [sp, #152]
     add     sp, sp, #(32 * 8)
+.endm
+
+sync_spx:
+    save_regs
+    bl      on_sync_exception
+    restore_regs
+    eret
+
+irq_spx:
+    save_regs
+    bl      on_irq
+    restore_regs
     eret
 
 unexpected:

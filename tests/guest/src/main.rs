@@ -24,7 +24,7 @@ const INVALID_PARAMETERS: i64 = -2;
 static mut UART: usize = 0;
 static mut USE_SMC: bool = false;
 /// Set by a secondary vCPU once it runs (index = its context id).
-static mut ONLINE: [u64; 8] = [0; 8];
+static mut ONLINE: [u64; SLOTS as usize] = [0; SLOTS as usize];
 static mut CAUGHT: u64 = 0;
 /// `hold`: secondaries spin forever (no traps) instead of CPU_OFF.
 static mut HOLD: u64 = 0;
@@ -57,6 +57,9 @@ impl Write for Console {
 macro_rules! say {
     ($($a:tt)*) => {{ let _ = writeln!(Console, $($a)*); }};
 }
+
+// After `say!`, which it uses.
+mod irq;
 
 fn getc() -> Option<u8> {
     let base = uart();
@@ -120,8 +123,17 @@ fn parse_hex(s: &str) -> Option<u64> {
     u64::from_str_radix(s.strip_prefix("0x").unwrap_or(s), 16).ok()
 }
 
+/// Stack slots in link.ld: 0 is the boot vCPU's, 1..=7 the secondaries'
+/// (the CPU_ON context id is the slot).
+const SLOTS: u64 = 8;
+
+/// Loop iterations between two `spin` ticks.
+const TICK_SPINS: u32 = 1 << 26;
+
+/// Called from entry.S with the DTB address, the address the image runs
+/// at, and how many R_AARCH64_RELATIVE relocations entry.S applied.
 #[unsafe(no_mangle)]
-extern "C" fn guest_main(dtb: usize) -> ! {
+extern "C" fn guest_main(dtb: usize, base: usize, relocs: usize) -> ! {
     let info = match fdt::Info::read(dtb) {
         Some(i) => i,
         None => {
@@ -149,6 +161,7 @@ extern "C" fn guest_main(dtb: usize) -> ! {
             info.ncpus
         );
     }
+    say!("guest: image base={base:#x} relocs={relocs}");
     let mut c = Checks { pass: 0, fail: 0 };
     let v = psci(PSCI_VERSION, 0, 0, 0);
     c.check(
@@ -162,10 +175,11 @@ extern "C" fn guest_main(dtb: usize) -> ! {
     // SAFETY: read by the secondaries after CPU_ON.
     unsafe { write_volatile(&raw mut HOLD, hold as u64) };
     let me = read_mpidr();
-    let mut slot = 1u64;
-    for &mpidr in info.cpus[..info.ncpus].iter().filter(|&&m| m != me) {
-        if slot >= 8 {
-            break;
+    let secondaries = info.cpus().iter().filter(|&&m| m != me);
+    for (slot, &mpidr) in (1..).zip(secondaries) {
+        if slot >= SLOTS {
+            say!("guest: skip cpu_on {mpidr:#x} (no stack slot)");
+            continue;
         }
         let r = psci(CPU_ON, mpidr, entry, slot);
         let mut online = false;
@@ -183,7 +197,6 @@ extern "C" fn guest_main(dtb: usize) -> ! {
             r == 0 && online,
             format_args!("cpu_on {mpidr:#x} (psci {r})"),
         );
-        slot += 1;
         if hold {
             continue;
         }
@@ -196,12 +209,16 @@ extern "C" fn guest_main(dtb: usize) -> ! {
         }
         c.check(off, format_args!("cpu_off {mpidr:#x}"));
     }
-    let r = psci(CPU_ON, 0xff00, entry, 7);
+    let r = psci(CPU_ON, 0xff00, entry, SLOTS - 1);
     c.check(
         r == INVALID_PARAMETERS,
         format_args!("cpu_on-invalid ({r})"),
     );
     say!("guest: summary pass={} fail={}", c.pass, c.fail);
+
+    if has_word(args, "irqs") {
+        irq::run(&info, args, hold, entry);
+    }
 
     if has_word(args, "fault") {
         let addr = word_value(args, "fault")
@@ -232,7 +249,7 @@ extern "C" fn guest_main(dtb: usize) -> ! {
     if has_word(args, "spin") {
         say!("guest: spinning");
         for n in 0..1000u32 {
-            for _ in 0..(1u32 << 24) {
+            for _ in 0..TICK_SPINS {
                 core::hint::spin_loop();
             }
             say!("guest: tick {n}");
@@ -244,18 +261,28 @@ extern "C" fn guest_main(dtb: usize) -> ! {
     halt()
 }
 
+// SAFETY: `secondary` is entry.S's CPU_ON entry point; Rust only takes its
+// address (PC-relative), never calls it.
 unsafe extern "C" {
     fn secondary();
 }
 
 #[unsafe(no_mangle)]
 extern "C" fn secondary_main(slot: u64) -> ! {
+    if irq::is_irq_slot(slot) {
+        // Started again, after the checks, for the `irqs` SGI test.
+        irq::secondary(slot)
+    }
     say!("guest: cpu {slot} (mpidr {:#x}) online", read_mpidr());
     // SAFETY: this vCPU's own flag.
-    unsafe { write_volatile(&raw mut ONLINE[slot as usize & 7], 1) };
+    unsafe { write_volatile(&raw mut ONLINE[(slot % SLOTS) as usize], 1) };
     // SAFETY: written by the boot vCPU before CPU_ON.
     if unsafe { read_volatile(&raw const HOLD) } != 0 {
         loop {
+            // `irqs` picks up a held CPU for its SGI test.
+            if irq::is_irq_slot(slot) {
+                irq::secondary(slot)
+            }
             core::hint::spin_loop();
         }
     }

@@ -1,0 +1,188 @@
+"""QEMU tests with real Debian arm64 Linux domUs (scripts/build-linux-guest
+makes the kernel Image and the busybox initramfs in cache/linux): two
+domains reach userspace from the dom0less form, the hyperlaunch form and a
+system DTB written the way Xen dom0less users write it; typed commands run
+in the focused domain; reboot -f and poweroff -f act on one domain only;
+and Linux runs on a CPU with SVE, pointer authentication and MTE."""
+import os
+import re
+
+import pytest
+
+import system
+from harness import ROOT
+
+MARKER = r"\({dom}\) dtvisor-linux: up domain={dom} cpus=(\d+) mem=(\d+) kB"
+# Reaching userspace: a TCG boot of Debian's kernel takes a few seconds
+# per domain; several domains and parallel tests share two host cores.
+BOOT = 240
+
+
+@pytest.fixture(scope="session")
+def linux():
+    """cache/linux with Image and initramfs.cpio.gz (DTVISOR_LINUX overrides)."""
+    d = os.environ.get("DTVISOR_LINUX") or os.path.join(ROOT, "cache/linux")
+    for f in ("Image", "initramfs.cpio.gz"):
+        if not os.path.isfile(os.path.join(d, f)):
+            pytest.fail(f"{d}/{f} missing: scripts/build-linux-guest makes it (scripts/test does)", pytrace=False)
+    return d
+
+
+def boot_args(image, linux, work, fragment, gic=3, smp=4, cpu="cortex-a57"):
+    dtb = os.path.join(work, os.path.basename(fragment).replace(".dtsi", ".dtb"))
+    loaders = system.system_dtb(fragment, dtb, env={"LINUX": linux}, gic=gic, smp=smp, cpu=cpu)
+    return ["-kernel", image, "-dtb", dtb] + loaders
+
+
+def expect_up(q, domains):
+    """Waits for each domain's marker; checks its CPU count and that
+    MemTotal is most of the configured memory (the kernel keeps some)."""
+    got = {}
+    pats = [MARKER.format(dom=d) for d in domains]
+    q.expect_all(pats, BOOT)
+    for (dom, (cpus, mib)) in domains.items():
+        m = re.search(MARKER.format(dom=dom).encode(), q.buf)
+        n, kb = int(m.group(1)), int(m.group(2))
+        if n != cpus:
+            q.fail(f"{dom}: nproc {n}, configured {cpus}")
+        if not (mib * 1024 * 0.75 < kb <= mib * 1024):
+            q.fail(f"{dom}: MemTotal {kb} kB for {mib} MiB configured")
+        got[dom] = (n, kb)
+    return got
+
+
+def focus(q, dom):
+    """Ctrl-a three times until console input goes to `dom`."""
+    for _ in range(8):
+        q.send(b"\x01\x01\x01")
+        m = q.expect(r"console input now goes to (.+?) \(Ctrl-a", 30)
+        if m.group(1).decode() == dom:
+            return
+    q.fail(f"console focus never reached {dom}")
+
+
+def run(q, dom, cmd, want, timeout=60):
+    """Types `cmd` into `dom`'s shell and waits for a line `want` from it."""
+    q.send(cmd + "\n")
+    return q.expect(rf"\({dom}\) (?:[^\r\n]*# )?{want}\r?\n", timeout, f"{dom}: {want}")
+
+
+DEFAULT = {"domU1": (2, 256), "domU2": (1, 192)}
+
+
+def test_main_job_boots_two_linux_domus_to_userspace(linux, qemu):
+    """The README's first command, scripts/run: two Linux domUs (2 vCPUs
+    and 256 MiB, 1 vCPU and 192 MiB) reach their shells."""
+    with qemu("scripts-run", [], limit=BOOT + 120, command=[os.path.join(ROOT, "scripts/run")]) as q:
+        q.expect(r"domU1: vCPUs 0\.\.2 on pCPUs 0 1; guest GIC v3 \(distributor 0x3001000, 32 SPIs", 120)
+        q.expect(r"domU2: vCPUs 0\.\.1 on pCPUs 2; guest GIC v3", 10)
+        expect_up(q, DEFAULT)
+        q.not_seen(r"unhandled trap|undefined instruction injected|hits nothing|Kernel panic|Oops|BUG:")
+
+
+def test_two_linux_domus_from_hyperlaunch(image, linux, work, qemu):
+    args = boot_args(image, linux, work, os.path.join(ROOT, "dts/qemu-virt/linux-hyperlaunch.dtsi"))
+    with qemu("linux-hyperlaunch", args, limit=BOOT + 60) as q:
+        q.expect(r"boot plan: 2 domains \(hyperlaunch\)", 60)
+        expect_up(q, DEFAULT)
+
+
+XEN_STYLE = """
+/ {{
+    chosen {{
+        xen,xen-bootargs = "console=dtuart dtuart=serial0 bootscrub=0";
+        xen,dom0-bootargs = "console=hvc0";
+        {domains}
+    }};
+}};
+"""
+
+XEN_DOMAIN = """
+        {name} {{
+            compatible = "xen,domain";
+            #address-cells = <1>;
+            #size-cells = <1>;
+            memory = <0 262144>;
+            cpus = <1>;
+            vpl011;
+            module@{k:x} {{
+                compatible = "multiboot,kernel", "multiboot,module";
+                reg = <0x{k:x} 0x2200000>;
+                bootargs = "console=ttyAMA0 domain={name}";
+            }};
+            module@{r:x} {{
+                compatible = "multiboot,ramdisk", "multiboot,module";
+                reg = <0x{r:x} 0x200000>;
+            }};
+        }};
+"""
+
+
+def xen_style(work, linux, gic=3):
+    """A system DTB as Xen dom0less users write it: QEMU's own DTB plus
+    /chosen/domU0 and /chosen/domU1, each with its own kernel and ramdisk
+    module, #size-cells = <1> in the domain nodes, and xen,xen-bootargs."""
+    doms, mods = "", ""
+    for i, name in enumerate(("domU0", "domU1")):
+        k, r = 0x5000_0000 + i * 0x0800_0000, 0x5400_0000 + i * 0x0800_0000
+        doms += XEN_DOMAIN.format(name=name, k=k, r=r)
+        mods += f"/chosen/{name}/module@{k:x} {linux}/Image {k:#x}\n"
+        mods += f"/chosen/{name}/module@{r:x} {linux}/initramfs.cpio.gz {r:#x}\n"
+    frag = os.path.join(work, "xen-style.dtsi")
+    with open(frag, "w") as f:
+        f.write(XEN_STYLE.format(domains=doms))
+    with open(os.path.join(work, "xen-style.modules"), "w") as f:
+        f.write(mods)
+    return frag
+
+
+def test_xen_dom0less_system_dtb_boots_unmodified(image, linux, work, qemu):
+    args = boot_args(image, linux, work, xen_style(work, linux))
+    with qemu("linux-xen-style", args, limit=BOOT + 60) as q:
+        q.expect(r"boot plan: 2 domains \(dom0less\)", 60)
+        expect_up(q, {"domU0": (1, 256), "domU1": (1, 256)})
+
+
+def test_typed_command_runs_in_the_focused_domain(image, linux, work, qemu):
+    args = boot_args(image, linux, work, os.path.join(ROOT, "dts/qemu-virt/linux.dtsi"))
+    with qemu("linux-shell", args, limit=BOOT + 120) as q:
+        expect_up(q, DEFAULT)
+        focus(q, "domU2")
+        run(q, "domU2", "echo on-$(hostname)-$((6*7))", "on-domU2-42")
+        focus(q, "domU1")
+        run(q, "domU1", "echo on-$(hostname)-$((6*7)) cpus=$(nproc)", "on-domU1-42 cpus=2")
+        # Interrupt-driven input: a burst longer than the vPL011 FIFO.
+        word = "x" * 100
+        run(q, "domU1", f"echo {word} | wc -c", "101")
+        q.not_seen(r"\(domU2\) (?:[^\r\n]*# )?on-domU1")
+
+
+def test_reboot_and_poweroff_act_on_one_domain(image, linux, work, qemu):
+    args = boot_args(image, linux, work, os.path.join(ROOT, "dts/qemu-virt/linux.dtsi"))
+    with qemu("linux-reboot", args, limit=2 * BOOT + 120) as q:
+        expect_up(q, DEFAULT)
+        focus(q, "domU1")
+        q.send("reboot -f\n")
+        q.expect(r"domU1: SYSTEM_RESET: restarting the domain", 60)
+        q.expect(MARKER.format(dom="domU1"), BOOT, "domU1 up again")
+        focus(q, "domU2")
+        run(q, "domU2", "echo still-$((2+3))", "still-5")
+        focus(q, "domU1")
+        q.send("poweroff -f\n")
+        q.expect(r"domU1: SYSTEM_OFF: domain powered off", 60)
+        focus(q, "domU2")
+        run(q, "domU2", "echo alive-$((3+4))", "alive-7")
+
+
+def test_linux_on_a_cpu_with_sve_pauth_and_mte(image, linux, work, qemu):
+    frag = os.path.join(ROOT, "dts/qemu-virt/linux.dtsi")
+    args = boot_args(image, linux, work, frag, cpu="max")
+    with qemu("linux-cpu-max", args, cpu="max", machine_extra=",mte=on", limit=BOOT + 60) as q:
+        expect_up(q, DEFAULT)
+        q.not_seen(r"trapped|undefined instruction injected|Kernel panic|Oops")
+        t = q.text()
+        for feature in ("Scalable Vector Extension", "Address authentication", "Memory Tagging Extension"):
+            if f"(domU1) " not in t or not re.search(rf"\(domU1\) \[[^]]*\] CPU features: detected: {feature}", t):
+                q.fail(f"domU1's kernel did not detect {feature}")
+        focus(q, "domU1")
+        run(q, "domU1", "echo works-$((5*5))", "works-25")
