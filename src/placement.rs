@@ -56,7 +56,6 @@ pub struct DomainLayout {
     pub kernel_ipa: Range,
     pub initrd_ipa: Option<Range>,
     pub dtb_ipa: Range,
-    /// Host copies kept for SYSTEM_RESET: kernel, then ramdisk.
     /// Host ranges a (re)start copies the kernel and initrd from: the boot
     /// modules themselves.
     pub pristine: Vec<Range>,

@@ -17,21 +17,12 @@ use dtvisor::emul::vpl011::{self, Vpl011};
 use dtvisor::hw::{Conduit, GicVersion, Platform};
 use dtvisor::mm::stage2::Stage2Tables;
 use dtvisor::mm::Range;
-use dtvisor::placement::{self, DomainLayout, Needs};
 use dtvisor::psci::{Power, VcpuPower};
 use dtvisor::vgic::{v3, Lr, LrState, VcpuMask, Version as VgicVersion, Vgic, MAX_LRS};
-use dtvisor::vm::guest_dtb::{self, GuestDtbSpec};
-use dtvisor::vm::image::ImageHeader;
+use dtvisor::vm::build::{self, DomainSpec, Load};
+use dtvisor::vm::guest_dtb;
 use dtvisor::vm::lifecycle::{self, After, DomainState, Entry, Lifecycle, Request};
 use spin::{Mutex, Once};
-
-/// A copy made when a domain (re)starts: `len` bytes from host `src` to host `dst`.
-#[derive(Clone, Copy, Debug)]
-pub struct Load {
-    pub src: u64,
-    pub dst: u64,
-    pub len: u64,
-}
 
 /// One vCPU: its power state (PSCI), the pCPU it is pinned to, and
 /// whether its list registers are stale (something was posted to it).
@@ -77,28 +68,13 @@ pub struct Vm {
     life: Lifecycle,
 }
 
-/// SPIs each guest's vGIC offers (INTIDs 32..63: the vPL011 and room for
-/// the virtio and passthrough SPIs of Xen's guest map).
-pub const GUEST_SPIS: u32 = 32;
-
 impl Vm {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        name: String,
-        id: u16,
-        vtcr: u64,
-        vttbr: u64,
-        ram_ipa: Vec<Range>,
-        ram_host: Vec<Range>,
-        pcpu: Vec<usize>,
-        vpl011: bool,
-        vgic: bool,
-        loads: Vec<Load>,
-        entry_ipa: u64,
-        dtb_ipa: u64,
-    ) -> Vm {
-        let affinities: Vec<u64> = (0..pcpu.len() as u64).map(vmpidr_aff).collect();
-        let vcpus = pcpu
+    /// The domain `s` with its stage-2 translation; a GICv3 vGIC if `vgic`.
+    pub fn new(s: DomainSpec, vtcr: u64, vttbr: u64, vgic: bool) -> Vm {
+        let affinities: Vec<u64> = (0..s.layout.pcpus.len() as u64).map(vmpidr_aff).collect();
+        let vcpus = s
+            .layout
+            .pcpus
             .iter()
             .zip(&affinities)
             .map(|(&p, &a)| Vcpu {
@@ -108,18 +84,18 @@ impl Vm {
             })
             .collect();
         Vm {
-            name,
-            id,
+            ram_host: s.ram_host(),
+            name: s.name,
+            id: s.id,
             vtcr,
             vttbr,
-            ram_ipa,
+            ram_ipa: s.layout.banks,
             vcpus,
-            vpl011: vpl011.then(|| Mutex::new(Vpl011::new())),
-            vgic: vgic.then(|| Mutex::new(Vgic::new(VgicVersion::V3, &affinities, GUEST_SPIS))),
-            loads,
-            entry_ipa,
-            dtb_ipa,
-            ram_host,
+            vpl011: s.vpl011.then(|| Mutex::new(Vpl011::new())),
+            vgic: vgic.then(|| Mutex::new(Vgic::new(VgicVersion::V3, &affinities, s.spis))),
+            loads: s.loads,
+            entry_ipa: s.entry_ipa,
+            dtb_ipa: s.dtb_ipa,
             cntvoff: AtomicU64::new(0),
             unhandled: AtomicU32::new(0),
             life: Lifecycle::new(),
@@ -183,6 +159,8 @@ static FIRST_ENTRY: AtomicBool = AtomicBool::new(false);
 static INPUT: Mutex<()> = Mutex::new(());
 /// The physical console's interrupt, taken at EL2 (0 = none).
 static CONSOLE_IRQ: AtomicU32 = AtomicU32::new(0);
+/// The console's RX interrupt is masked: the focused domain's FIFO was full.
+static RX_MASKED: AtomicBool = AtomicBool::new(false);
 /// CPUs in the host DTB, for finding redistributors.
 static HOST_CPUS: AtomicUsize = AtomicUsize::new(1);
 
@@ -624,7 +602,27 @@ pub fn poll_console() {
         return;
     };
     let me = current();
-    while let Some(b) = console::try_getc() {
+    loop {
+        // Back-pressure: a byte is read only when the focused domain can
+        // take it; otherwise it waits in the UART (and its sender), the
+        // UART's interrupt is masked, and the guest's next read of its
+        // vpl011 comes back here.
+        let f = FOCUS.load(Ordering::Relaxed);
+        let target = f
+            .checked_sub(1)
+            .and_then(|d| vms.get(d))
+            .and_then(|vm| vm.vpl011.as_ref().map(|u| (vm, u)));
+        if let Some((_, u)) = target {
+            if !u.lock().rx_room() {
+                if CONSOLE_IRQ.load(Ordering::Relaxed) != 0
+                    && !RX_MASKED.swap(true, Ordering::Relaxed)
+                {
+                    console::set_rx_irq(false);
+                }
+                return;
+            }
+        }
+        let Some(b) = console::try_getc() else { break };
         if b == 0x01 {
             if CTRL_A.fetch_add(1, Ordering::Relaxed) + 1 >= 3 {
                 CTRL_A.store(0, Ordering::Relaxed);
@@ -633,21 +631,22 @@ pub fn poll_console() {
             continue;
         }
         CTRL_A.store(0, Ordering::Relaxed);
-        let f = FOCUS.load(Ordering::Relaxed);
-        match f.checked_sub(1).and_then(|d| vms.get(d)) {
-            Some(vm) if vm.vpl011.is_some() => {
-                let Some(u) = &vm.vpl011 else { continue };
+        match target {
+            Some((vm, u)) => {
                 let mut u = u.lock();
                 u.push_rx(b);
                 let here = me.filter(|(m, _)| core::ptr::eq(*m, vm)).map(|(_, v)| v);
                 uart_line(vm, &u, here);
             }
-            _ => {
+            None => {
                 if b == b'\r' || b == b'\n' {
                     log::info!("input goes to the hypervisor; press Ctrl-a three times to switch");
                 }
             }
         }
+    }
+    if RX_MASKED.swap(false, Ordering::Relaxed) {
+        console::set_rx_irq(true);
     }
 }
 
@@ -668,94 +667,33 @@ fn switch_focus(vms: &[Vm]) {
     log::info!("console input now goes to {name} (Ctrl-a three times to switch)");
 }
 
-/// Splits a copy of `len` bytes from host `src` to guest `ipa` along the
-/// host blocks that back the guest RAM.
-fn loads_for(l: &DomainLayout, src: u64, ipa: u64, len: u64, out: &mut Vec<Load>) -> bool {
-    let mut done = 0;
-    while done < len {
-        let Some(m) = l.ram.iter().find(|m| m.ipa.contains(ipa + done)) else {
-            return false;
-        };
-        let off = ipa + done - m.ipa.start;
-        let n = (m.ipa.size() - off).min(len - done);
-        out.push(Load {
-            src: src + done,
-            dst: m.pa + off,
-            len: n,
-        });
-        done += n;
-    }
-    true
-}
-
 /// Turns the plan into running domains on this machine; never returns.
 pub fn boot(plat: &Platform, plan: &BootPlan) -> ! {
-    // pCPU indices: the boot CPU is 0, then the DTB's order.
     let me = arch::mpidr();
-    let mut cpus: Vec<u64> = plat
-        .cpus
-        .iter()
-        .map(|c| c.mpidr)
-        .filter(|&m| m != me)
-        .collect();
-    cpus.insert(0, me);
-    cpus.truncate(boot::MAX_CPUS);
+    let cpus = build::cpu_order(plat, me, boot::MAX_CPUS);
     let usable = if plat.psci.is_some() { cpus.len() } else { 1 };
-
-    let mut needs = Vec::new();
-    let mut bad = false;
-    for d in &plan.domains {
-        let k = d.kernel.range;
-        // SAFETY: a module the plan checked to lie inside RAM (identity mapped).
-        let head =
-            unsafe { core::slice::from_raw_parts(k.start as *const u8, k.size().min(64) as usize) };
-        match ImageHeader::parse(head) {
-            Ok(h) => needs.push(Needs {
-                name: d.name.clone(),
-                path: d.path.clone(),
-                memory: d.memory_kib << 10,
-                vcpus: d.vcpus,
-                kernel: k,
-                text_offset: h.text_offset,
-                image_size: if h.image_size == 0 {
-                    k.size() + (1 << 20)
-                } else {
-                    h.image_size
-                },
-                ramdisk: d.ramdisk.as_ref().map(|r| r.range),
-            }),
-            Err(e) => {
-                println!("error: {}: reg: {e}", d.kernel.path);
-                bad = true;
-            }
-        }
-    }
-    if bad {
-        crate::hyp::stay_up("a kernel module is not usable");
-    }
-    let mut busy: Vec<Range> = plat.memory.reserved.iter().map(|r| r.range).collect();
-    busy.extend(
-        plan.domains.iter().flat_map(|d| {
-            core::iter::once(d.kernel.range).chain(d.ramdisk.as_ref().map(|r| r.range))
-        }),
-    );
-    busy.extend(plan.hyp_modules.iter().map(|m| m.range));
-    let layout = match placement::place(&plat.memory.ram, &busy, usable, &needs) {
-        Ok(l) => l,
+    let guest_gic = match plat.gic.as_ref().map(|g| g.version) {
+        Some(GicVersion::V2) => guest_dtb::GicVersion::V2,
+        _ => guest_dtb::GicVersion::V3,
+    };
+    // SAFETY: modules the plan checked to lie inside RAM (identity mapped),
+    // reserved and never written.
+    let head =
+        |r: Range| unsafe { core::slice::from_raw_parts(r.start as *const u8, r.size() as usize) };
+    let built = build::build(plat, plan, usable, guest_gic, &head, &mut |dtb| {
+        Vec::leak(dtb).as_ptr() as u64
+    });
+    let (layout, specs) = match built {
+        Ok(b) => b,
         Err(errs) => {
             for e in &errs {
                 println!("error: {e}");
             }
-            crate::hyp::stay_up("the domains do not fit this machine")
+            crate::hyp::stay_up("the domains cannot be built on this machine")
         }
     };
     print!("{layout}");
 
-    let vtcr = stage2::vtcr();
-    let gic = match plat.gic.as_ref().map(|g| g.version) {
-        Some(GicVersion::V2) => guest_dtb::GicVersion::V2,
-        _ => guest_dtb::GicVersion::V3,
-    };
     // The physical GIC: each pCPU finds its redistributor by affinity.
     for (i, &m) in cpus.iter().enumerate() {
         PERCPU[i].mpidr.store(m, Ordering::Relaxed);
@@ -779,93 +717,47 @@ pub fn boot(plat: &Platform, plan: &BootPlan) -> ! {
             .store(gic::nr_lrs().min(MAX_LRS), Ordering::Relaxed);
         if let Some(id) = console_irq {
             CONSOLE_IRQ.store(id, Ordering::Relaxed);
-            console::enable_rx_irq();
+            console::set_rx_irq(true);
         }
     } else {
         log::warn!(
             "no GICv3 (or it cannot be used): guests get no virtual GIC yet, and SYSTEM_OFF/RESET wait for the domain's other vCPUs to trap"
         );
     }
+    let vtcr = stage2::vtcr();
     let mut vms = Vec::new();
-    for (d, l) in plan.domains.iter().zip(&layout.domains) {
+    for s in specs {
         let mut s2 = Stage2Tables::new(HeapPages);
-        for m in &l.ram {
+        for m in &s.layout.ram {
             if s2.map_ram(m.ipa, m.pa).is_err() {
                 crate::hyp::stay_up("stage-2 mapping failed");
             }
         }
-        let spec = GuestDtbSpec {
-            bootargs: d.cmdline.as_deref(),
-            initrd: l.initrd_ipa,
-            ram: &l.banks,
-            vcpus: d.vcpus,
-            cpu_compatible: plat.cpu_compatible.as_deref().unwrap_or("arm,armv8"),
-            gic,
-            timer_clock_frequency: plat.timer.as_ref().and_then(|t| t.clock_frequency),
-            vpl011: d.vpl011,
-        };
-        let dtb = match guest_dtb::build(&spec) {
-            Ok(b) if (b.len() as u64) <= placement::DTB_MAX => Vec::leak(b),
-            _ => crate::hyp::stay_up("the guest device tree does not fit in 2 MiB"),
-        };
-        let mut loads = Vec::new();
-        let mut ok = loads_for(
-            l,
-            l.pristine[0].start,
-            l.kernel_ipa.start,
-            d.kernel.range.size(),
-            &mut loads,
-        );
-        if let (Some(rd), Some(src)) = (l.initrd_ipa, l.pristine.get(1)) {
-            ok &= loads_for(l, src.start, rd.start, rd.size(), &mut loads);
-        }
-        ok &= loads_for(
-            l,
-            dtb.as_ptr() as u64,
-            l.dtb_ipa.start,
-            dtb.len() as u64,
-            &mut loads,
-        );
-        if !ok {
-            crate::hyp::stay_up("a load falls outside guest RAM");
-        }
-        let ram_host = l
-            .ram
+        let pcpus: Vec<String> = s
+            .layout
+            .pcpus
             .iter()
-            .map(|m| Range::new(m.pa, m.pa + m.ipa.size()))
+            .map(|p| alloc::format!("{p}"))
             .collect();
-        vms.push(Vm::new(
-            d.name.clone(),
-            d.domid,
-            vtcr,
-            s2.into_vttbr(l.vmid),
-            l.banks.clone(),
-            ram_host,
-            l.pcpus.clone(),
-            d.vpl011,
-            vgic,
-            loads,
-            l.kernel_ipa.start,
-            l.dtb_ipa.start,
-        ));
-        let pcpus: Vec<String> = l.pcpus.iter().map(|p| alloc::format!("{p}")).collect();
         log::info!(
             "{}: vCPUs 0..{} on pCPUs {}; guest GIC {}",
-            d.name,
-            l.pcpus.len(),
+            s.name,
+            s.layout.pcpus.len(),
             pcpus.join(" "),
             if vgic {
                 alloc::format!(
                     "v3 (distributor {:#x}, {} SPIs from INTID 32)",
                     v3::GICD_BASE,
-                    GUEST_SPIS
+                    s.spis
                 )
-            } else if gic == guest_dtb::GicVersion::V2 {
+            } else if guest_gic == guest_dtb::GicVersion::V2 {
                 "v2 (no virtual GIC yet: no interrupts)".into()
             } else {
                 "none usable".into()
             }
         );
+        let vttbr = s2.into_vttbr(s.layout.vmid);
+        vms.push(Vm::new(s, vtcr, vttbr, vgic));
     }
     // Every pCPU a vCPU needs is started before any domain is published,
     // so a CPU that fails to start leaves nothing half started.

@@ -1,0 +1,232 @@
+//! From the boot plan and the machine to the domains the image runs: one
+//! plain-data step. The pCPU order, each kernel's Image header, what is
+//! busy in host RAM, placement, each guest's device tree and the copies a
+//! (re)start makes. The image only adds what needs the CPU (stage-2
+//! tables, the vGIC, running it).
+
+use crate::config::{BootPlan, Domain};
+use crate::hw::Platform;
+use crate::mm::Range;
+use crate::placement::{self, DomainLayout, Layout, Needs};
+use crate::vm::guest_dtb::{self, GicVersion, GuestDtbSpec};
+use crate::vm::image::ImageHeader;
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+/// SPIs a guest's vGIC offers unless its node says `nr_spis`: INTIDs
+/// 32..63, for the vPL011 (SPI 0) and the virtio SPIs of Xen's guest map.
+pub const DEFAULT_SPIS: u32 = 32;
+
+/// A copy made when a domain (re)starts: `len` bytes from host `src` to host `dst`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Load {
+    pub src: u64,
+    pub dst: u64,
+    pub len: u64,
+}
+
+/// One domain, ready for the image to run.
+#[derive(Clone, Debug)]
+pub struct DomainSpec {
+    pub name: String,
+    pub id: u16,
+    pub layout: DomainLayout,
+    pub vpl011: bool,
+    /// SPIs its vGIC offers.
+    pub spis: u32,
+    /// What a (re)start copies: kernel, initrd, device tree.
+    pub loads: Vec<Load>,
+    pub entry_ipa: u64,
+    pub dtb_ipa: u64,
+}
+
+impl DomainSpec {
+    /// Host RAM of the guest (zeroed before each start).
+    pub fn ram_host(&self) -> Vec<Range> {
+        self.layout
+            .ram
+            .iter()
+            .map(|m| Range::new(m.pa, m.pa + m.ipa.size()))
+            .collect()
+    }
+}
+
+/// pCPU order: the boot CPU is pCPU 0, then the DTB's CPUs in their order,
+/// at most `max`.
+pub fn cpu_order(plat: &Platform, boot_mpidr: u64, max: usize) -> Vec<u64> {
+    let mut cpus: Vec<u64> = plat
+        .cpus
+        .iter()
+        .map(|c| c.mpidr)
+        .filter(|&m| m != boot_mpidr)
+        .collect();
+    cpus.insert(0, boot_mpidr);
+    cpus.truncate(max);
+    cpus
+}
+
+/// What each domain needs from placement; errors name the kernel module.
+/// `head` reads the first bytes of a module (its Image header).
+pub fn needs<'a>(
+    plan: &BootPlan,
+    head: &dyn Fn(Range) -> &'a [u8],
+) -> Result<Vec<Needs>, Vec<String>> {
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    for d in &plan.domains {
+        let k = d.kernel.range;
+        let h = head(Range::new(k.start, k.start + k.size().min(64)));
+        match ImageHeader::parse(h) {
+            Ok(h) => out.push(Needs {
+                name: d.name.clone(),
+                path: d.path.clone(),
+                memory: d.memory_kib << 10,
+                vcpus: d.vcpus,
+                kernel: k,
+                text_offset: h.text_offset,
+                image_size: if h.image_size == 0 {
+                    k.size() + (1 << 20)
+                } else {
+                    h.image_size
+                },
+                ramdisk: d.ramdisk.as_ref().map(|r| r.range),
+            }),
+            Err(e) => errors.push(format!("{}: reg: {e}", d.kernel.path)),
+        }
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Host RAM nothing may be placed over: reserved memory, every module.
+pub fn busy(plat: &Platform, plan: &BootPlan) -> Vec<Range> {
+    let mut busy: Vec<Range> = plat.memory.reserved.iter().map(|r| r.range).collect();
+    busy.extend(
+        plan.domains.iter().flat_map(|d| {
+            core::iter::once(d.kernel.range).chain(d.ramdisk.as_ref().map(|r| r.range))
+        }),
+    );
+    busy.extend(plan.hyp_modules.iter().map(|m| m.range));
+    busy
+}
+
+/// Splits a copy of `len` bytes from host `src` to guest `ipa` along the
+/// host blocks that back the guest RAM. None if it leaves guest RAM.
+pub fn loads_for(
+    l: &DomainLayout,
+    src: u64,
+    ipa: u64,
+    len: u64,
+    out: &mut Vec<Load>,
+) -> Option<()> {
+    let mut done = 0;
+    while done < len {
+        let m = l.ram.iter().find(|m| m.ipa.contains(ipa + done))?;
+        let off = ipa + done - m.ipa.start;
+        let n = (m.ipa.size() - off).min(len - done);
+        out.push(Load {
+            src: src + done,
+            dst: m.pa + off,
+            len: n,
+        });
+        done += n;
+    }
+    Some(())
+}
+
+/// The guest device tree of domain `d` placed as `l`.
+pub fn guest_dtb(
+    plat: &Platform,
+    d: &Domain,
+    l: &DomainLayout,
+    gic: GicVersion,
+) -> Result<Vec<u8>, String> {
+    let spec = GuestDtbSpec {
+        bootargs: d.cmdline.as_deref(),
+        initrd: l.initrd_ipa,
+        ram: &l.banks,
+        vcpus: d.vcpus,
+        cpu_compatible: plat.cpu_compatible.as_deref().unwrap_or("arm,armv8"),
+        gic,
+        timer_clock_frequency: plat.timer.as_ref().and_then(|t| t.clock_frequency),
+        vpl011: d.vpl011,
+    };
+    match guest_dtb::build(&spec) {
+        Ok(b) if (b.len() as u64) <= placement::DTB_MAX => Ok(b),
+        Ok(b) => Err(format!(
+            "{}: its device tree ({} bytes) does not fit in 2 MiB",
+            d.path,
+            b.len()
+        )),
+        Err(e) => Err(format!(
+            "{}: its device tree could not be written: {e:?}",
+            d.path
+        )),
+    }
+}
+
+/// Plan + machine to domains. `head` reads a module's first bytes; `keep`
+/// takes each finished guest DTB and returns the host address where it
+/// now stays for good (the image leaks it on its heap). Every error is
+/// returned, with the node path.
+pub fn build<'a>(
+    plat: &Platform,
+    plan: &BootPlan,
+    pcpus: usize,
+    gic: GicVersion,
+    head: &dyn Fn(Range) -> &'a [u8],
+    keep: &mut dyn FnMut(Vec<u8>) -> u64,
+) -> Result<(Layout, Vec<DomainSpec>), Vec<String>> {
+    let needs = needs(plan, head)?;
+    let layout = placement::place(&plat.memory.ram, &busy(plat, plan), pcpus, &needs)
+        .map_err(|errs| errs.iter().map(|e| format!("{e}")).collect::<Vec<_>>())?;
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    for (d, l) in plan.domains.iter().zip(&layout.domains) {
+        let dtb = match guest_dtb(plat, d, l, gic) {
+            Ok(b) => b,
+            Err(e) => {
+                errors.push(e);
+                continue;
+            }
+        };
+        let dtb_len = dtb.len() as u64;
+        let dtb_host = keep(dtb);
+        let mut loads = Vec::new();
+        let ok = loads_for(
+            l,
+            l.pristine[0].start,
+            l.kernel_ipa.start,
+            d.kernel.range.size(),
+            &mut loads,
+        )
+        .and_then(|_| match (l.initrd_ipa, l.pristine.get(1)) {
+            (Some(rd), Some(src)) => loads_for(l, src.start, rd.start, rd.size(), &mut loads),
+            _ => Some(()),
+        })
+        .and_then(|_| loads_for(l, dtb_host, l.dtb_ipa.start, dtb_len, &mut loads));
+        if ok.is_none() {
+            errors.push(format!("{}: a load falls outside its guest RAM", d.path));
+            continue;
+        }
+        out.push(DomainSpec {
+            name: d.name.clone(),
+            id: d.domid,
+            layout: l.clone(),
+            vpl011: d.vpl011,
+            spis: d.nr_spis.unwrap_or(DEFAULT_SPIS).max(DEFAULT_SPIS),
+            loads,
+            entry_ipa: l.kernel_ipa.start,
+            dtb_ipa: l.dtb_ipa.start,
+        });
+    }
+    if errors.is_empty() {
+        Ok((layout, out))
+    } else {
+        Err(errors)
+    }
+}

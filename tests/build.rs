@@ -1,0 +1,208 @@
+//! The domain-building step (plan + machine to domains), on a small
+//! dtc-compiled host tree: pCPU order, loads split along guest RAM blocks,
+//! device trees kept, SPIs offered, and errors named by node path.
+
+use dtvisor::config;
+use dtvisor::fdt::Fdt;
+use dtvisor::hw::Platform;
+use dtvisor::mm::Range;
+use dtvisor::vm::build::{self, Load};
+use dtvisor::vm::guest_dtb::GicVersion;
+use std::process::Command;
+
+const HOST: &str = r#"
+/dts-v1/;
+/ {
+    #address-cells = <2>; #size-cells = <2>;
+    compatible = "linux,dummy-virt";
+    memory@40000000 { device_type = "memory"; reg = <0x0 0x40000000 0x0 0x80000000>; };
+    cpus { #address-cells = <1>; #size-cells = <0>;
+        cpu@0 { device_type = "cpu"; compatible = "arm,cortex-a57"; reg = <0x0>; enable-method = "psci"; };
+        cpu@1 { device_type = "cpu"; compatible = "arm,cortex-a57"; reg = <0x1>; enable-method = "psci"; };
+        cpu@2 { device_type = "cpu"; compatible = "arm,cortex-a57"; reg = <0x2>; enable-method = "psci"; };
+        cpu@3 { device_type = "cpu"; compatible = "arm,cortex-a57"; reg = <0x3>; enable-method = "psci"; };
+    };
+    psci { compatible = "arm,psci-1.0"; method = "smc"; };
+    intc@8000000 { compatible = "arm,gic-v3"; #interrupt-cells = <3>; interrupt-controller;
+        reg = <0x0 0x8000000 0x0 0x10000>, <0x0 0x80a0000 0x0 0xf60000>; };
+    timer { compatible = "arm,armv8-timer"; interrupts = <1 13 4>, <1 14 4>, <1 11 4>, <1 10 4>; };
+    chosen { #address-cells = <2>; #size-cells = <2>;
+        DOMAINS
+    };
+};
+"#;
+
+fn domain(name: &str, kib: u64, cpus: u32, kernel: u64, extra: &str) -> String {
+    format!(
+        r#"{name} {{ compatible = "xen,domain"; #address-cells = <2>; #size-cells = <2>;
+            memory = <0x0 {kib:#x}>; cpus = <{cpus}>; vpl011; {extra}
+            kernel {{ compatible = "multiboot,kernel", "multiboot,module";
+                reg = <0x0 {kernel:#x} 0x0 0x200000>; bootargs = "console=ttyAMA0"; }}; }};"#
+    )
+}
+
+fn dtb(domains: &str) -> Vec<u8> {
+    let src = HOST.replace("DOMAINS", domains);
+    let mut child = Command::new("dtc")
+        .args(["-q", "-I", "dts", "-O", "dtb", "-o", "-", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("dtc (run scripts/setup)");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(src.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "dtc failed");
+    out.stdout
+}
+
+/// A valid arm64 Image header (text_offset 0, image_size 4 MiB).
+fn image_header() -> Vec<u8> {
+    let mut h = vec![0u8; 64];
+    h[16..24].copy_from_slice(&(4u64 << 20).to_le_bytes());
+    h[24..32].copy_from_slice(&0xau64.to_le_bytes());
+    h[56..60].copy_from_slice(b"ARM\x64");
+    h
+}
+
+struct Built {
+    result: Result<(dtvisor::placement::Layout, Vec<build::DomainSpec>), Vec<String>>,
+    dtbs: Vec<Vec<u8>>,
+}
+
+fn run(domains: &str, header: &[u8], pcpus: usize) -> Built {
+    let blob = dtb(domains);
+    let fdt = Fdt::new(&blob).unwrap();
+    let plat = Platform::discover(&fdt).unwrap();
+    let plan = config::parse_blob(&blob).plan.expect("a valid plan");
+    let mut dtbs = Vec::new();
+    let mut next = 0x7000_0000u64;
+    let result = build::build(
+        &plat,
+        &plan,
+        pcpus,
+        GicVersion::V3,
+        &|_r: Range| header,
+        &mut |b| {
+            let at = next;
+            next += 0x20_0000;
+            dtbs.push(b);
+            at
+        },
+    );
+    Built { result, dtbs }
+}
+
+#[test]
+fn boot_cpu_first_then_dtb_order() {
+    let blob = dtb("");
+    let plat = Platform::discover(&Fdt::new(&blob).unwrap()).unwrap();
+    assert_eq!(build::cpu_order(&plat, 2, 16), [2, 0, 1, 3]);
+    assert_eq!(build::cpu_order(&plat, 0, 2), [0, 1]);
+}
+
+#[test]
+fn two_domains_get_their_pcpus_loads_and_device_trees() {
+    let doms = domain("domU1", 0x40000, 2, 0x5000_0000, "")
+        + &domain("domU2", 0x20000, 1, 0x5040_0000, "nr_spis = <64>;");
+    let b = run(&doms, &image_header(), 4);
+    let (_, specs) = b.result.expect("builds");
+    assert_eq!(specs.len(), 2);
+    assert_eq!(specs[0].layout.pcpus, [0, 1]);
+    assert_eq!(specs[1].layout.pcpus, [2]);
+    assert_eq!(
+        (specs[0].spis, specs[1].spis),
+        (32, 64),
+        "nr_spis honoured, 32 at least"
+    );
+    for (s, dtb_at) in specs.iter().zip([0x7000_0000u64, 0x7020_0000]) {
+        // Kernel from the module itself (the reset source), DTB from where it was kept.
+        assert_eq!(s.loads[0].src, s.layout.pristine[0].start);
+        assert_eq!(s.loads[0].len, 0x20_0000);
+        let last: &Load = s.loads.last().unwrap();
+        assert_eq!(last.src, dtb_at);
+        assert_eq!(s.entry_ipa, 0x4000_0000);
+        // Every copy lands in the domain's own host RAM.
+        let ram = s.ram_host();
+        for l in &s.loads {
+            assert!(
+                ram.iter()
+                    .any(|r| r.contains_range(&Range::new(l.dst, l.dst + l.len))),
+                "{l:?}"
+            );
+        }
+    }
+    assert_eq!(b.dtbs.len(), 2);
+    let g = Fdt::new(&b.dtbs[0]).unwrap();
+    assert!(g.find("/interrupt-controller@3001000").is_some());
+}
+
+#[test]
+fn a_bad_kernel_header_names_the_module() {
+    let b = run(&domain("domU1", 0x40000, 1, 0x5000_0000, ""), &[0u8; 64], 4);
+    let errs = b.result.unwrap_err();
+    assert_eq!(errs.len(), 1);
+    assert!(
+        errs[0].starts_with("/chosen/domU1/kernel: reg: "),
+        "{}",
+        errs[0]
+    );
+}
+
+#[test]
+fn too_few_pcpus_is_an_error_naming_the_domains() {
+    let doms = domain("domU1", 0x40000, 2, 0x5000_0000, "")
+        + &domain("domU2", 0x20000, 2, 0x5040_0000, "");
+    let errs = run(&doms, &image_header(), 3).result.unwrap_err();
+    assert!(errs.iter().any(|e| e.contains("domU2")), "{errs:?}");
+}
+
+#[test]
+fn a_load_split_across_host_blocks_covers_every_byte() {
+    let l = dtvisor::placement::DomainLayout {
+        name: "d".into(),
+        ram: vec![
+            dtvisor::placement::RamMap {
+                ipa: Range::new(0x4000_0000, 0x4020_0000),
+                pa: 0x8000_0000,
+            },
+            dtvisor::placement::RamMap {
+                ipa: Range::new(0x4020_0000, 0x4040_0000),
+                pa: 0x6000_0000,
+            },
+        ],
+        banks: vec![Range::new(0x4000_0000, 0x4040_0000)],
+        kernel_ipa: Range::new(0x4000_0000, 0x4030_0000),
+        initrd_ipa: None,
+        dtb_ipa: Range::new(0x4020_0000, 0x4040_0000),
+        pristine: vec![],
+        pcpus: vec![0],
+        vmid: 1,
+    };
+    let mut out = Vec::new();
+    assert!(build::loads_for(&l, 0x5000_0000, 0x401f_0000, 0x2_0000, &mut out).is_some());
+    assert_eq!(
+        out,
+        [
+            Load {
+                src: 0x5000_0000,
+                dst: 0x801f_0000,
+                len: 0x1_0000
+            },
+            Load {
+                src: 0x5001_0000,
+                dst: 0x6000_0000,
+                len: 0x1_0000
+            },
+        ]
+    );
+    assert!(
+        build::loads_for(&l, 0, 0x403f_0000, 0x2_0000, &mut Vec::new()).is_none(),
+        "past guest RAM"
+    );
+}
