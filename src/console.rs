@@ -48,9 +48,10 @@ pub fn write_str(s: &str) {
     with_uart(|u| emit(u, s));
 }
 
-/// Makes the UART interrupt when input arrives (the GIC takes it at EL2).
-pub fn enable_rx_irq() {
-    with_uart(|u| u.enable_rx_irq());
+/// Makes the UART interrupt when input arrives (the GIC takes it at EL2),
+/// or stop doing so while nobody can take more input.
+pub fn set_rx_irq(on: bool) {
+    with_uart(|u| u.set_rx_irq(on));
 }
 
 /// Reads one byte of input without waiting for the console lock.

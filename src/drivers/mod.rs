@@ -26,10 +26,10 @@ impl Uart {
         }
     }
 
-    pub fn enable_rx_irq(&mut self) {
+    pub fn set_rx_irq(&mut self, on: bool) {
         match self {
-            Uart::Pl011(u) => u.enable_rx_irq(),
-            Uart::Ns16550(u) => u.enable_rx_irq(),
+            Uart::Pl011(u) => u.set_rx_irq(on),
+            Uart::Ns16550(u) => u.set_rx_irq(on),
         }
     }
 }

@@ -64,9 +64,9 @@ impl Ns16550 {
         (self.read(LSR) & LSR_DR != 0).then(|| self.read(RBR_THR) as u8)
     }
 
-    /// Interrupt on received data (IER.ERBFI).
-    pub fn enable_rx_irq(&mut self) {
-        let ier = self.read(IER);
-        self.write(IER, ier | IER_ERBFI);
+    /// Interrupt on received data (IER.ERBFI), or not.
+    pub fn set_rx_irq(&mut self, on: bool) {
+        let ier = self.read(IER) & !IER_ERBFI;
+        self.write(IER, if on { ier | IER_ERBFI } else { ier });
     }
 }

@@ -59,9 +59,9 @@ impl Pl011 {
         }
     }
 
-    /// Interrupt while the receive FIFO holds data (RXIM, RTIM).
-    pub fn enable_rx_irq(&mut self) {
-        let m = self.regs().imsc.get();
-        self.regs().imsc.set(m | IMSC_RX);
+    /// Interrupt while the receive FIFO holds data (RXIM, RTIM), or not.
+    pub fn set_rx_irq(&mut self, on: bool) {
+        let m = self.regs().imsc.get() & !IMSC_RX;
+        self.regs().imsc.set(if on { m | IMSC_RX } else { m });
     }
 }

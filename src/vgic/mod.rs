@@ -666,7 +666,32 @@ impl Vgic {
             underflow_irq: more && all_active && count > 0,
         }
     }
+
+    /// GICv2 SPENDSGIR (`set`) or CPENDSGIR write for vCPU `v`'s SGI
+    /// `sgi`: sets or clears these source bits (bit n = vCPU n). Returns
+    /// `v` if its pending sources changed.
+    pub fn write_sgi_sources(&mut self, v: usize, sgi: u32, sources: u8, set: bool) -> VcpuMask {
+        if sgi >= SGIS {
+            return 0;
+        }
+        let Some(i) = self.irq_mut(v, sgi) else {
+            return 0;
+        };
+        let old = i.sources;
+        if set {
+            i.sources |= sources;
+        } else {
+            i.sources &= !sources;
+        }
+        if i.sources != old {
+            bit(v)
+        } else {
+            0
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_v2;
