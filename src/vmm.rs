@@ -18,7 +18,7 @@ use dtvisor::hw::{Conduit, GicVersion, Platform};
 use dtvisor::mm::stage2::Stage2Tables;
 use dtvisor::mm::Range;
 use dtvisor::psci::{Power, VcpuPower};
-use dtvisor::vgic::{v3, Lr, LrState, VcpuMask, Version as VgicVersion, Vgic, MAX_LRS};
+use dtvisor::vgic::{v2, v3, Lr, LrState, VcpuMask, Version as VgicVersion, Vgic, MAX_LRS};
 use dtvisor::vm::build::{self, DomainSpec, Load};
 use dtvisor::vm::guest_dtb;
 use dtvisor::vm::lifecycle::{self, After, DomainState, Entry, Lifecycle, Request};
@@ -69,8 +69,9 @@ pub struct Vm {
 }
 
 impl Vm {
-    /// The domain `s` with its stage-2 translation; a GICv3 vGIC if `vgic`.
-    pub fn new(s: DomainSpec, vtcr: u64, vttbr: u64, vgic: bool) -> Vm {
+    /// The domain `s` with its stage-2 translation and a vGIC of `vgic`'s
+    /// version (none: the host GIC is not usable).
+    pub fn new(s: DomainSpec, vtcr: u64, vttbr: u64, vgic: Option<VgicVersion>) -> Vm {
         let affinities: Vec<u64> = (0..s.layout.pcpus.len() as u64).map(vmpidr_aff).collect();
         let vcpus = s
             .layout
@@ -92,7 +93,7 @@ impl Vm {
             ram_ipa: s.layout.banks,
             vcpus,
             vpl011: s.vpl011.then(|| Mutex::new(Vpl011::new())),
-            vgic: vgic.then(|| Mutex::new(Vgic::new(VgicVersion::V3, &affinities, s.spis))),
+            vgic: vgic.map(|v| Mutex::new(Vgic::new(v, &affinities, s.spis))),
             loads: s.loads,
             entry_ipa: s.entry_ipa,
             dtb_ipa: s.dtb_ipa,
@@ -175,7 +176,7 @@ pub fn mpidr_of(cpu: usize) -> u64 {
 pub fn init_secondary_gic(cpu: usize) {
     if gic::present() && !gic::init_secondary(cpu, mpidr_of(cpu), HOST_CPUS.load(Ordering::Relaxed))
     {
-        log::error!("pCPU {cpu}: no GICv3 redistributor has its affinity");
+        log::error!("pCPU {cpu}: its GIC CPU interface cannot be set up (no redistributor with its affinity?)");
     }
     this_cpu().nr_lrs.store(
         if gic::present() {
@@ -196,7 +197,7 @@ fn post(vm: &Vm, mask: VcpuMask, me: Option<usize>) {
         }
         c.posted.store(true, Ordering::Release);
         if Some(v) != me && c.power.state() == Power::On {
-            gic::kick(mpidr_of(c.pcpu));
+            gic::kick(c.pcpu, mpidr_of(c.pcpu));
         }
     }
 }
@@ -206,7 +207,7 @@ fn post(vm: &Vm, mask: VcpuMask, me: Option<usize>) {
 fn kick_others(vm: &Vm, vi: usize) {
     for (i, c) in vm.vcpus.iter().enumerate() {
         if i != vi && c.power.state() == Power::On {
-            gic::kick(mpidr_of(c.pcpu));
+            gic::kick(c.pcpu, mpidr_of(c.pcpu));
         }
     }
 }
@@ -410,8 +411,8 @@ fn sync_here(g: &mut Vgic, vi: usize) {
     }
     let mut states = [LrState::Invalid; MAX_LRS];
     for (n, s) in states.iter_mut().enumerate().take(used) {
-        *s = v3::lr_state(gic::read_lr(n));
-        gic::write_lr(n, 0);
+        *s = gic::lr_state(n);
+        gic::clear_lr(n);
     }
     g.sync_lrs(vi, &states[..used]);
     pc.lrs_used.store(0, Ordering::Relaxed);
@@ -438,7 +439,7 @@ pub fn resume(vm: &Vm, vi: usize) {
     };
     gic::clear_active_private(arch::cpu_index(), deactivate);
     for (i, lr) in out.iter().enumerate().take(fill.used) {
-        gic::write_lr(i, v3::encode_lr(lr));
+        gic::set_lr(i, lr);
     }
     pc.lrs_used.store(fill.used, Ordering::Relaxed);
     let mut hcr = gic::ICH_HCR_EN;
@@ -456,25 +457,29 @@ pub fn resume(vm: &Vm, vi: usize) {
 /// address.
 fn vgic_mmio(vm: &Vm, vi: usize, a: &Access, val: u64) -> Option<Option<u64>> {
     let vg = vm.vgic.as_ref()?;
-    let (frame, base) = if (v3::GICD_BASE..v3::GICD_BASE + v3::GICD_SIZE).contains(&a.ipa) {
-        (true, v3::GICD_BASE)
-    } else if (v3::GICR_BASE..v3::GICR_BASE + v3::GICR_SIZE).contains(&a.ipa) {
-        (false, v3::GICR_BASE)
-    } else {
-        return None;
+    let in_frame =
+        |base: u64, size: u64| (base..base + size).contains(&a.ipa).then(|| a.ipa - base);
+    let version = vg.lock().version;
+    // Which frame: the distributor (either version) or a GICv3 redistributor.
+    let (off, dist) = match version {
+        VgicVersion::V3 => match in_frame(v3::GICD_BASE, v3::GICD_SIZE) {
+            Some(off) => (off, true),
+            None => (in_frame(v3::GICR_BASE, v3::GICR_SIZE)?, false),
+        },
+        VgicVersion::V2 => (in_frame(v2::GICD_BASE, v2::GICD_SIZE)?, true),
     };
     let acc = v3::Access {
-        off: a.ipa - base,
+        off,
         size: a.size,
         write: a.write.then_some(val),
     };
     let out = {
         let mut g = vg.lock();
         sync_here(&mut g, vi);
-        if frame {
-            v3::distributor(&mut g, vi, &acc)
-        } else {
-            v3::redistributor(&mut g, vi, &acc)
+        match (version, dist) {
+            (VgicVersion::V2, _) => v2::distributor(&mut g, vi, &acc),
+            (VgicVersion::V3, true) => v3::distributor(&mut g, vi, &acc),
+            (VgicVersion::V3, false) => v3::redistributor(&mut g, vi, &acc),
         }
     };
     // Our own list registers were taken back: refill them before entry.
@@ -518,9 +523,9 @@ pub fn irq(vm: &Vm, vi: usize) {
     // A bounded batch: whatever is still pending is taken at the next
     // exception, so a flood of one source cannot hold this CPU at EL2.
     for _ in 0..16 {
-        let Some(id) = gic::ack() else { break };
-        gic::eoi(id);
-
+        let Some(a) = gic::ack() else { break };
+        let id = a.id;
+        gic::eoi(a);
         match id {
             gic::VTIMER | gic::PTIMER => {
                 // Stays active until the guest deactivates the virtual one.
@@ -528,7 +533,7 @@ pub fn irq(vm: &Vm, vi: usize) {
                     let mask = vg.lock().inject_hw(vi, id, id);
                     post(vm, mask, Some(vi));
                 } else {
-                    gic::deactivate(id);
+                    gic::deactivate(a);
                 }
                 continue;
             }
@@ -549,7 +554,7 @@ pub fn irq(vm: &Vm, vi: usize) {
                 }
             }
         }
-        gic::deactivate(id);
+        gic::deactivate(a);
     }
 }
 
@@ -700,28 +705,40 @@ pub fn boot(plat: &Platform, plan: &BootPlan) -> ! {
     }
     HOST_CPUS.store(plat.cpus.len().min(boot::MAX_CPUS), Ordering::Relaxed);
     let console_irq = plat.console.as_ref().and_then(|c| c.irq);
-    let vgic = match &plat.gic {
-        Some(g) if g.version == GicVersion::V3 && !g.gicr.is_empty() => gic::init_boot(
-            g.gicd.start,
-            g.gicr[0].start,
-            plat.cpus.len().min(boot::MAX_CPUS),
-            me,
-            console_irq,
-        )
-        .is_some(),
-        _ => false,
+    let host = plat.gic.as_ref().and_then(|g| match g.version {
+        GicVersion::V3 => g.gicr.first().map(|r| gic::Host::V3 {
+            gicd: g.gicd.start,
+            gicr: r.start,
+            cpus: plat.cpus.len().min(boot::MAX_CPUS),
+        }),
+        GicVersion::V2 => Some(gic::Host::V2 {
+            gicd: g.gicd.start,
+            gicc: g.gicc.map_or(0, |r| r.start),
+            gich: g.gich.map_or(0, |r| r.start),
+            maintenance: g.maintenance.unwrap_or(gic::MAINTENANCE),
+        }),
+    });
+    let vgic = match host {
+        Some(h) if gic::init_boot(h, me, console_irq) => gic::version(),
+        _ => None,
     };
-    if vgic {
-        this_cpu()
-            .nr_lrs
-            .store(gic::nr_lrs().min(MAX_LRS), Ordering::Relaxed);
+    // A GICv2 guest's CPU interface is the host's GICV frame, mapped at the
+    // guest's GICC address; without one there is no vGICv2.
+    let gicv = plat
+        .gic
+        .as_ref()
+        .and_then(|g| g.gicv)
+        .filter(|r| r.size() >= v2::GICC_SIZE);
+    let vgic = vgic.filter(|&v| v == VgicVersion::V3 || gicv.is_some());
+    if vgic.is_some() {
+        this_cpu().nr_lrs.store(gic::nr_lrs(), Ordering::Relaxed);
         if let Some(id) = console_irq {
             CONSOLE_IRQ.store(id, Ordering::Relaxed);
             console::set_rx_irq(true);
         }
     } else {
         log::warn!(
-            "no GICv3 (or it cannot be used): guests get no virtual GIC yet, and SYSTEM_OFF/RESET wait for the domain's other vCPUs to trap"
+            "the host GIC cannot be used (no GICv3 redistributors, or no GICv2 GICH/GICV frames): guests get no virtual GIC, and SYSTEM_OFF/RESET wait for the domain's other vCPUs to trap"
         );
     }
     let vtcr = stage2::vtcr();
@@ -731,6 +748,12 @@ pub fn boot(plat: &Platform, plan: &BootPlan) -> ! {
         for m in &s.layout.ram {
             if s2.map_ram(m.ipa, m.pa).is_err() {
                 crate::hyp::stay_up("stage-2 mapping failed");
+            }
+        }
+        if let (Some(VgicVersion::V2), Some(v)) = (vgic, gicv) {
+            let ipa = Range::new(v2::GICC_BASE, v2::GICC_BASE + v2::GICC_SIZE);
+            if s2.map_device(ipa, v.start).is_err() {
+                crate::hyp::stay_up("stage-2 mapping of the GICv2 virtual CPU interface failed");
             }
         }
         let pcpus: Vec<String> = s
@@ -744,16 +767,18 @@ pub fn boot(plat: &Platform, plan: &BootPlan) -> ! {
             s.name,
             s.layout.pcpus.len(),
             pcpus.join(" "),
-            if vgic {
-                alloc::format!(
+            match vgic {
+                Some(VgicVersion::V3) => alloc::format!(
                     "v3 (distributor {:#x}, {} SPIs from INTID 32)",
                     v3::GICD_BASE,
                     s.spis
-                )
-            } else if guest_gic == guest_dtb::GicVersion::V2 {
-                "v2 (no virtual GIC yet: no interrupts)".into()
-            } else {
-                "none usable".into()
+                ),
+                Some(VgicVersion::V2) => alloc::format!(
+                    "v2 (distributor {:#x}, {} SPIs from INTID 32)",
+                    v2::GICD_BASE,
+                    s.spis
+                ),
+                None => "none usable (no interrupts)".into(),
             }
         );
         let vttbr = s2.into_vttbr(s.layout.vmid);

@@ -160,6 +160,19 @@ fn raspberry_pi_4() {
     assert_eq!(g.version, GicVersion::V2);
     // GIC-400 at 0x40041000 on the ARM side of the /soc ranges translation.
     assert_eq!(g.gicd.start, 0xff84_1000);
+    // What the vGICv2 needs: the CPU interface, GICH, GICV, maintenance.
+    println!(
+        "rpi4 gic {:?} {:?} {:?} {:?}",
+        g.gicc, g.gich, g.gicv, g.maintenance
+    );
+    assert_eq!(g.gicc.map(|r| r.start), Some(0xff84_2000));
+    assert_eq!(g.gich.map(|r| r.start), Some(0xff84_4000));
+    assert_eq!(g.gicv.map(|r| r.start), Some(0xff84_6000));
+    assert!(
+        g.gicv.unwrap().size() >= 0x2000,
+        "GICV covers the guest's 8 KiB GICC"
+    );
+    assert_eq!(g.maintenance, Some(25), "PPI 9");
     let c = p.console.unwrap();
     let u = c.uart.unwrap();
     println!("rpi4 console {} {:?} {:#x}", c.path, u.kind, u.base);
@@ -188,6 +201,15 @@ fn zynqmp_zcu102() {
     let g = p.gic.unwrap();
     assert_eq!(g.version, GicVersion::V2);
     assert_eq!(g.gicd.start, 0xf901_0000);
+    println!(
+        "zcu102 gic {:?} {:?} {:?} {:?}",
+        g.gicc, g.gich, g.gicv, g.maintenance
+    );
+    assert_eq!(g.gicc.map(|r| r.start), Some(0xf902_0000));
+    assert_eq!(g.gich.map(|r| r.start), Some(0xf904_0000));
+    assert_eq!(g.gicv.map(|r| r.start), Some(0xf906_0000));
+    assert!(g.gicv.unwrap().size() >= 0x2000);
+    assert_eq!(g.maintenance, Some(25), "PPI 9");
     assert!(
         p.console.unwrap().uart.is_none(),
         "cdns,uart is not a supported kind"

@@ -52,6 +52,16 @@ pub fn ram_attrs() -> Stage2Attributes {
         | Stage2Attributes::ACCESS_FLAG
 }
 
+/// Attributes of a device passed through to the guest (Device-nGnRE,
+/// never executable).
+pub fn device_attrs() -> Stage2Attributes {
+    Stage2Attributes::VALID
+        | Stage2Attributes::MEMATTR_DEVICE_nGnRE
+        | Stage2Attributes::S2AP_ACCESS_RW
+        | Stage2Attributes::ACCESS_FLAG
+        | Stage2Attributes::XN
+}
+
 /// The guest-physical range the tables cover.
 pub const IPA_SPACE: Range = Range::new(0, 1 << IPA_BITS);
 
@@ -76,6 +86,16 @@ impl<S: PageSource> Stage2Tables<S> {
 
     /// Maps guest RAM `ipa` to host `pa`.
     pub fn map_ram(&mut self, ipa: Range, pa: u64) -> Result<(), MapError> {
+        self.map(ipa, pa, ram_attrs())
+    }
+
+    /// Maps a device frame (such as the GICv2 virtual CPU interface) at
+    /// `ipa` to host `pa`: device memory, not executable.
+    pub fn map_device(&mut self, ipa: Range, pa: u64) -> Result<(), MapError> {
+        self.map(ipa, pa, device_attrs())
+    }
+
+    fn map(&mut self, ipa: Range, pa: u64, attrs: Stage2Attributes) -> Result<(), MapError> {
         let aligned = ipa.start.is_multiple_of(4096)
             && ipa.end.is_multiple_of(4096)
             && pa.is_multiple_of(4096);
@@ -87,7 +107,7 @@ impl<S: PageSource> Stage2Tables<S> {
             .map_range(
                 &region,
                 PhysicalAddress(pa as usize),
-                ram_attrs(),
+                attrs,
                 Constraints::empty(),
             )
             .map_err(|_| MapError::Range(ipa))
@@ -172,6 +192,26 @@ mod tests {
         assert_eq!(t.translate(0x1_0000_3000), None);
         assert_eq!(t.translate(0x2200_0000), None);
         assert_eq!(t.translate(0x3fff_ffff), None);
+    }
+
+    #[test]
+    fn device_frame_maps_as_device_memory_only_there() {
+        let mut t = Stage2Tables::new(HostPages(0));
+        t.map_device(Range::new(0x0300_2000, 0x0300_4000), 0x0804_0000)
+            .unwrap();
+        assert_eq!(t.translate(0x0300_3004), Some((0x0804_1004, 4096)));
+        assert_eq!(
+            t.translate(0x0300_1000),
+            None,
+            "the distributor stays trapped"
+        );
+        assert_eq!(t.translate(0x0300_4000), None);
+        let attrs = device_attrs();
+        assert!(attrs.contains(Stage2Attributes::XN));
+        assert!(!attrs.contains(Stage2Attributes::MEMATTR_NORMAL_INNER_WB));
+        assert!(t
+            .map_device(Range::new(0x0300_2100, 0x0300_4000), 0)
+            .is_err());
     }
 
     #[test]

@@ -125,6 +125,9 @@ pub struct Irq {
     pub route: u64,
     /// GICv2 SGIs: pending per source vCPU (bit n = vCPU n).
     pub sources: u8,
+    /// GICv2 SGIs: the source of the one the guest has active (its list
+    /// register must carry that CPU id for the guest's EOI to match).
+    active_source: u8,
     in_lr: bool,
 }
 
@@ -554,6 +557,9 @@ impl Vgic {
             };
             i.in_lr = false;
             i.active = now.active();
+            if let (Some(src), true) = (slot.source, now.active()) {
+                i.active_source = src;
+            }
             // Still pending in the list register: not yet acknowledged.
             // (A new edge while it sat there has set the latch again.)
             if now.pending() {
@@ -621,7 +627,11 @@ impl Vgic {
             let mut latched = false;
             let pending = if v2 && id < SGIS {
                 // One source per list register; the others stay queued.
-                if i.sources != 0 && !i.active {
+                if i.active {
+                    // Its active source keeps the list register.
+                    source = Some(i.active_source);
+                    false
+                } else if i.sources != 0 {
                     let s = i.sources.trailing_zeros() as u8;
                     i.sources &= !(1 << s);
                     source = Some(s);

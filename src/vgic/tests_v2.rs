@@ -454,3 +454,23 @@ fn every_offset_and_size_is_answered_without_panic() {
         }
     }
 }
+
+#[test]
+fn an_active_sgi_keeps_its_source_in_the_list_register() {
+    let mut g = gic(3);
+    wr(&mut g, 0, 0, 4, 1);
+    wr(&mut g, 0, 0x100, 4, 1 << 5);
+    // SGI 5 from vCPU 2 to vCPU 0; the guest acknowledges it.
+    wr(&mut g, 2, 0xf00, 4, sgir(0, 0b001, 5));
+    let (lrs, _) = fill(&mut g, 0, 4);
+    assert_eq!(lrs[0].source, 2);
+    g.sync_lrs(0, &[LrState::Active]);
+    // Refilled while active: still the CPU id of vCPU 2, so the guest's
+    // EOI (which names source and INTID) matches it.
+    let (lrs, _) = fill(&mut g, 0, 4);
+    assert_eq!(
+        (lrs[0].intid, lrs[0].state, lrs[0].source),
+        (5, LrState::Active, 2)
+    );
+    assert_eq!((v2::encode_lr(&lrs[0]) >> 10) & 7, 2);
+}

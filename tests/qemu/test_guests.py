@@ -174,3 +174,20 @@ def test_interrupt_counts_are_exact(qemu, two_domains):
                      "(domU2) guest: irqs summary pass=1 fail=0"):
             if want not in t:
                 q.fail(f"missing {want!r}")
+
+
+def test_interrupt_counts_are_exact_on_a_gicv2_host(qemu, two_domains):
+    """The same on a GICv2 host: the vGICv2 distributor view, list
+    registers through GICH, the GICV frame as the guest's CPU interface,
+    and SGIs through the emulated GICD_SGIR."""
+    args = two_domains("irqs-v2", "irqs timer=25 sgi=20", "irqs timer=30 sgi=5", gic=2)
+    with qemu("irqs-v2", args, gic=2) as q:
+        q.expect(r"domU1: vCPUs 0\.\.2 on pCPUs 0 1; guest GIC v2", 60)
+        q.expect_all([r"\(domU1\) guest: irqs done", r"\(domU2\) guest: irqs done"], 180)
+        t = q.text()
+        for want in ("(domU1) guest: irqs gic=v2 gicd=0x3001000 gicc=0x3002000",
+                     "(domU1) guest: irqs timer=25 expected=25", "(domU1) guest: irqs sgi=20+20 expected=20+20",
+                     "(domU1) guest: irqs summary pass=2 fail=0",
+                     "(domU2) guest: irqs timer=30 expected=30", "(domU2) guest: irqs summary pass=1 fail=0"):
+            if want not in t:
+                q.fail(f"missing {want!r}")

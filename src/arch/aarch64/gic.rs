@@ -7,13 +7,17 @@
 //! the EL1 virtual and physical timers, and the console's RX interrupt.
 //! With HCR_EL2.IMO set they all arrive at EL2 while a guest runs.
 //!
-//! Also the virtual CPU interface registers (ICH_*_EL2) the vGIC uses.
+//! Also the virtual CPU interface registers (ICH_*_EL2) the vGIC uses,
+//! and the functions the run loop calls whatever the GIC version: they
+//! dispatch to this GICv3 code or to `gicv2`.
 
+use super::gicv2;
 use arm_gic::gicv3::registers::{Gicd, GicrSgi};
 use arm_gic::gicv3::{GicCpuInterface, GicV3};
 use arm_gic::{IntId, Trigger};
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use dtvisor::vgic::{self, Lr, LrState};
 use safe_mmio::UniqueMmioPointer;
 use spin::Mutex;
 
@@ -94,7 +98,7 @@ fn record_frame(cpu: usize, redist: usize) {
 /// distributor, every redistributor, and this CPU's interface; routes
 /// `console_irq` (an SPI) here. Returns this CPU's redistributor index,
 /// None if the GIC cannot be used.
-pub fn init_boot(
+fn v3_init_boot(
     gicd: u64,
     gicr: u64,
     cpus: usize,
@@ -124,7 +128,7 @@ pub fn init_boot(
 
 /// Per-CPU setup on secondary pCPU `cpu` (affinity `mpidr`). False if
 /// there is no GICv3 or no redistributor has this affinity.
-pub fn init_secondary(cpu: usize, mpidr: u64, cpus: usize) -> bool {
+fn v3_init_secondary(cpu: usize, mpidr: u64, cpus: usize) -> bool {
     // Only where init_boot found a GICv3: on a GICv2 the ICC_* system
     // registers do not exist (their access is UNDEFINED).
     let mut guard = GIC.lock();
@@ -139,15 +143,10 @@ pub fn init_secondary(cpu: usize, mpidr: u64, cpus: usize) -> bool {
     true
 }
 
-/// Whether a GICv3 is in use.
-pub fn present() -> bool {
-    GIC.lock().is_some()
-}
-
 /// Makes the pCPU with affinity `mpidr` take an interrupt to EL2.
 /// (`ICC_SGI1R_EL1` is written directly: arm-gic's `SgiTarget` has no
 /// range selector, so it cannot reach Aff0 values of 16 and above.)
-pub fn kick(mpidr: u64) {
+fn v3_kick(mpidr: u64) {
     let aff0 = mpidr & 0xff;
     let v = (((mpidr >> 32) & 0xff) << 48)
         | ((aff0 >> 4) << 44)
@@ -160,25 +159,25 @@ pub fn kick(mpidr: u64) {
 }
 
 /// Acknowledges the highest-priority pending interrupt, if any.
-pub fn ack() -> Option<u32> {
+fn v3_ack() -> Option<u32> {
     let id = icc!(read "icc_iar1_el1") as u32 & 0xff_ffff;
     (id < SPURIOUS).then_some(id)
 }
 
 /// Drops the running priority (EOImode 1: the interrupt stays active).
-pub fn eoi(id: u32) {
+fn v3_eoi(id: u32) {
     icc!(write "icc_eoir1_el1", id as u64);
 }
 
 /// Deactivates an interrupt this CPU acknowledged.
-pub fn deactivate(id: u32) {
+fn v3_deactivate(id: u32) {
     icc!(write "icc_dir_el1", id as u64);
 }
 
 /// Clears the active state of private interrupts `mask` (bit n = INTID n)
 /// in this pCPU's redistributor, whether or not they are active (a
 /// deactivation through the CPU interface needs an active interrupt).
-pub fn clear_active_private(cpu: usize, mask: u32) {
+fn v3_clear_active_private(cpu: usize, mask: u32) {
     let frame = SGI_FRAME.get(cpu).map_or(0, |f| f.load(Ordering::Relaxed));
     if frame == 0 || mask == 0 {
         return;
@@ -196,12 +195,12 @@ pub const ICH_HCR_UIE: u64 = 1 << 1;
 pub const ICH_HCR_NPIE: u64 = 1 << 3;
 
 /// Number of list registers this CPU implements.
-pub fn nr_lrs() -> usize {
+fn v3_nr_lrs() -> usize {
     ((icc!(read "ich_vtr_el2") & 0x1f) + 1) as usize
 }
 
 /// Reads list register `n`.
-pub fn read_lr(n: usize) -> u64 {
+fn v3_read_lr(n: usize) -> u64 {
     match n {
         0 => icc!(read "ich_lr0_el2"),
         1 => icc!(read "ich_lr1_el2"),
@@ -224,7 +223,7 @@ pub fn read_lr(n: usize) -> u64 {
 }
 
 /// Writes list register `n`.
-pub fn write_lr(n: usize, v: u64) {
+fn v3_write_lr(n: usize, v: u64) {
     match n {
         0 => icc!(write "ich_lr0_el2", v),
         1 => icc!(write "ich_lr1_el2", v),
@@ -246,21 +245,197 @@ pub fn write_lr(n: usize, v: u64) {
     }
 }
 
-pub fn write_hcr(v: u64) {
+fn v3_write_hcr(v: u64) {
     icc!(write "ich_hcr_el2", v);
 }
 
 /// A fresh virtual CPU interface for a vCPU about to start: no list
 /// register in use, no active priorities, the guest's CPU interface
 /// state (ICH_VMCR_EL2) at reset, system register access for the guest.
-pub fn reset_virtual_interface() {
-    for n in 0..nr_lrs() {
-        write_lr(n, 0);
+fn v3_reset_virtual_interface() {
+    for n in 0..v3_nr_lrs() {
+        v3_write_lr(n, 0);
     }
     icc!(write "ich_ap0r0_el2", 0);
     icc!(write "ich_ap1r0_el2", 0);
     icc!(write "ich_vmcr_el2", 0);
     // SRE (system registers), DFB and DIB (FIQ and IRQ bypass disabled).
     icc!(write "icc_sre_el1", 0x7);
-    write_hcr(ICH_HCR_EN);
+    v3_write_hcr(ICH_HCR_EN);
+}
+
+// ---- whichever GIC the host has --------------------------------------------
+
+/// 0: none usable, 2: GICv2, 3: GICv3.
+static KIND: AtomicU8 = AtomicU8::new(0);
+
+/// The GIC the host has, as the boot CPU set it up.
+#[derive(Clone, Copy)]
+pub enum Host {
+    V3 {
+        gicd: u64,
+        gicr: u64,
+        cpus: usize,
+    },
+    V2 {
+        gicd: u64,
+        gicc: u64,
+        gich: u64,
+        maintenance: u32,
+    },
+}
+
+/// Sets the GIC up from the boot CPU (affinity `mpidr`) and routes
+/// `console_irq` to it. False if it cannot be used.
+pub fn init_boot(host: Host, mpidr: u64, console_irq: Option<u32>) -> bool {
+    let (ok, kind) = match host {
+        Host::V3 { gicd, gicr, cpus } => (
+            v3_init_boot(gicd, gicr, cpus, mpidr, console_irq).is_some(),
+            3,
+        ),
+        Host::V2 {
+            gicd,
+            gicc,
+            gich,
+            maintenance,
+        } => (
+            gicv2::init_boot(gicd, gicc, gich, maintenance, console_irq),
+            2,
+        ),
+    };
+    if ok {
+        KIND.store(kind, Ordering::Release);
+    }
+    ok
+}
+
+/// Per-CPU setup on secondary pCPU `cpu`.
+pub fn init_secondary(cpu: usize, mpidr: u64, cpus: usize) -> bool {
+    match KIND.load(Ordering::Acquire) {
+        3 => v3_init_secondary(cpu, mpidr, cpus),
+        2 => gicv2::init_secondary(cpu),
+        _ => false,
+    }
+}
+
+/// The guest-visible GIC version, if the host's is usable.
+pub fn version() -> Option<vgic::Version> {
+    match KIND.load(Ordering::Acquire) {
+        3 => Some(vgic::Version::V3),
+        2 => Some(vgic::Version::V2),
+        _ => None,
+    }
+}
+
+pub fn present() -> bool {
+    version().is_some()
+}
+
+/// Makes pCPU `cpu` (affinity `mpidr`) take an interrupt to EL2.
+pub fn kick(cpu: usize, mpidr: u64) {
+    match KIND.load(Ordering::Relaxed) {
+        3 => v3_kick(mpidr),
+        2 => gicv2::kick(cpu),
+        _ => {}
+    }
+}
+
+/// An acknowledged interrupt: `raw` is what EOI and DIR want back
+/// (GICv2 SGIs carry their source), `id` its INTID.
+#[derive(Clone, Copy)]
+pub struct Acked {
+    raw: u32,
+    pub id: u32,
+}
+
+pub fn ack() -> Option<Acked> {
+    match KIND.load(Ordering::Relaxed) {
+        3 => v3_ack().map(|id| Acked { raw: id, id }),
+        2 => gicv2::ack().map(|raw| Acked {
+            raw,
+            id: raw & 0x3ff,
+        }),
+        _ => None,
+    }
+}
+
+/// Drops the running priority (EOImode 1: the interrupt stays active).
+pub fn eoi(a: Acked) {
+    match KIND.load(Ordering::Relaxed) {
+        3 => v3_eoi(a.raw),
+        2 => gicv2::eoi(a.raw),
+        _ => {}
+    }
+}
+
+pub fn deactivate(a: Acked) {
+    match KIND.load(Ordering::Relaxed) {
+        3 => v3_deactivate(a.raw),
+        2 => gicv2::deactivate(a.raw),
+        _ => {}
+    }
+}
+
+/// Clears the active state of private interrupts `mask` of pCPU `cpu`
+/// (the calling one).
+pub fn clear_active_private(cpu: usize, mask: u32) {
+    match KIND.load(Ordering::Relaxed) {
+        3 => v3_clear_active_private(cpu, mask),
+        2 => gicv2::clear_active_private(mask),
+        _ => {}
+    }
+}
+
+/// List registers this CPU implements (at most the vGIC core's).
+pub fn nr_lrs() -> usize {
+    let n = match KIND.load(Ordering::Relaxed) {
+        3 => v3_nr_lrs(),
+        2 => gicv2::nr_lrs(),
+        _ => 0,
+    };
+    n.min(vgic::MAX_LRS)
+}
+
+/// The state field of list register `n`.
+pub fn lr_state(n: usize) -> LrState {
+    match KIND.load(Ordering::Relaxed) {
+        3 => vgic::v3::lr_state(v3_read_lr(n)),
+        2 => vgic::v2::lr_state(gicv2::read_lr(n)),
+        _ => LrState::Invalid,
+    }
+}
+
+pub fn set_lr(n: usize, lr: &Lr) {
+    match KIND.load(Ordering::Relaxed) {
+        3 => v3_write_lr(n, vgic::v3::encode_lr(lr)),
+        2 => gicv2::write_lr(n, vgic::v2::encode_lr(lr)),
+        _ => {}
+    }
+}
+
+pub fn clear_lr(n: usize) {
+    match KIND.load(Ordering::Relaxed) {
+        3 => v3_write_lr(n, 0),
+        2 => gicv2::write_lr(n, 0),
+        _ => {}
+    }
+}
+
+/// ICH_HCR_EL2 / GICH_HCR: the bits used (En, UIE, NPIE) sit at the same
+/// places in both.
+pub fn write_hcr(v: u64) {
+    match KIND.load(Ordering::Relaxed) {
+        3 => v3_write_hcr(v),
+        2 => gicv2::write_hcr(v as u32),
+        _ => {}
+    }
+}
+
+/// A fresh virtual CPU interface for a vCPU about to start.
+pub fn reset_virtual_interface() {
+    match KIND.load(Ordering::Relaxed) {
+        3 => v3_reset_virtual_interface(),
+        2 => gicv2::reset_virtual_interface(),
+        _ => {}
+    }
 }

@@ -1,6 +1,7 @@
 //! AArch64 glue: exception vectors, EL2 MMU, CPU identity, timing.
 pub mod exception;
 pub mod gic;
+pub mod gicv2;
 pub mod mmu;
 pub mod smp;
 pub mod stage2;
