@@ -28,6 +28,7 @@
 
 use alloc::vec::Vec;
 
+mod regs;
 pub mod v2;
 pub mod v3;
 
@@ -69,6 +70,15 @@ impl LrState {
     pub fn active(self) -> bool {
         matches!(self, LrState::Active | LrState::PendingActive)
     }
+    /// The two-bit state field both list register formats use.
+    pub fn bits(self) -> u32 {
+        self.pending() as u32 | (self.active() as u32) << 1
+    }
+
+    pub fn from_bits(b: u32) -> LrState {
+        LrState::of(b & 1 != 0, b & 2 != 0)
+    }
+
     fn of(pending: bool, active: bool) -> LrState {
         match (pending, active) {
             (false, false) => LrState::Invalid,

@@ -16,7 +16,8 @@
 //! (`Outcome::Abort`: the caller injects an abort). Reserved and
 //! unimplemented offsets read as zero and ignore writes.
 
-pub use super::v3::{Access, Outcome};
+use super::regs::{bit_register, ro, size_ok, IIDR};
+pub use super::regs::{Access, Outcome};
 use super::{BitField, Lr, LrState, VcpuMask, Vgic, PRIVATE, SGIS};
 
 pub const GICD_BASE: u64 = 0x0300_1000;
@@ -28,9 +29,6 @@ pub const GICC_SIZE: u64 = 0x2000;
 /// vCPUs a GICv2 can name (8-bit target and source masks).
 pub const MAX_V2_VCPUS: usize = 8;
 
-/// JEP106 code of Arm (0x43b) as implementer, product 'd' (0x64) for
-/// dtvisor, as the GICv3 view has it.
-const IIDR: u32 = 0x6400_043b;
 /// PIDR2: ArchRev = 2 (GICv2), JEDEC-assigned, JEP106 bits 6:4 of Arm.
 const PIDR2_V2: u32 = 0x2b;
 /// CIDR0-3 at 0xff0..0xffc: the usual PrimeCell component ID.
@@ -40,36 +38,9 @@ fn done(value: u64, changed: VcpuMask) -> Outcome {
     Outcome::Done { value, changed }
 }
 
-/// Whether `a.size` at `a.off` is an access the register allows: an
-/// aligned word, or a byte where `bytes_ok`.
-fn size_ok(a: &Access, bytes_ok: bool) -> bool {
-    matches!((a.size, bytes_ok), (4, _) | (1, true)) && a.off.is_multiple_of(a.size as u64)
-}
-
 /// The vCPUs a target list or source mask can name (bits 0-7).
 fn addressable(g: &Vgic) -> u8 {
     ((1u16 << g.vcpus().min(MAX_V2_VCPUS)) - 1) as u8
-}
-
-/// A read-only word.
-fn ro(a: &Access, val: u32) -> Outcome {
-    done(if a.write.is_some() { 0 } else { val as u64 }, 0)
-}
-
-/// Registers holding one bit per interrupt, at these offsets (set/clear
-/// pairs): the field, set or clear, and the first INTID.
-fn bit_register(off: u64) -> Option<(BitField, bool, u32)> {
-    let (base, field, set) = match off {
-        0x080..=0x0ff => (0x080, BitField::Group, true),
-        0x100..=0x17f => (0x100, BitField::Enable, true),
-        0x180..=0x1ff => (0x180, BitField::Enable, false),
-        0x200..=0x27f => (0x200, BitField::Pending, true),
-        0x280..=0x2ff => (0x280, BitField::Pending, false),
-        0x300..=0x37f => (0x300, BitField::Active, true),
-        0x380..=0x3ff => (0x380, BitField::Active, false),
-        _ => return None,
-    };
-    Some((field, set, ((off - base) / 4 * 32) as u32))
 }
 
 /// Byte `n` of a value written `a.size` wide.
@@ -106,7 +77,7 @@ pub fn distributor(g: &mut Vgic, v: usize, a: &Access) -> Outcome {
         return Outcome::Abort;
     }
     let bytes_ok = matches!(a.off, 0x400..=0x7fb | 0x800..=0xbfb | 0xf10..=0xf2f);
-    if !size_ok(a, bytes_ok) {
+    if !size_ok(a, bytes_ok, false) {
         return Outcome::Abort;
     }
     if let Some((field, set, first)) = bit_register(a.off) {
@@ -216,12 +187,7 @@ fn sgir(g: &mut Vgic, v: usize, val: u32) -> VcpuMask {
 /// GICH_LR<n> from a list register's contents (priority keeps its top
 /// five bits, as GICH_LR has them).
 pub fn encode_lr(lr: &Lr) -> u32 {
-    let state = match lr.state {
-        LrState::Invalid => 0u32,
-        LrState::Pending => 1,
-        LrState::Active => 2,
-        LrState::PendingActive => 3,
-    };
+    let state = lr.state.bits() as u32;
     let mut v = (lr.intid & 0x3ff)
         | (((lr.priority >> 3) as u32) << 23)
         | (state << 28)
@@ -240,10 +206,5 @@ pub fn encode_lr(lr: &Lr) -> u32 {
 
 /// The state field of a GICH_LR<n> value.
 pub fn lr_state(raw: u32) -> LrState {
-    match (raw >> 28) & 3 {
-        0 => LrState::Invalid,
-        1 => LrState::Pending,
-        2 => LrState::Active,
-        _ => LrState::PendingActive,
-    }
+    LrState::from_bits(raw >> 28)
 }

@@ -10,7 +10,9 @@
 //! (`None`: the caller injects an abort). Reserved and unimplemented
 //! offsets read as zero and ignore writes.
 
-use super::{BitField, Lr, LrState, VcpuMask, Vgic, PRIVATE};
+use super::regs::{bit_register, ro, size_ok, IIDR};
+pub use super::regs::{Access, Outcome};
+use super::{Lr, LrState, VcpuMask, Vgic, PRIVATE};
 
 pub const GICD_BASE: u64 = 0x0300_1000;
 pub const GICD_SIZE: u64 = 0x1_0000;
@@ -20,65 +22,11 @@ pub const GICR_SIZE: u64 = 0x100_0000;
 /// RD_base + SGI_base frames of one vCPU.
 pub const GICR_STRIDE: u64 = 0x2_0000;
 
-/// JEP106 code of Arm (0x43b) as implementer, product 'd' (0x64) for dtvisor.
-const IIDR: u32 = 0x6400_043b;
 /// PIDR2.ArchRev = 3: GICv3.
 const PIDR2_V3: u32 = 0x3b;
 
 const CTLR_ARE: u32 = 1 << 4;
 const CTLR_DS: u32 = 1 << 6;
-
-/// What a guest access asks of a register view.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Access {
-    /// Offset in the frame.
-    pub off: u64,
-    /// 1, 2, 4 or 8 bytes.
-    pub size: u8,
-    /// Some(value) for a write.
-    pub write: Option<u64>,
-}
-
-/// The outcome of an emulated access.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    /// The value read (0 for a write) and the vCPUs whose list registers
-    /// are stale now.
-    Done { value: u64, changed: VcpuMask },
-    /// Bad size or alignment: the guest gets an abort.
-    Abort,
-}
-
-impl Outcome {
-    fn read(value: u64) -> Outcome {
-        Outcome::Done { value, changed: 0 }
-    }
-    fn wrote(changed: VcpuMask) -> Outcome {
-        Outcome::Done { value: 0, changed }
-    }
-}
-
-/// Whether `size` at `off` is an access this register range allows.
-fn size_ok(a: &Access, bytes_ok: bool, quad_ok: bool) -> bool {
-    let s = a.size as u64;
-    a.off.is_multiple_of(s) && (s == 4 || (s == 1 && bytes_ok) || (s == 8 && quad_ok))
-}
-
-/// Registers holding one bit per interrupt, at these offsets (set/clear
-/// pairs), in both the distributor and the SGI frame.
-fn bit_register(off: u64) -> Option<(BitField, bool, u64)> {
-    let (base, field, set) = match off {
-        0x080..=0x0ff => (0x080, BitField::Group, true),
-        0x100..=0x17f => (0x100, BitField::Enable, true),
-        0x180..=0x1ff => (0x180, BitField::Enable, false),
-        0x200..=0x27f => (0x200, BitField::Pending, true),
-        0x280..=0x2ff => (0x280, BitField::Pending, false),
-        0x300..=0x37f => (0x300, BitField::Active, true),
-        0x380..=0x3ff => (0x380, BitField::Active, false),
-        _ => return None,
-    };
-    Some((field, set, (off - base) / 4 * 32))
-}
 
 /// One-bit, priority and config registers, shared by the distributor
 /// (INTIDs from 32; with affinity routing the private ones are RAZ/WI
@@ -92,7 +40,6 @@ fn per_irq(g: &mut Vgic, v: usize, a: &Access, private: bool) -> Option<Outcome>
         }
     };
     if let Some((field, set, first)) = bit_register(a.off) {
-        let first = first as u32;
         if !size_ok(a, false, false) {
             return Some(Outcome::Abort);
         }
@@ -205,13 +152,6 @@ pub fn distributor(g: &mut Vgic, v: usize, a: &Access) -> Outcome {
     }
 }
 
-fn ro(a: &Access, val: u32) -> Outcome {
-    if !size_ok(a, false, false) {
-        return Outcome::Abort;
-    }
-    Outcome::read(if a.write.is_some() { 0 } else { val as u64 })
-}
-
 /// An access to the redistributor region (offset from GICR_BASE) by
 /// vCPU `v`; frame `off / GICR_STRIDE` belongs to that vCPU index.
 pub fn redistributor(g: &mut Vgic, v: usize, a: &Access) -> Outcome {
@@ -303,12 +243,7 @@ pub fn sgi_targets(g: &Vgic, from: usize, val: u64) -> (u32, VcpuMask) {
 
 /// ICH_LR<n>_EL2 from a list register's contents.
 pub fn encode_lr(lr: &Lr) -> u64 {
-    let state = match lr.state {
-        LrState::Invalid => 0u64,
-        LrState::Pending => 1,
-        LrState::Active => 2,
-        LrState::PendingActive => 3,
-    };
+    let state = lr.state.bits() as u64;
     let mut v = (lr.intid as u64)
         | ((lr.priority as u64) << 48)
         | ((lr.group1 as u64) << 60)
@@ -323,10 +258,5 @@ pub fn encode_lr(lr: &Lr) -> u64 {
 
 /// The state field of an ICH_LR<n>_EL2 value.
 pub fn lr_state(raw: u64) -> LrState {
-    match raw >> 62 {
-        0 => LrState::Invalid,
-        1 => LrState::Pending,
-        2 => LrState::Active,
-        _ => LrState::PendingActive,
-    }
+    LrState::from_bits((raw >> 62) as u32)
 }
