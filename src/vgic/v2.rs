@@ -187,7 +187,7 @@ fn sgir(g: &mut Vgic, v: usize, val: u32) -> VcpuMask {
 /// GICH_LR<n> from a list register's contents (priority keeps its top
 /// five bits, as GICH_LR has them).
 pub fn encode_lr(lr: &Lr) -> u32 {
-    let state = lr.state.bits() as u32;
+    let state = lr.state.bits();
     let mut v = (lr.intid & 0x3ff)
         | (((lr.priority >> 3) as u32) << 23)
         | (state << 28)
