@@ -191,3 +191,16 @@ def test_interrupt_counts_are_exact_on_a_gicv2_host(qemu, two_domains):
                      "(domU2) guest: irqs timer=30 expected=30", "(domU2) guest: irqs summary pass=1 fail=0"):
             if want not in t:
                 q.fail(f"missing {want!r}")
+
+
+def test_reset_right_after_cpu_on_does_not_hang(qemu, two_domains):
+    """SYSTEM_RESET while a CPU_ON'd vCPU is still pending: the pending
+    vCPU is cancelled, not waited for (this used to hang), and the domain
+    restarts, again and again."""
+    args = two_domains("onreset", "onreset", "spin")
+    with qemu("onreset", args) as q:
+        for n in range(3):
+            q.expect(r"\(domU1\) guest: cpu_on 0x1 \(0\) then SYSTEM_RESET at once", 60, f"boot {n + 1}")
+            q.expect(r"\(dtvisor\) domU1: SYSTEM_RESET: restarting the domain", 30)
+        q.expect(r"\(domU2\) guest: tick 1", 60, "domU2 running throughout")
+        q.not_seen(r"still waiting for its other vCPUs")

@@ -162,6 +162,18 @@ extern "C" fn guest_main(dtb: usize, base: usize, relocs: usize) -> ! {
         );
     }
     say!("guest: image base={base:#x} relocs={relocs}");
+    if has_word(args, "onreset") {
+        // CPU_ON and SYSTEM_RESET at once: the secondary is still pending
+        // (or just starting) when the reset comes. Every boot does it.
+        let me = read_mpidr();
+        if let Some(&m) = info.cpus().iter().find(|&&m| m != me) {
+            let r = psci(CPU_ON, m, secondary as *const () as u64, 1);
+            say!("guest: cpu_on {m:#x} ({r}) then SYSTEM_RESET at once");
+        }
+        let r = psci(SYSTEM_RESET, 0, 0, 0);
+        say!("guest: FAIL system_reset returned {r}");
+        halt()
+    }
     let mut c = Checks { pass: 0, fail: 0 };
     let v = psci(PSCI_VERSION, 0, 0, 0);
     c.check(
