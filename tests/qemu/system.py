@@ -100,6 +100,59 @@ def reg_cells(dtb, node, addr, size):
     return split(addr, cells("#address-cells")) + split(size, cells("#size-cells"))
 
 
+XEN_STYLE = """
+/ {{
+    chosen {{
+        xen,xen-bootargs = "console=dtuart dtuart=serial0 bootscrub=0";
+        xen,dom0-bootargs = "console=hvc0";
+        {domains}
+    }};
+}};
+"""
+
+XEN_DOMAIN = """
+        {name} {{
+            compatible = "xen,domain";
+            #address-cells = <1>;
+            #size-cells = <1>;
+            memory = <0 262144>;
+            cpus = <{cpus}>;
+            vpl011;
+            module@{k:x} {{
+                compatible = "multiboot,kernel", "multiboot,module";
+                reg = <0x{k:x} 0x2200000>;
+                bootargs = "console=ttyAMA0 domain={name}";
+            }};
+            module@{r:x} {{
+                compatible = "multiboot,ramdisk", "multiboot,module";
+                reg = <0x{r:x} 0x200000>;
+            }};
+        }};
+"""
+
+
+def xen_style_fragment(work, linux, gic=3, cpus=1):
+    """A system DTB fragment as Xen dom0less users write it, for QEMU's
+    own DTB: /chosen/domU0 and /chosen/domU1 (`cpus` vCPUs, 256 MiB,
+    vpl011), each with its own kernel and ramdisk module from `linux`
+    (Image, initramfs.cpio.gz), #size-cells = <1> in the domain nodes, and
+    xen,xen-bootargs. Writes WORK/xen-style.dtsi and its .modules list
+    (the same fragment for either GIC: `gic` is accepted for symmetry with
+    system_dtb). Returns the fragment's path."""
+    doms, mods = "", ""
+    for i, name in enumerate(("domU0", "domU1")):
+        k, r = 0x5000_0000 + i * 0x0800_0000, 0x5400_0000 + i * 0x0800_0000
+        doms += XEN_DOMAIN.format(name=name, k=k, r=r, cpus=cpus)
+        mods += f"/chosen/{name}/module@{k:x} {linux}/Image {k:#x}\n"
+        mods += f"/chosen/{name}/module@{r:x} {linux}/initramfs.cpio.gz {r:#x}\n"
+    frag = os.path.join(work, "xen-style.dtsi")
+    with open(frag, "w") as f:
+        f.write(XEN_STYLE.format(domains=doms))
+    with open(os.path.join(work, "xen-style.modules"), "w") as f:
+        f.write(mods)
+    return frag
+
+
 def default_env():
     return {"GUEST": os.environ.get("DTVISOR_GUEST") or os.path.join(ROOT, "target/guest/dtvisor-test-guest.bin"),
             "LINUX": os.environ.get("DTVISOR_LINUX") or os.path.join(ROOT, "cache/linux")}
@@ -115,15 +168,19 @@ def main():
     ap.add_argument("--mem", default="2G")
     ap.add_argument("--cpu", default="cortex-a57")
     ap.add_argument("--image", default=os.path.join(ROOT, "target/aarch64/release/dtvisor.bin"))
-    ap.add_argument("qemu", nargs=argparse.REMAINDER)
-    a = ap.parse_args()
+    # Everything after "--" goes to QEMU; options may come in any order
+    # before it (argparse's REMAINDER would swallow a later --gic).
+    argv = sys.argv[1:]
+    qemu_args = argv[argv.index("--") + 1:] if "--" in argv else []
+    a = ap.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
+    a.qemu = qemu_args
     out = a.out or os.path.join(CACHE, os.path.basename(a.fragment).replace(".dtsi", ".dtb"))
     os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
     loaders = system_dtb(a.fragment, out, default_env(), a.gic, a.smp, a.mem, a.cpu)
     if a.cmd == "dtb":
         print(out)
         return
-    extra = [x for x in a.qemu if x != "--"]
+    extra = a.qemu
     cmd = ["qemu-system-aarch64", "-machine", f"virt,virtualization=on,gic-version={a.gic}",
            "-cpu", a.cpu, "-smp", str(a.smp), "-m", a.mem, "-nographic", "-nic", "none",
            "-echr", "0x1d",  # QEMU's own escape is Ctrl-], so Ctrl-a reaches dtvisor

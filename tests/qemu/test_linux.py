@@ -11,6 +11,7 @@ import pytest
 
 import system
 from harness import ROOT
+from system import xen_style_fragment
 
 MARKER = r"\({dom}\) dtvisor-linux: up domain={dom} cpus=(\d+) mem=(\d+) kB"
 # Reaching userspace: a TCG boot of Debian's kernel takes a few seconds
@@ -87,57 +88,8 @@ def test_two_linux_domus_from_hyperlaunch(image, linux, work, qemu):
         expect_up(q, DEFAULT)
 
 
-XEN_STYLE = """
-/ {{
-    chosen {{
-        xen,xen-bootargs = "console=dtuart dtuart=serial0 bootscrub=0";
-        xen,dom0-bootargs = "console=hvc0";
-        {domains}
-    }};
-}};
-"""
-
-XEN_DOMAIN = """
-        {name} {{
-            compatible = "xen,domain";
-            #address-cells = <1>;
-            #size-cells = <1>;
-            memory = <0 262144>;
-            cpus = <1>;
-            vpl011;
-            module@{k:x} {{
-                compatible = "multiboot,kernel", "multiboot,module";
-                reg = <0x{k:x} 0x2200000>;
-                bootargs = "console=ttyAMA0 domain={name}";
-            }};
-            module@{r:x} {{
-                compatible = "multiboot,ramdisk", "multiboot,module";
-                reg = <0x{r:x} 0x200000>;
-            }};
-        }};
-"""
-
-
-def xen_style(work, linux, gic=3):
-    """A system DTB as Xen dom0less users write it: QEMU's own DTB plus
-    /chosen/domU0 and /chosen/domU1, each with its own kernel and ramdisk
-    module, #size-cells = <1> in the domain nodes, and xen,xen-bootargs."""
-    doms, mods = "", ""
-    for i, name in enumerate(("domU0", "domU1")):
-        k, r = 0x5000_0000 + i * 0x0800_0000, 0x5400_0000 + i * 0x0800_0000
-        doms += XEN_DOMAIN.format(name=name, k=k, r=r)
-        mods += f"/chosen/{name}/module@{k:x} {linux}/Image {k:#x}\n"
-        mods += f"/chosen/{name}/module@{r:x} {linux}/initramfs.cpio.gz {r:#x}\n"
-    frag = os.path.join(work, "xen-style.dtsi")
-    with open(frag, "w") as f:
-        f.write(XEN_STYLE.format(domains=doms))
-    with open(os.path.join(work, "xen-style.modules"), "w") as f:
-        f.write(mods)
-    return frag
-
-
 def test_xen_dom0less_system_dtb_boots_unmodified(image, linux, work, qemu):
-    args = boot_args(image, linux, work, xen_style(work, linux))
+    args = boot_args(image, linux, work, xen_style_fragment(work, linux))
     with qemu("linux-xen-style", args, limit=BOOT + 60) as q:
         q.expect(r"boot plan: 2 domains \(dom0less\)", 60)
         expect_up(q, {"domU0": (1, 256), "domU1": (1, 256)})
@@ -187,3 +139,24 @@ def test_linux_on_a_cpu_with_sve_pauth_and_mte(image, linux, work, qemu):
                 q.fail(f"domU1's kernel did not detect {feature}")
         focus(q, "domU1")
         run(q, "domU1", "echo works-$((5*5))", "works-25")
+
+
+def test_xen_dom0less_system_dtb_on_a_gicv2_host(image, linux, work, qemu):
+    """GIC-400-style host: two Xen-style domUs with 2 vCPUs each reach
+    userspace on the vGICv2."""
+    args = boot_args(image, linux, work, xen_style_fragment(work, linux, cpus=2), gic=2)
+    with qemu("linux-xen-style-gicv2", args, gic=2, limit=BOOT + 60) as q:
+        q.expect(r"domU0: vCPUs 0\.\.2 on pCPUs 0 1; guest GIC v2", 60)
+        expect_up(q, {"domU0": (2, 256), "domU1": (2, 256)})
+        q.not_seen(r"unhandled trap|undefined instruction injected|Kernel panic|Oops|BUG:")
+
+
+def test_main_job_on_a_gicv2_host(linux, qemu):
+    """scripts/run --gic 2: the default Linux system on a GICv2 host, with
+    a shell that answers."""
+    cmd = [os.path.join(ROOT, "scripts/run"), "--gic", "2"]
+    with qemu("scripts-run-gicv2", [], limit=BOOT + 120, command=cmd) as q:
+        q.expect(r"machine: 4 CPUs, 2 GiB RAM, GICv2", 120)
+        expect_up(q, DEFAULT)
+        focus(q, "domU1")
+        run(q, "domU1", "echo v2-$((4*4)) cpus=$(nproc)", "v2-16 cpus=2")
