@@ -362,9 +362,11 @@ fn load(vm: &Vm) {
             core::ptr::copy_nonoverlapping(l.src as *const u8, l.dst as *mut u8, l.len as usize)
         };
     }
-    // The guest starts with its MMU off: its accesses bypass the caches.
+    // The guest starts with its MMU off: its accesses bypass the caches,
+    // so memory must hold the zeroes and images, and no stale line of its
+    // RAM may stay cached for its first cacheable reads.
     for r in &vm.ram_host {
-        mmu::clean_dcache_range(r.start, r.end);
+        mmu::clean_invalidate_dcache_range(r.start, r.end);
     }
     // Every CPU may fetch the new images: invalidate the instruction
     // caches of the whole inner-shareable domain.

@@ -174,6 +174,17 @@ pub fn clean_dcache_range(start: u64, end: u64) {
     });
 }
 
+/// Cleans and invalidates `[start, end)` to the point of coherency: memory
+/// holds the data, and no line of it stays in the cache to be hit later
+/// (a guest that wrote with its MMU off, then reads cacheably).
+pub fn clean_invalidate_dcache_range(start: u64, end: u64) {
+    for_each_line(start, end, |a| {
+        // SAFETY: clean and invalidate keeps the contents (dirty lines
+        // are written back first).
+        unsafe { core::arch::asm!("dc civac, {}", in(reg) a) };
+    });
+}
+
 /// Calls `op` with each data-cache line address of `[start, end)`, then
 /// waits for the maintenance to complete.
 fn for_each_line(start: u64, end: u64, op: impl Fn(u64)) {
