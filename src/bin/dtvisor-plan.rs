@@ -1,72 +1,163 @@
-//! `dtvisor-plan [--format text|json] FILE.dtb`: checks a system device
-//! tree on the host, before deploying it, with the same parser the
+//! `dtvisor-plan [check] [--format text|json] FILE.dtb`: checks a system
+//! device tree on the host, before deploying it, with the same parser the
 //! hypervisor runs at boot. Prints the boot plan, or every error and
 //! warning. Exit status: 0 valid, 1 invalid, 2 unreadable or bad usage.
+//!
+//! The text output is the image's boot output, byte for byte (the QEMU
+//! tests compare them); on a terminal only, `error`/`warning` are coloured.
+//! The JSON document is docs/plan-json.md. Each subcommand is a variant of
+//! `Command` and a function; `check` is also the default when only a file
+//! is given.
 
+use clap::builder::styling::AnsiColor;
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use dtvisor::config::{self, render};
+use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: dtvisor-plan [--format text|json] FILE.dtb";
+const EXAMPLES: &str = "\
+Examples:
+  dtvisor-plan system.dtb                  print the boot plan, or every error
+  dtvisor-plan check system.dtb            the same (check is the default)
+  dtvisor-plan --format json system.dtb    the same as JSON (docs/plan-json.md)
+  scripts/plan system.dts                  compile a .dts with dtc, then check it
+
+Exit status: 0 valid, 1 invalid, 2 unreadable (or bad usage).
+Colour only on a terminal; NO_COLOR=1 turns it off.";
+
+/// The command line. `about` is the short help (`-h`), `long_about` `--help`'s.
+#[derive(Parser)]
+#[command(
+    name = "dtvisor-plan",
+    version,
+    about = "Checks a system device tree (dom0less or hyperlaunch) before deployment",
+    long_about = "Checks a dom0less or hyperlaunch system DTB on the host with dtvisor's \
+own parser and prints the boot plan the hypervisor would follow (the text it \
+prints at boot), or every error and warning with its node path and property.",
+    after_help = EXAMPLES,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    // `check`'s arguments, for the form without a subcommand.
+    #[command(flatten)]
+    check: CheckArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check a system DTB and print its boot plan (the default)
+    #[command(after_help = EXAMPLES)]
+    Check(CheckArgs),
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    /// The system device tree blob (scripts/plan also takes a .dts)
+    #[arg(value_name = "FILE.dtb", required = true)]
+    file: Option<PathBuf>,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    /// The boot plan and diagnostics as the image prints them at boot
+    Text,
+    /// One JSON document (schema "dtvisor-plan/1")
+    Json,
+}
 
 fn main() -> ExitCode {
-    let mut format = "text".to_string();
-    let mut file = None;
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--format" => match args.next().as_deref() {
-                Some(f @ ("text" | "json")) => format = f.to_string(),
-                _ => {
-                    eprintln!("{USAGE}");
-                    return ExitCode::from(2);
-                }
-            },
-            "-h" | "--help" => {
-                println!("{USAGE}\nChecks a dom0less or hyperlaunch system DTB and prints dtvisor's boot plan.\nExit status: 0 valid, 1 invalid, 2 unreadable.");
-                return ExitCode::SUCCESS;
-            }
-            _ if file.is_none() && !a.starts_with('-') => file = Some(a),
-            _ => {
-                eprintln!("{USAGE}");
-                return ExitCode::from(2);
-            }
-        }
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Check(args)) => check(args),
+        None => check(cli.check),
     }
-    let Some(file) = file else {
-        eprintln!("{USAGE}");
-        return ExitCode::from(2);
-    };
+}
+
+/// Exit status: 0 valid, 1 invalid, 2 unreadable.
+fn check(args: CheckArgs) -> ExitCode {
+    let file = args.file.expect("clap requires FILE");
     let blob = match std::fs::read(&file) {
         Ok(b) => b,
         Err(e) => {
-            eprintln!("dtvisor-plan: {file}: {e}");
+            eprintln!("dtvisor-plan: {}: {e}", file.display());
             return ExitCode::from(2);
         }
     };
     let report = config::parse_blob(&blob);
-    if report
+    let unreadable = report
         .diagnostics
         .iter()
-        .any(|d| d.kind == config::Kind::InvalidFdt)
-    {
-        if format == "json" {
-            println!("{}", render::to_json(&report));
-        } else {
-            eprint!("{file}: {}", render::Diagnostics(&report.diagnostics));
+        .any(|d| d.kind == config::Kind::InvalidFdt);
+    let diagnostics = || render::Diagnostics(&report.diagnostics).to_string();
+    let written = match args.format {
+        Format::Json => {
+            let doc = serde_json::to_string(&render::Document::new(&report))
+                .expect("the document serialises");
+            emit(&mut std::io::stdout(), &format!("{doc}\n"))
         }
-        return ExitCode::from(2);
-    }
-    if format == "json" {
-        println!("{}", render::to_json(&report));
-    } else {
-        if let Some(plan) = &report.plan {
-            print!("{plan}");
+        // Not a device tree: the reason, on stderr, after the file name.
+        Format::Text if unreadable => {
+            let text = paint(&diagnostics(), colour(&std::io::stderr()));
+            emit(
+                &mut std::io::stderr(),
+                &format!("{}: {text}", file.display()),
+            )
         }
-        print!("{}", render::Diagnostics(&report.diagnostics));
-    }
-    if report.plan.is_some() {
+        Format::Text => {
+            let plan = report.plan.as_ref().map(ToString::to_string);
+            let text = paint(&diagnostics(), colour(&std::io::stdout()));
+            emit(&mut std::io::stdout(), &(plan.unwrap_or_default() + &text))
+        }
+    };
+    if unreadable || !written {
+        ExitCode::from(2)
+    } else if report.plan.is_some() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
     }
+}
+
+/// Writes all of `text`; false if the stream is gone (a closed pipe).
+fn emit(stream: &mut impl Write, text: &str) -> bool {
+    stream
+        .write_all(text.as_bytes())
+        .and_then(|()| stream.flush())
+        .is_ok()
+}
+
+/// Whether to colour what goes to `stream`: a terminal that supports it,
+/// without NO_COLOR (anstream's rules, which clap's help follows too).
+fn colour(stream: &impl anstream::stream::RawStream) -> bool {
+    anstream::AutoStream::choice(stream) != anstream::ColorChoice::Never
+}
+
+/// Diagnostics text with each line's `error` in red and `warning` in
+/// yellow; unchanged when `on` is false.
+fn paint(text: &str, on: bool) -> String {
+    if !on {
+        return text.to_string();
+    }
+    let styles = [
+        ("error:", AnsiColor::Red.on_default().bold()),
+        ("warning:", AnsiColor::Yellow.on_default().bold()),
+    ];
+    let mut out = String::with_capacity(text.len() + 64);
+    for line in text.split_inclusive('\n') {
+        match styles.iter().find(|(p, _)| line.starts_with(p)) {
+            Some((prefix, style)) => {
+                let (word, rest) = line.split_at(prefix.len() - 1);
+                out += &format!("{style}{word}{style:#}{rest}");
+            }
+            None => out += line,
+        }
+    }
+    out
 }

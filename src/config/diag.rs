@@ -6,6 +6,11 @@ use alloc::string::String;
 use core::fmt;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[cfg_attr(
+    all(feature = "serde", not(target_os = "none")),
+    derive(serde::Serialize),
+    serde(rename_all = "lowercase")
+)]
 pub enum Severity {
     Error,
     Warning,
@@ -13,10 +18,14 @@ pub enum Severity {
 
 macro_rules! kinds {
     ($($v:ident = $s:literal),* $(,)?) => {
-        /// What is wrong, as a stable name.
+        /// What is wrong, as a stable name (also its serialised form).
         #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-        pub enum Kind { $($v),* }
+        #[cfg_attr(all(feature = "serde", not(target_os = "none")), derive(serde::Serialize))]
+        pub enum Kind { $(#[cfg_attr(all(feature = "serde", not(target_os = "none")), serde(rename = $s))] $v),* }
         impl Kind {
+            /// Every kind, in declaration order.
+            pub const ALL: &[Kind] = &[$(Kind::$v),*];
+
             pub fn name(self) -> &'static str {
                 match self { $(Kind::$v => $s),* }
             }
@@ -63,6 +72,10 @@ kinds! {
 
 /// One finding of the parser.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(
+    all(feature = "serde", not(target_os = "none")),
+    derive(serde::Serialize)
+)]
 pub struct Diagnostic {
     pub severity: Severity,
     pub path: String,

@@ -1,5 +1,8 @@
 //! The boot plan: what the device tree asks for, in one form for both
 //! bindings.
+//!
+//! With the `serde` feature (host only) these types are `Serialize`, in the
+//! shape docs/plan-json.md documents.
 
 use crate::mm::Range;
 use alloc::string::String;
@@ -7,24 +10,46 @@ use alloc::vec::Vec;
 
 /// Which container the domains came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(
+    all(feature = "serde", not(target_os = "none")),
+    derive(serde::Serialize),
+    serde(rename_all = "lowercase")
+)]
 pub enum Container {
     /// `/chosen/<name>` nodes with compatible `xen,domain`.
     Dom0less,
     /// Children of `/chosen/hypervisor`.
     Hyperlaunch,
     /// Only a legacy dom0 (modules directly under `/chosen`).
+    #[cfg_attr(
+        all(feature = "serde", not(target_os = "none")),
+        serde(rename = "legacy dom0")
+    )]
     Legacy,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(
+    all(feature = "serde", not(target_os = "none")),
+    derive(serde::Serialize),
+    serde(rename_all = "lowercase")
+)]
 pub enum Origin {
+    #[cfg_attr(
+        all(feature = "serde", not(target_os = "none")),
+        serde(rename = "legacy dom0")
+    )]
     LegacyDom0,
     Dom0less,
     Hyperlaunch,
 }
 
-/// Roles, in dom0less `capabilities` bits.
+/// Roles, in dom0less `capabilities` bits (serialised as the number).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(
+    all(feature = "serde", not(target_os = "none")),
+    derive(serde::Serialize)
+)]
 pub struct Caps(pub u32);
 
 impl Caps {
@@ -35,6 +60,11 @@ impl Caps {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[cfg_attr(
+    all(feature = "serde", not(target_os = "none")),
+    derive(serde::Serialize),
+    serde(rename_all = "kebab-case")
+)]
 pub enum ModuleKind {
     Kernel,
     Ramdisk,
@@ -59,15 +89,29 @@ impl ModuleKind {
 
 /// A boot module: a file the bootloader placed in RAM.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(
+    all(feature = "serde", not(target_os = "none")),
+    derive(serde::Serialize)
+)]
 pub struct Module {
     pub kind: ModuleKind,
+    /// Serialised as `start` and `size` (bytes).
+    #[cfg_attr(
+        all(feature = "serde", not(target_os = "none")),
+        serde(flatten, serialize_with = "ser::start_size")
+    )]
     pub range: Range,
-    pub bootargs: Option<String>,
     pub path: String,
+    pub bootargs: Option<String>,
 }
 
 /// `xen,enhanced`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(
+    all(feature = "serde", not(target_os = "none")),
+    derive(serde::Serialize),
+    serde(rename_all = "kebab-case")
+)]
 pub enum Enhanced {
     Disabled,
     Enabled,
@@ -77,23 +121,45 @@ pub enum Enhanced {
 
 /// One domain of the plan.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(
+    all(feature = "serde", not(target_os = "none")),
+    derive(serde::Serialize)
+)]
 pub struct Domain {
     pub name: String,
     pub path: String,
     pub origin: Origin,
+    #[cfg_attr(all(feature = "serde", not(target_os = "none")), serde(rename = "id"))]
     pub domid: u16,
+    #[cfg_attr(
+        all(feature = "serde", not(target_os = "none")),
+        serde(rename = "capabilities")
+    )]
     pub caps: Caps,
     /// hyperlaunch `capability` CAP_CONSOLE_IO (dom0less domUs: always).
     pub console_io: bool,
     pub vcpus: u32,
     pub memory_kib: u64,
+    #[cfg_attr(
+        all(feature = "serde", not(target_os = "none")),
+        serde(rename = "memory_min_kib")
+    )]
     pub mem_min_kib: Option<u64>,
+    #[cfg_attr(
+        all(feature = "serde", not(target_os = "none")),
+        serde(rename = "memory_max_kib")
+    )]
     pub mem_max_kib: Option<u64>,
-    pub mode: Option<u32>,
-    pub uuid: Option<[u8; 16]>,
-    pub security_id: Option<String>,
     pub vpl011: bool,
     pub enhanced: Enhanced,
+    pub mode: Option<u32>,
+    /// Serialised as 32 lowercase hex digits.
+    #[cfg_attr(
+        all(feature = "serde", not(target_os = "none")),
+        serde(serialize_with = "ser::uuid")
+    )]
+    pub uuid: Option<[u8; 16]>,
+    pub security_id: Option<String>,
     pub nr_spis: Option<u32>,
     pub trap_unmapped: bool,
     pub max_grant_version: Option<u32>,
@@ -139,9 +205,81 @@ impl Domain {
 
 /// Everything the boot DTB asks the hypervisor to do.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(
+    all(feature = "serde", not(target_os = "none")),
+    derive(serde::Serialize)
+)]
 pub struct BootPlan {
     pub container: Container,
-    pub domains: Vec<Domain>,
+    #[cfg_attr(
+        all(feature = "serde", not(target_os = "none")),
+        serde(rename = "hypervisor_cmdline")
+    )]
     pub hyp_cmdline: Option<String>,
+    #[cfg_attr(
+        all(feature = "serde", not(target_os = "none")),
+        serde(rename = "hypervisor_modules")
+    )]
     pub hyp_modules: Vec<Module>,
+    pub domains: Vec<Domain>,
+}
+
+/// `serialize_with` helpers for fields whose JSON form is not their Rust
+/// form (the layout types use them too).
+#[cfg(all(feature = "serde", not(target_os = "none")))]
+pub mod ser {
+    use crate::mm::Range;
+    use serde::ser::{SerializeStruct, Serializer};
+    use serde::Serialize;
+
+    /// A module's range as `start` and `size` (flattened into the module).
+    pub fn start_size<S: Serializer>(r: &Range, s: S) -> Result<S::Ok, S::Error> {
+        let mut st = s.serialize_struct("Range", 2)?;
+        st.serialize_field("start", &r.start)?;
+        st.serialize_field("size", &r.size())?;
+        st.end()
+    }
+
+    /// A range as `{"start": .., "end": ..}`, end exclusive.
+    pub fn range<S: Serializer>(r: &Range, s: S) -> Result<S::Ok, S::Error> {
+        StartEnd(r).serialize(s)
+    }
+
+    pub fn opt_range<S: Serializer>(r: &Option<Range>, s: S) -> Result<S::Ok, S::Error> {
+        r.as_ref().map(StartEnd).serialize(s)
+    }
+
+    pub fn ranges<S: Serializer>(v: &[Range], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(v.iter().map(StartEnd))
+    }
+
+    struct StartEnd<'a>(&'a Range);
+
+    impl Serialize for StartEnd<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let mut st = s.serialize_struct("Range", 2)?;
+            st.serialize_field("start", &self.0.start)?;
+            st.serialize_field("end", &self.0.end)?;
+            st.end()
+        }
+    }
+
+    /// A UUID as 32 lowercase hex digits, as the text plan prints it.
+    pub fn uuid<S: Serializer>(u: &Option<[u8; 16]>, s: S) -> Result<S::Ok, S::Error> {
+        u.as_ref().map(Hex).serialize(s)
+    }
+
+    struct Hex<'a>(&'a [u8; 16]);
+
+    impl Serialize for Hex<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.collect_str(self)
+        }
+    }
+
+    impl core::fmt::Display for Hex<'_> {
+        fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+            self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+        }
+    }
 }

@@ -1,7 +1,8 @@
 //! The canonical renderings of a plan and of diagnostics: text (stable
 //! order, one fact per line, sizes in KiB/MiB/GiB, ranges as
 //! `[start, end)`), printed by the image at boot and by `dtvisor-plan`, and
-//! JSON for tools.
+//! the JSON document for tools (`Document`, serialised with the `serde`
+//! feature; docs/plan-json.md).
 
 use super::model::*;
 use super::{Diagnostic, Report, Severity};
@@ -9,7 +10,7 @@ use crate::mm::range::Size;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
-use core::fmt::{self, Write};
+use core::fmt;
 
 fn roles(c: Caps) -> String {
     let mut v = Vec::new();
@@ -151,135 +152,126 @@ impl fmt::Display for Diagnostics<'_> {
     }
 }
 
-fn json_str(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
+/// The version of the JSON document's shape (docs/plan-json.md): bumped
+/// when a field is removed, renamed or changes meaning; fields may be added
+/// within a version.
+pub const JSON_SCHEMA: &str = "dtvisor-plan/1";
+
+/// The report as the JSON document `dtvisor-plan --format json` prints:
+/// `schema`, `valid`, `plan` (or null) and `diagnostics` (in the order the
+/// parser found them). With the `serde` feature it is `Serialize`.
+#[derive(Clone, Copy, Debug)]
+#[cfg_attr(
+    all(feature = "serde", not(target_os = "none")),
+    derive(serde::Serialize)
+)]
+pub struct Document<'a> {
+    pub schema: &'static str,
+    pub valid: bool,
+    pub plan: Option<&'a BootPlan>,
+    pub diagnostics: &'a [Diagnostic],
+}
+
+impl<'a> Document<'a> {
+    pub fn new(r: &'a Report) -> Document<'a> {
+        Document {
+            schema: JSON_SCHEMA,
+            valid: r.plan.is_some(),
+            plan: r.plan.as_ref(),
+            diagnostics: &r.diagnostics,
         }
     }
-    out.push('"');
 }
 
-fn json_opt_str(out: &mut String, s: Option<&str>) {
-    match s {
-        Some(s) => json_str(out, s),
-        None => out.push_str("null"),
+#[cfg(all(test, feature = "serde"))]
+mod tests {
+    use super::*;
+    use crate::config::Kind;
+    use serde::Serialize;
+
+    fn name<T: Serialize>(v: T) -> String {
+        serde_json::to_value(v).unwrap().as_str().unwrap().into()
     }
-}
 
-fn json_module(out: &mut String, m: &Module) {
-    out.push_str("{\"kind\":");
-    json_str(out, m.kind.name());
-    let _ = write!(
-        out,
-        ",\"start\":{},\"size\":{},\"path\":",
-        m.range.start,
-        m.range.size()
-    );
-    json_str(out, &m.path);
-    out.push_str(",\"bootargs\":");
-    json_opt_str(out, m.bootargs.as_deref());
-    out.push('}');
-}
-
-fn json_opt_u64(v: Option<u64>) -> String {
-    v.map_or(String::from("null"), |x| format!("{x}"))
-}
-
-/// The report as one JSON object: `valid`, `plan` (or null), `diagnostics`.
-pub fn to_json(r: &Report) -> String {
-    let mut o = String::new();
-    let _ = write!(o, "{{\"valid\":{},\"plan\":", r.plan.is_some());
-    match &r.plan {
-        None => o.push_str("null"),
-        Some(p) => {
-            o.push_str("{\"container\":");
-            json_str(&mut o, container(p.container));
-            o.push_str(",\"hypervisor_cmdline\":");
-            json_opt_str(&mut o, p.hyp_cmdline.as_deref());
-            o.push_str(",\"hypervisor_modules\":[");
-            for (i, m) in p.hyp_modules.iter().enumerate() {
-                if i > 0 {
-                    o.push(',');
-                }
-                json_module(&mut o, m);
-            }
-            o.push_str("],\"domains\":[");
-            for (i, d) in p.domains.iter().enumerate() {
-                if i > 0 {
-                    o.push(',');
-                }
-                o.push_str("{\"name\":");
-                json_str(&mut o, &d.name);
-                o.push_str(",\"path\":");
-                json_str(&mut o, &d.path);
-                o.push_str(",\"origin\":");
-                json_str(&mut o, origin(d.origin));
-                let _ = write!(
-                    o,
-                    ",\"id\":{},\"capabilities\":{},\"console_io\":{},\"vcpus\":{},\"memory_kib\":{},\"memory_min_kib\":{},\"memory_max_kib\":{},\"vpl011\":{},\"mode\":{}",
-                    d.domid,
-                    d.caps.0,
-                    d.console_io,
-                    d.vcpus,
-                    d.memory_kib,
-                    json_opt_u64(d.mem_min_kib),
-                    json_opt_u64(d.mem_max_kib),
-                    d.vpl011,
-                    json_opt_u64(d.mode.map(u64::from)),
-                );
-                o.push_str(",\"uuid\":");
-                let uuid = d
-                    .uuid
-                    .map(|u| u.iter().map(|b| format!("{b:02x}")).collect::<String>());
-                json_opt_str(&mut o, uuid.as_deref());
-                o.push_str(",\"security_id\":");
-                json_opt_str(&mut o, d.security_id.as_deref());
-                o.push_str(",\"cmdline\":");
-                json_opt_str(&mut o, d.cmdline.as_deref());
-                o.push_str(",\"kernel\":");
-                json_module(&mut o, &d.kernel);
-                o.push_str(",\"ramdisk\":");
-                match &d.ramdisk {
-                    Some(m) => json_module(&mut o, m),
-                    None => o.push_str("null"),
-                }
-                o.push('}');
-            }
-            o.push_str("]}");
+    /// The JSON names are the stable names the text uses.
+    #[test]
+    fn json_names_are_the_text_names() {
+        for &k in Kind::ALL {
+            assert_eq!(name(k), k.name());
         }
+        use ModuleKind::*;
+        for k in [Kernel, Ramdisk, DeviceTree, XsmPolicy, Microcode, Config] {
+            assert_eq!(name(k), k.name());
+        }
+        for c in [
+            Container::Dom0less,
+            Container::Hyperlaunch,
+            Container::Legacy,
+        ] {
+            assert_eq!(name(c), container(c));
+        }
+        for o in [Origin::LegacyDom0, Origin::Dom0less, Origin::Hyperlaunch] {
+            assert_eq!(name(o), origin(o));
+        }
+        assert_eq!(name(Severity::Error), "error");
+        assert_eq!(name(Severity::Warning), "warning");
+        assert_eq!(name(Enhanced::NoXenstore), "no-xenstore");
+        assert_eq!(name(Enhanced::Disabled), "disabled");
     }
-    o.push_str(",\"diagnostics\":[");
-    for (i, d) in r.diagnostics.iter().enumerate() {
-        if i > 0 {
-            o.push(',');
-        }
-        o.push_str("{\"severity\":");
-        json_str(
-            &mut o,
-            if d.severity == Severity::Error {
-                "error"
-            } else {
-                "warning"
-            },
+
+    /// Layout ranges are `{"start", "end"}`; module ranges `start`, `size`.
+    #[test]
+    fn range_shapes() {
+        use crate::mm::Range;
+        use crate::placement::{DomainLayout, Layout, RamMap};
+        let r = |s, e| Range::new(s, e);
+        let l = Layout {
+            domains: alloc::vec![DomainLayout {
+                name: "d".into(),
+                ram: alloc::vec![RamMap {
+                    ipa: r(0x4000_0000, 0x4800_0000),
+                    pa: 0x8000_0000
+                }],
+                banks: alloc::vec![r(0x4000_0000, 0x4800_0000)],
+                kernel_ipa: r(0x4020_0000, 0x4040_0000),
+                initrd_ipa: None,
+                dtb_ipa: r(0x4700_0000, 0x4720_0000),
+                pristine: alloc::vec![],
+                pcpus: alloc::vec![1],
+                vmid: 1,
+            }],
+            kept: alloc::vec![],
+            free: alloc::vec![r(0x9000_0000, 0xa000_0000)],
+        };
+        let v = serde_json::to_value(&l).unwrap();
+        assert_eq!(
+            v["domains"][0]["ram"][0],
+            serde_json::json!({"ipa": {"start": 0x4000_0000u64, "end": 0x4800_0000u64}, "pa": 0x8000_0000u64})
         );
-        o.push_str(",\"path\":");
-        json_str(&mut o, &d.path);
-        o.push_str(",\"property\":");
-        json_opt_str(&mut o, d.property.as_deref());
-        o.push_str(",\"kind\":");
-        json_str(&mut o, d.kind.name());
-        o.push_str(",\"message\":");
-        json_str(&mut o, &d.message);
-        o.push('}');
+        assert!(v["domains"][0]["initrd_ipa"].is_null());
+        assert_eq!(v["free"][0]["end"], 0xa000_0000u64);
+        let m = Module {
+            kind: ModuleKind::DeviceTree,
+            range: r(0x5000_0000, 0x5000_1000),
+            path: "/chosen/d/dt".into(),
+            bootargs: None,
+        };
+        assert_eq!(
+            serde_json::to_value(&m).unwrap(),
+            serde_json::json!({"kind": "device-tree", "start": 0x5000_0000u64, "size": 0x1000, "path": "/chosen/d/dt", "bootargs": null})
+        );
     }
-    o.push_str("]}");
-    o
+
+    #[test]
+    fn document_shape() {
+        let r = Report {
+            plan: None,
+            diagnostics: alloc::vec![],
+        };
+        let v = serde_json::to_value(Document::new(&r)).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"schema": JSON_SCHEMA, "valid": false, "plan": null, "diagnostics": []})
+        );
+    }
 }
