@@ -311,200 +311,257 @@ fn interrupt_intids(n: &Node<'_>) -> Vec<u32> {
         .collect()
 }
 
-impl Platform {
-    /// Reads the machine from the DTB. Errors (no RAM, no CPUs, no GIC)
-    /// are returned all together; oddities become warnings.
-    pub fn discover(fdt: &Fdt<'_>) -> Result<Platform, Vec<Finding>> {
-        let mut errors = Vec::new();
-        let mut warnings = Vec::new();
-        let memory = HostMemory::from_fdt(fdt);
-        if memory.ram.is_empty() {
-            // Board trees often leave this to the bootloader (U-Boot fills
-            // /memory in); the image cannot start without RAM and says so.
-            warnings.push(finding("/memory", Some("reg"), "no memory node (device_type = \"memory\") with a non-empty reg: the bootloader normally fills it in".into()));
+/// What discovery found wrong: errors stop the machine, warnings do not.
+#[derive(Default)]
+struct Findings {
+    errors: Vec<Finding>,
+    warnings: Vec<Finding>,
+}
+
+impl Findings {
+    fn error(&mut self, path: &str, prop: Option<&str>, message: String) {
+        self.errors.push(finding(path, prop, message));
+    }
+
+    fn warn(&mut self, path: &str, prop: Option<&str>, message: String) {
+        self.warnings.push(finding(path, prop, message));
+    }
+}
+
+/// RAM and reservations; no RAM is only a warning here.
+fn discover_memory(fdt: &Fdt<'_>, f: &mut Findings) -> HostMemory {
+    let memory = HostMemory::from_fdt(fdt);
+    if memory.ram.is_empty() {
+        // Board trees often leave this to the bootloader (U-Boot fills
+        // /memory in); the image cannot start without RAM and says so.
+        f.warn("/memory", Some("reg"), "no memory node (device_type = \"memory\") with a non-empty reg: the bootloader normally fills it in".into());
+    }
+    memory
+}
+
+/// The `device_type = "cpu"` nodes under /cpus (MPIDR affinity from
+/// `reg`), and the first CPU's compatible.
+fn discover_cpus(fdt: &Fdt<'_>, f: &mut Findings) -> (Vec<Cpu>, Option<String>) {
+    let mut cpus = Vec::new();
+    let mut cpu_compatible = None;
+    let Some(cn) = fdt.find("/cpus") else {
+        f.error("/cpus", None, "expected a /cpus node, found none".into());
+        return (cpus, cpu_compatible);
+    };
+    let ac = cn.cells().0.unwrap_or(2);
+    for c in cn.descendants() {
+        if c.prop("device_type").and_then(|p| p.str()) != Some("cpu") {
+            continue;
         }
-        // CPUs.
-        let mut cpus = Vec::new();
-        let mut cpu_compatible = None;
-        match fdt.find("/cpus") {
-            None => errors.push(finding(
-                "/cpus",
-                None,
-                "expected a /cpus node, found none".into(),
-            )),
-            Some(cn) => {
-                let ac = cn.cells().0.unwrap_or(2);
-                for c in cn.descendants() {
-                    let is_cpu = c.prop("device_type").and_then(|p| p.str()) == Some("cpu");
-                    if !is_cpu {
-                        continue;
-                    }
-                    let path = format!("/cpus/{}", c.name());
-                    match c.prop("reg").and_then(|p| {
-                        p.read_cells(0, ac)
-                            .filter(|_| p.cell_count() == Some(ac as usize))
-                    }) {
-                        Some(m) => {
-                            if cpu_compatible.is_none() {
-                                cpu_compatible = c
-                                    .prop("compatible")
-                                    .and_then(|p| p.strings().next())
-                                    .map(|s| s.to_string());
-                            }
-                            cpus.push(Cpu {
-                                path,
-                                mpidr: m & 0xff_00ff_ffff,
-                            });
-                        }
-                        None => warnings.push(finding(
-                            &path,
-                            Some("reg"),
-                            format!("expected {ac} cell(s) of MPIDR, CPU skipped"),
-                        )),
-                    }
-                }
-                if cpus.is_empty() {
-                    errors.push(finding("/cpus", None, "expected at least one cpu node (device_type = \"cpu\") with a reg, found none".into()));
-                }
-            }
+        let path = format!("/cpus/{}", c.name());
+        let mpidr = c.prop("reg").and_then(|p| {
+            p.read_cells(0, ac)
+                .filter(|_| p.cell_count() == Some(ac as usize))
+        });
+        let Some(m) = mpidr else {
+            f.warn(
+                &path,
+                Some("reg"),
+                format!("expected {ac} cell(s) of MPIDR, CPU skipped"),
+            );
+            continue;
+        };
+        if cpu_compatible.is_none() {
+            cpu_compatible = c
+                .prop("compatible")
+                .and_then(|p| p.strings().next())
+                .map(|s| s.to_string());
         }
-        // GIC: the root's interrupt-parent if it is one, else the first.
-        let is_gic = |n: &Node<'_>| {
-            n.prop("interrupt-controller").is_some()
-                && GIC_V3.iter().chain(GIC_V2).any(|c| n.is_compatible(c))
-        };
-        let parent_ph = fdt.root().prop("interrupt-parent").and_then(|p| p.u32());
-        let gic_node = parent_ph
-            .and_then(|ph| fdt.find_phandle(ph))
-            .filter(|n| is_gic(n))
-            .and_then(|t| find_located(fdt, &mut |n| n.offset() == t.offset()))
-            .or_else(|| find_located(fdt, &mut |n| is_gic(n)));
-        let gic = match gic_node {
-            None => {
-                errors.push(finding(
-                    "/",
-                    Some("interrupt-parent"),
-                    "expected a GICv2 or GICv3 interrupt controller, found none".into(),
-                ));
-                None
-            }
-            Some(l) => {
-                let path = l.path();
-                let v3 = GIC_V3.iter().any(|c| l.node.is_compatible(c));
-                let regs: Vec<Range> = (0..).map_while(|i| l.reg(i)).collect();
-                if regs.is_empty() {
-                    errors.push(finding(
-                        &path,
-                        Some("reg"),
-                        "expected the distributor's address, found no usable reg".into(),
-                    ));
-                    None
-                } else if v3 {
-                    let nr = l
-                        .node
-                        .prop("#redistributor-regions")
-                        .and_then(|p| p.u32())
-                        .unwrap_or(1) as usize;
-                    let gicr: Vec<Range> = regs.iter().skip(1).take(nr).copied().collect();
-                    let rest: Vec<Range> = regs.iter().skip(1 + nr).copied().collect();
-                    if gicr.is_empty() {
-                        errors.push(finding(
-                            &path,
-                            Some("reg"),
-                            "expected redistributor regions after the distributor, found none"
-                                .into(),
-                        ));
-                    }
-                    Some(Gic {
-                        version: GicVersion::V3,
-                        path,
-                        gicd: regs[0],
-                        gicr,
-                        gicc: rest.first().copied(),
-                        gich: rest.get(1).copied(),
-                        gicv: rest.get(2).copied(),
-                        maintenance: interrupt_intids(&l.node).first().copied(),
-                    })
-                } else {
-                    Some(Gic {
-                        version: GicVersion::V2,
-                        path,
-                        gicd: regs[0],
-                        gicr: Vec::new(),
-                        gicc: regs.get(1).copied(),
-                        gich: regs.get(2).copied(),
-                        gicv: regs.get(3).copied(),
-                        maintenance: interrupt_intids(&l.node).first().copied(),
-                    })
-                }
-            }
-        };
-        // PSCI.
-        let psci_node = fdt.find("/psci").or_else(|| {
-            fdt.root().descendants().find(|n| {
-                n.is_compatible("arm,psci")
-                    || n.is_compatible("arm,psci-0.2")
-                    || n.is_compatible("arm,psci-1.0")
-            })
+        cpus.push(Cpu {
+            path,
+            mpidr: m & 0xff_00ff_ffff,
         });
-        let psci = psci_node.and_then(|n| match n.prop("method").and_then(|p| p.str()) {
-            Some("smc") => Some(Conduit::Smc),
-            Some("hvc") => Some(Conduit::Hvc),
-            _ => {
-                warnings.push(finding(
-                    "/psci",
-                    Some("method"),
-                    "expected \"smc\" or \"hvc\": secondary CPUs cannot be started".into(),
-                ));
-                None
-            }
-        });
-        if psci.is_none() && psci_node.is_none() && cpus.len() > 1 {
-            warnings.push(finding(
+    }
+    if cpus.is_empty() {
+        f.error(
+            "/cpus",
+            None,
+            "expected at least one cpu node (device_type = \"cpu\") with a reg, found none".into(),
+        );
+    }
+    (cpus, cpu_compatible)
+}
+
+fn is_gic(n: &Node<'_>) -> bool {
+    n.prop("interrupt-controller").is_some()
+        && GIC_V3.iter().chain(GIC_V2).any(|c| n.is_compatible(c))
+}
+
+/// The GIC: the root's interrupt-parent if it is one, else the first.
+fn discover_gic(fdt: &Fdt<'_>, f: &mut Findings) -> Option<Gic> {
+    let parent_ph = fdt.root().prop("interrupt-parent").and_then(|p| p.u32());
+    let gic_node = parent_ph
+        .and_then(|ph| fdt.find_phandle(ph))
+        .filter(is_gic)
+        .and_then(|t| find_located(fdt, &mut |n| n.offset() == t.offset()))
+        .or_else(|| find_located(fdt, &mut |n| is_gic(n)));
+    let Some(l) = gic_node else {
+        f.error(
+            "/",
+            Some("interrupt-parent"),
+            "expected a GICv2 or GICv3 interrupt controller, found none".into(),
+        );
+        return None;
+    };
+    let path = l.path();
+    let regs: Vec<Range> = (0..).map_while(|i| l.reg(i)).collect();
+    if regs.is_empty() {
+        f.error(
+            &path,
+            Some("reg"),
+            "expected the distributor's address, found no usable reg".into(),
+        );
+        return None;
+    }
+    if GIC_V3.iter().any(|c| l.node.is_compatible(c)) {
+        Some(gic_v3(&l.node, path, &regs, f))
+    } else {
+        Some(gic_v2(&l.node, path, &regs))
+    }
+}
+
+/// GICv2 `reg`: GICD, GICC, GICH, GICV.
+fn gic_v2(n: &Node<'_>, path: String, regs: &[Range]) -> Gic {
+    Gic {
+        version: GicVersion::V2,
+        path,
+        gicd: regs[0],
+        gicr: Vec::new(),
+        gicc: regs.get(1).copied(),
+        gich: regs.get(2).copied(),
+        gicv: regs.get(3).copied(),
+        maintenance: interrupt_intids(n).first().copied(),
+    }
+}
+
+/// GICv3 `reg`: GICD, `#redistributor-regions` GICR regions, then GICC,
+/// GICH, GICV.
+fn gic_v3(n: &Node<'_>, path: String, regs: &[Range], f: &mut Findings) -> Gic {
+    let nr = n
+        .prop("#redistributor-regions")
+        .and_then(|p| p.u32())
+        .unwrap_or(1) as usize;
+    let gicr: Vec<Range> = regs.iter().skip(1).take(nr).copied().collect();
+    let rest: Vec<Range> = regs.iter().skip(1 + nr).copied().collect();
+    if gicr.is_empty() {
+        f.error(
+            &path,
+            Some("reg"),
+            "expected redistributor regions after the distributor, found none".into(),
+        );
+    }
+    Gic {
+        version: GicVersion::V3,
+        path,
+        gicd: regs[0],
+        gicr,
+        gicc: rest.first().copied(),
+        gich: rest.get(1).copied(),
+        gicv: rest.get(2).copied(),
+        maintenance: interrupt_intids(n).first().copied(),
+    }
+}
+
+/// PSCI's conduit: /psci, else the first PSCI-compatible node.
+fn discover_psci(fdt: &Fdt<'_>, ncpus: usize, f: &mut Findings) -> Option<Conduit> {
+    let psci_node = fdt.find("/psci").or_else(|| {
+        fdt.root().descendants().find(|n| {
+            n.is_compatible("arm,psci")
+                || n.is_compatible("arm,psci-0.2")
+                || n.is_compatible("arm,psci-1.0")
+        })
+    });
+    let Some(n) = psci_node else {
+        if ncpus > 1 {
+            f.warn(
                 "/psci",
                 None,
                 "no PSCI node: only the boot CPU can be used".into(),
-            ));
+            );
         }
-        // Timer.
-        let timer = fdt
-            .root()
-            .descendants()
-            .find(|n| n.is_compatible("arm,armv8-timer") || n.is_compatible("arm,armv7-timer"))
-            .map(|n| Timer {
-                intids: interrupt_intids(&n),
-                clock_frequency: n.prop("clock-frequency").and_then(|p| p.u32()),
-            });
-        // Console.
-        let console = find_console(fdt).map(|(loc, uart, options)| {
-            let path = loc.path();
-            if uart.is_none() {
-                warnings.push(finding(&path, Some("compatible"), "console UART of a kind dtvisor has no driver for (PL011, SBSA, 16550/8250): no console output".into()));
-            }
-            let irq = interrupt_intids(&loc.node).first().copied().filter(|&i| i >= 32);
-            Console { path, uart, options: options.map(Into::into), irq }
-        });
-        if console.is_none() {
-            warnings.push(finding(
-                "/chosen",
-                Some("stdout-path"),
-                "no console UART found".into(),
-            ));
+        return None;
+    };
+    match n.prop("method").and_then(|p| p.str()) {
+        Some("smc") => Some(Conduit::Smc),
+        Some("hvc") => Some(Conduit::Hvc),
+        _ => {
+            f.warn(
+                "/psci",
+                Some("method"),
+                "expected \"smc\" or \"hvc\": secondary CPUs cannot be started".into(),
+            );
+            None
         }
-        if errors.is_empty() {
-            Ok(Platform {
-                memory,
-                cpus,
-                cpu_compatible,
-                gic,
-                psci,
-                timer,
-                console,
-                warnings,
-            })
-        } else {
-            Err(errors)
+    }
+}
+
+/// The architected timer's interrupts and frequency.
+fn discover_timer(fdt: &Fdt<'_>) -> Option<Timer> {
+    fdt.root()
+        .descendants()
+        .find(|n| n.is_compatible("arm,armv8-timer") || n.is_compatible("arm,armv7-timer"))
+        .map(|n| Timer {
+            intids: interrupt_intids(&n),
+            clock_frequency: n.prop("clock-frequency").and_then(|p| p.u32()),
+        })
+}
+
+/// The console UART (`find_console`) and its interrupt.
+fn discover_console(fdt: &Fdt<'_>, f: &mut Findings) -> Option<Console> {
+    let Some((loc, uart, options)) = find_console(fdt) else {
+        f.warn(
+            "/chosen",
+            Some("stdout-path"),
+            "no console UART found".into(),
+        );
+        return None;
+    };
+    let path = loc.path();
+    if uart.is_none() {
+        f.warn(&path, Some("compatible"), "console UART of a kind dtvisor has no driver for (PL011, SBSA, 16550/8250): no console output".into());
+    }
+    let irq = interrupt_intids(&loc.node)
+        .first()
+        .copied()
+        .filter(|&i| i >= 32);
+    Some(Console {
+        path,
+        uart,
+        options: options.map(Into::into),
+        irq,
+    })
+}
+
+impl Platform {
+    /// Reads the machine from the DTB, one device class at a time. Errors
+    /// (no CPUs, no GIC) are returned all together; oddities become
+    /// warnings.
+    pub fn discover(fdt: &Fdt<'_>) -> Result<Platform, Vec<Finding>> {
+        let mut f = Findings::default();
+        let memory = discover_memory(fdt, &mut f);
+        let (cpus, cpu_compatible) = discover_cpus(fdt, &mut f);
+        let gic = discover_gic(fdt, &mut f);
+        let psci = discover_psci(fdt, cpus.len(), &mut f);
+        let timer = discover_timer(fdt);
+        let console = discover_console(fdt, &mut f);
+        if !f.errors.is_empty() {
+            return Err(f.errors);
         }
+        Ok(Platform {
+            memory,
+            cpus,
+            cpu_compatible,
+            gic,
+            psci,
+            timer,
+            console,
+            warnings: f.warnings,
+        })
     }
 
     /// One line for the boot banner.
