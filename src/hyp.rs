@@ -212,7 +212,17 @@ extern "C" fn primary_main(dtb_pa: u64, load: u64, t_entry: u64) -> ! {
         (pa.is_multiple_of(4) && ram.iter().any(|b| b.contains_range(&r)))
             .then(|| unsafe { core::ptr::read_volatile(pa as *const u32) })
     };
-    let report = config::parse_with_memory(&fdt, &plat.memory, Some(&peek));
+    let ram = plat.memory.ram.clone();
+    let contents = move |_: &str, r: Range, visit: &mut dyn FnMut(&[u8])| {
+        if !ram.iter().any(|b| b.contains_range(&r)) {
+            return false;
+        }
+        // SAFETY: a module the DTB places inside RAM (checked), identity
+        // mapped; modules are only read.
+        visit(unsafe { core::slice::from_raw_parts(r.start as *const u8, r.size() as usize) });
+        true
+    };
+    let report = config::parse_with(&fdt, &plat.memory, Some(&peek), Some(&contents));
     let parse_us = micros(arch::counter() - t0);
     let Some(plan) = report.plan else {
         print!("{}", render::Diagnostics(&report.diagnostics));

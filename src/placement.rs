@@ -50,6 +50,14 @@ pub struct Needs {
         serde(serialize_with = "crate::config::model::ser::opt_range")
     )]
     pub ramdisk: Option<Range>,
+    /// `xen,static-mem`: its RAM at these host ranges, not from free RAM.
+    #[cfg_attr(
+        all(feature = "serde", not(target_os = "none")),
+        serde(serialize_with = "crate::config::model::ser::ranges")
+    )]
+    pub static_mem: Vec<Range>,
+    /// Guest addresses are host addresses (needs `static_mem`).
+    pub direct_map: bool,
 }
 
 /// Guest RAM: `ipa` is backed by host memory from `pa`.
@@ -155,6 +163,20 @@ impl fmt::Display for PlacementError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.path, self.message)
     }
+}
+
+/// Guest RAM banks of a domain that is not direct-mapped: Xen's RAM0 up
+/// to 3 GiB, then RAM1.
+pub fn guest_banks(memory: u64) -> Vec<Range> {
+    let in_ram0 = memory.min(GUEST_RAM0.size());
+    let mut banks = alloc::vec![Range::new(GUEST_RAM0.start, GUEST_RAM0.start + in_ram0)];
+    if memory > in_ram0 {
+        banks.push(Range::new(
+            GUEST_RAM1.start,
+            GUEST_RAM1.start + (memory - in_ram0),
+        ));
+    }
+    banks
 }
 
 /// Free host RAM: `ram` minus every `busy` range, sorted.
@@ -264,7 +286,30 @@ pub fn place(
             ),
         });
     }
-    let mut free = free_ram(ram, busy);
+    // Static memory first: it is checked against what is busy, then taken
+    // out of the free RAM everything else is placed from.
+    let mut statics: Vec<Range> = Vec::new();
+    for n in needs {
+        for r in &n.static_mem {
+            if !ram.iter().any(|b| b.contains_range(r)) {
+                errors.push(PlacementError {
+                    path: n.path.clone(),
+                    message: format!("xen,static-mem: range {r} is not inside one host RAM bank"),
+                });
+            }
+            for b in busy.iter().filter(|b| b.overlaps(r)) {
+                errors.push(PlacementError {
+                    path: n.path.clone(),
+                    message: format!(
+                        "xen,static-mem: range {r} overlaps {b}, which is in use (the hypervisor, its heap, the device tree, reserved memory or a boot module)"
+                    ),
+                });
+            }
+            statics.push(*r);
+        }
+    }
+    let all_busy: Vec<Range> = busy.iter().chain(&statics).copied().collect();
+    let mut free = free_ram(ram, &all_busy);
     let mut layout = Layout::default();
     let mut next_cpu = 0usize;
     for (i, n) in needs.iter().enumerate() {
@@ -276,7 +321,12 @@ pub fn place(
             .iter()
             .map(|f| f.end.saturating_sub((f.start + MIB2 - 1) & !(MIB2 - 1)) & !(MIB2 - 1))
             .sum();
-        let Some(blocks) = take_ram(&mut free, n.memory) else {
+        let blocks = if n.static_mem.is_empty() {
+            take_ram(&mut free, n.memory)
+        } else {
+            Some(n.static_mem.clone())
+        };
+        let Some(blocks) = blocks else {
             errors.push(err(format!(
                 "memory: {} does not fit in free host RAM ({} free in 2 MiB blocks, short by {})",
                 Size(n.memory),
@@ -286,15 +336,11 @@ pub fn place(
             continue;
         };
         // Guest banks: RAM0 first, then RAM1; host blocks mapped in order.
-        let mut banks = Vec::new();
-        let in_ram0 = n.memory.min(GUEST_RAM0.size());
-        banks.push(Range::new(GUEST_RAM0.start, GUEST_RAM0.start + in_ram0));
-        if n.memory > in_ram0 {
-            banks.push(Range::new(
-                GUEST_RAM1.start,
-                GUEST_RAM1.start + (n.memory - in_ram0),
-            ));
-        }
+        let banks = if n.direct_map {
+            blocks.clone()
+        } else {
+            guest_banks(n.memory)
+        };
         let mut maps = Vec::new();
         let (mut bi, mut boff) = (0usize, 0u64);
         for b in &blocks {
@@ -319,9 +365,11 @@ pub fn place(
         // Kernel at bank 0 + text_offset; DTB at the top of bank 0 (2 MiB
         // aligned); the initrd just below the DTB.
         let bank0 = banks[0];
+        // Linux: text_offset bytes above a 2 MiB aligned base.
+        let base = (bank0.start + MIB2 - 1) & !(MIB2 - 1);
         let kernel_ipa = Range::new(
-            bank0.start + n.text_offset,
-            bank0.start + n.text_offset + n.image_size.max(n.kernel.size()),
+            base + n.text_offset,
+            base + n.text_offset + n.image_size.max(n.kernel.size()),
         );
         let dtb_start = (bank0.end - DTB_MAX) & !(MIB2 - 1);
         let dtb_ipa = Range::new(dtb_start, dtb_start + DTB_MAX);
@@ -423,6 +471,8 @@ mod tests {
             text_offset: 0,
             image_size: 0x20_0000,
             ramdisk,
+            static_mem: Vec::new(),
+            direct_map: false,
         }
     }
 

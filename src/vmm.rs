@@ -20,7 +20,7 @@ use dtvisor::mm::Range;
 use dtvisor::psci::{Power, VcpuPower};
 use dtvisor::vgic::{v2, v3, Lr, LrState, VcpuMask, Version as VgicVersion, Vgic, MAX_LRS};
 use dtvisor::vm::build::{self, DomainSpec, Load};
-use dtvisor::vm::guest_dtb;
+use dtvisor::vm::guest_dtb::{self, GuestMap};
 use dtvisor::vm::lifecycle::{self, After, DomainState, Entry, Lifecycle, Request};
 use spin::{Mutex, Once};
 
@@ -49,9 +49,20 @@ pub struct Vm {
     pub ram_ipa: Vec<Range>,
     pub vcpus: Vec<Vcpu>,
     pub vpl011: Option<Mutex<Vpl011>>,
-    /// The virtual GIC (GICv3 hosts; none yet on GICv2 hosts). Locked only
+    /// The virtual GIC (none when the host GIC is unusable). Locked only
     /// inside trap handling, never across a guest entry.
     pub vgic: Option<Mutex<Vgic>>,
+    /// Its version (immutable: read without the lock).
+    vgic_version: Option<VgicVersion>,
+    /// Where the guest sees its vGIC and vPL011.
+    map: GuestMap,
+    /// Bytes of the GICv3 redistributor region that trap to the vGIC: Xen's
+    /// 16 MiB window, or in a direct-mapped domain (at the host's
+    /// redistributor address) only the frames of its vCPUs, so that the
+    /// vPL011 or a device the host has above them is not taken for one.
+    gicr_size: u64,
+    /// SPIs of assigned devices, and the pCPU each is routed to now.
+    hw_spis: Vec<(u32, AtomicUsize)>,
     /// What to copy into guest RAM at each (re)start, and where to enter.
     pub loads: Vec<Load>,
     pub entry_ipa: u64,
@@ -84,6 +95,15 @@ impl Vm {
                 posted: AtomicBool::new(false),
             })
             .collect();
+        let mut vgic_state = vgic.map(|v| Vgic::new(v, &affinities, s.spis));
+        let mut hw_spis = Vec::new();
+        for i in s.devices.iter().flat_map(|d| &d.irqs) {
+            if let Some(g) = vgic_state.as_mut() {
+                if g.link_spi(i.intid, i.edge) {
+                    hw_spis.push((i.intid, AtomicUsize::new(s.layout.pcpus[0])));
+                }
+            }
+        }
         Vm {
             ram_host: s.ram_host(),
             name: s.name,
@@ -93,7 +113,15 @@ impl Vm {
             ram_ipa: s.layout.banks,
             vcpus,
             vpl011: s.vpl011.then(|| Mutex::new(Vpl011::new())),
-            vgic: vgic.map(|v| Mutex::new(Vgic::new(v, &affinities, s.spis))),
+            vgic: vgic_state.map(Mutex::new),
+            vgic_version: vgic,
+            gicr_size: if s.map.gicr == GuestMap::XEN.gicr {
+                v3::GICR_SIZE
+            } else {
+                s.layout.pcpus.len() as u64 * guest_dtb::GICR_STRIDE
+            },
+            map: s.map,
+            hw_spis,
             loads: s.loads,
             entry_ipa: s.entry_ipa,
             dtb_ipa: s.dtb_ipa,
@@ -382,6 +410,14 @@ fn load(vm: &Vm) {
     if let Some(g) = &vm.vgic {
         g.lock().reset();
     }
+    // Assigned devices' SPIs: whatever an earlier life left active is
+    // deactivated; they go to vCPU 0 (here) until the guest routes them.
+    let me = arch::cpu_index();
+    for (id, at) in &vm.hw_spis {
+        gic::clear_active_spi(*id);
+        at.store(me, Ordering::Relaxed);
+        gic::route_spi(*id, me, mpidr_of(me));
+    }
     for c in &vm.vcpus {
         c.posted.store(false, Ordering::Relaxed);
     }
@@ -459,16 +495,17 @@ pub fn resume(vm: &Vm, vi: usize) {
 /// address.
 fn vgic_mmio(vm: &Vm, vi: usize, a: &Access, val: u64) -> Option<Option<u64>> {
     let vg = vm.vgic.as_ref()?;
+    let version = vm.vgic_version?;
     let in_frame =
         |base: u64, size: u64| (base..base + size).contains(&a.ipa).then(|| a.ipa - base);
-    let version = vg.lock().version;
+    let m = &vm.map;
     // Which frame: the distributor (either version) or a GICv3 redistributor.
     let (off, dist) = match version {
-        VgicVersion::V3 => match in_frame(v3::GICD_BASE, v3::GICD_SIZE) {
+        VgicVersion::V3 => match in_frame(m.gicd, v3::GICD_SIZE) {
             Some(off) => (off, true),
-            None => (in_frame(v3::GICR_BASE, v3::GICR_SIZE)?, false),
+            None => (in_frame(m.gicr, vm.gicr_size)?, false),
         },
-        VgicVersion::V2 => (in_frame(v2::GICD_BASE, v2::GICD_SIZE)?, true),
+        VgicVersion::V2 => (in_frame(m.gicd, v2::GICD_SIZE)?, true),
     };
     let acc = v3::Access {
         off,
@@ -478,11 +515,15 @@ fn vgic_mmio(vm: &Vm, vi: usize, a: &Access, val: u64) -> Option<Option<u64>> {
     let out = {
         let mut g = vg.lock();
         sync_here(&mut g, vi);
-        match (version, dist) {
+        let out = match (version, dist) {
             (VgicVersion::V2, _) => v2::distributor(&mut g, vi, &acc),
             (VgicVersion::V3, true) => v3::distributor(&mut g, vi, &acc),
             (VgicVersion::V3, false) => v3::redistributor(&mut g, vi, &acc),
+        };
+        if dist && a.write && !vm.hw_spis.is_empty() {
+            follow_hw_spis(vm, &mut g);
         }
+        out
     };
     // Our own list registers were taken back: refill them before entry.
     vm.vcpus[vi].posted.store(true, Ordering::Relaxed);
@@ -492,6 +533,27 @@ fn vgic_mmio(vm: &Vm, vi: usize, a: &Access, val: u64) -> Option<Option<u64>> {
             Some(Some(value))
         }
         v3::Outcome::Abort => Some(None),
+    }
+}
+
+/// After a distributor write: each assigned SPI is routed to the pCPU of
+/// the vCPU the guest now targets, and those whose state the guest
+/// cleared are deactivated. The caller holds the vGIC lock.
+fn follow_hw_spis(vm: &Vm, g: &mut Vgic) {
+    for id in g.take_spi_deactivate() {
+        gic::clear_active_spi(id);
+    }
+    for (id, at) in &vm.hw_spis {
+        let Some(p) = g
+            .spi_target(*id)
+            .and_then(|v| vm.vcpus.get(v))
+            .map(|c| c.pcpu)
+        else {
+            continue;
+        };
+        if at.swap(p, Ordering::Relaxed) != p {
+            gic::route_spi(*id, p, mpidr_of(p));
+        }
     }
 }
 
@@ -511,7 +573,7 @@ pub fn sgi(vm: &Vm, vi: usize, val: u64) {
 /// changes reach the vGIC in the order they happen.
 fn uart_line(vm: &Vm, u: &Vpl011, me: Option<usize>) {
     let Some(vg) = &vm.vgic else { return };
-    let mask = vg.lock().set_line(0, vpl011::INTID, u.irq_pending());
+    let mask = vg.lock().set_line(0, vm.map.vpl011_intid, u.irq_pending());
     post(vm, mask, me);
 }
 
@@ -547,6 +609,15 @@ pub fn irq(vm: &Vm, vi: usize) {
             }
             gic::KICK => {}
             _ if id == CONSOLE_IRQ.load(Ordering::Relaxed) => poll_console(),
+            // An assigned device's: stays active until the guest
+            // deactivates the virtual one (hardware-linked).
+            _ if vm.hw_spis.iter().any(|(s, _)| *s == id) => {
+                if let Some(vg) = &vm.vgic {
+                    let mask = vg.lock().inject_hw(vi, id, id);
+                    post(vm, mask, Some(vi));
+                    continue;
+                }
+            }
             _ => {
                 if let Some(n) = vm.unhandled_trap_due() {
                     log_vm(
@@ -576,10 +647,11 @@ pub fn mmio(vm: &Vm, vi: usize, a: &Access, val: u64) -> Option<u64> {
         }
         return r;
     }
-    if a.ipa >= vpl011::BASE && a.ipa < vpl011::BASE + vpl011::SIZE {
+    let base = vm.map.vpl011;
+    if a.ipa >= base && a.ipa < base + vpl011::SIZE {
         let u = vm.vpl011.as_ref()?;
         poll_console();
-        let off = a.ipa - vpl011::BASE;
+        let off = a.ipa - base;
         let mut u = u.lock();
         let v = if a.write {
             u.write(off, val as u32, &mut |line| print_line(vm, line));
@@ -753,9 +825,40 @@ pub fn boot(plat: &Platform, plan: &BootPlan) -> ! {
             }
         }
         if let (Some(VgicVersion::V2), Some(v)) = (vgic, gicv) {
-            let ipa = Range::new(v2::GICC_BASE, v2::GICC_BASE + v2::GICC_SIZE);
+            let ipa = Range::new(s.map.gicc, s.map.gicc + v2::GICC_SIZE);
             if s2.map_device(ipa, v.start).is_err() {
                 crate::hyp::stay_up("stage-2 mapping of the GICv2 virtual CPU interface failed");
+            }
+        }
+        // Assigned devices: their MMIO regions, as Device memory.
+        for dev in &s.devices {
+            for r in &dev.regions {
+                let ipa = Range::new(r.guest, r.guest + r.host.size());
+                if s2.map_device(ipa, r.host.start).is_err() {
+                    crate::hyp::stay_up("stage-2 mapping of an assigned device failed");
+                }
+                log::info!(
+                    "{}: {} mmio host {} at guest {:#x}",
+                    s.name,
+                    dev.node,
+                    r.host,
+                    r.guest
+                );
+            }
+            for i in &dev.irqs {
+                gic::assign_spi(
+                    i.intid,
+                    i.edge,
+                    s.layout.pcpus[0],
+                    mpidr_of(s.layout.pcpus[0]),
+                );
+                log::info!(
+                    "{}: {} interrupt {} ({}) routed to the domain",
+                    s.name,
+                    dev.node,
+                    i.intid,
+                    if i.edge { "edge" } else { "level" }
+                );
             }
         }
         let pcpus: Vec<String> = s
@@ -772,12 +875,12 @@ pub fn boot(plat: &Platform, plan: &BootPlan) -> ! {
             match vgic {
                 Some(VgicVersion::V3) => alloc::format!(
                     "v3 (distributor {:#x}, {} SPIs from INTID 32)",
-                    v3::GICD_BASE,
+                    s.map.gicd,
                     s.spis
                 ),
                 Some(VgicVersion::V2) => alloc::format!(
                     "v2 (distributor {:#x}, {} SPIs from INTID 32)",
-                    v2::GICD_BASE,
+                    s.map.gicd,
                     s.spis
                 ),
                 None => "none usable (no interrupts)".into(),

@@ -75,9 +75,13 @@ fn suite_size() -> Result<(), Failed> {
 }
 
 fn compile(dir: &Path) -> Result<Vec<u8>, String> {
+    compile_file(&dir.join("input.dts"))
+}
+
+fn compile_file(file: &Path) -> Result<Vec<u8>, String> {
     let out = Command::new("dtc")
         .args(["-q", "-I", "dts", "-O", "dtb", "-o", "-"])
-        .arg(dir.join("input.dts"))
+        .arg(file)
         .output()
         .map_err(|e| format!("dtc: {e} (run scripts/setup)"))?;
     if !out.status.success() {
@@ -127,9 +131,45 @@ fn set_text(s: &BTreeSet<String>) -> String {
     s.iter().map(|l| format!("{l}\n")).collect()
 }
 
-fn check(dir: &Path, update: bool) -> Result<(), String> {
+/// The contents of the case's partial device trees: `partial-DOMAIN.dts`
+/// (compiled with dtc) is the contents of the device-tree module of the
+/// domain named DOMAIN; `partial-DOMAIN.bin` is raw bytes.
+fn partials(dir: &Path) -> Result<Vec<(String, Vec<u8>)>, String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).map_err(|e| e.to_string())? {
+        let p = e.map_err(|e| e.to_string())?.path();
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix("partial-") else {
+            continue;
+        };
+        if let Some(dom) = rest.strip_suffix(".dts") {
+            out.push((dom.to_string(), compile_file(&p)?));
+        } else if let Some(dom) = rest.strip_suffix(".bin") {
+            out.push((
+                dom.to_string(),
+                std::fs::read(&p).map_err(|e| e.to_string())?,
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// Parses a case as the image would: its partial device trees' contents
+/// at hand.
+fn parse_case(dir: &Path) -> Result<Report, String> {
     let blob = compile(dir)?;
-    let r = config::parse_blob(&blob);
+    let parts = partials(dir)?;
+    let contents = |path: &str, _r: dtvisor::mm::Range, visit: &mut dyn FnMut(&[u8])| {
+        let found = parts
+            .iter()
+            .find(|(dom, _)| path.split('/').any(|seg| seg == dom));
+        found.map(|(_, b)| visit(b)).is_some()
+    };
+    Ok(config::parse_blob_with(&blob, Some(&contents)))
+}
+
+fn check(dir: &Path, update: bool) -> Result<(), String> {
+    let r = parse_case(dir)?;
     let shown = || {
         format!(
             "diagnostics:\n{}",
@@ -226,7 +266,7 @@ mod json {
         if !case_dir.join("input.dts").exists() {
             return Err(format!("{}: no conformance case {case}", file.display()));
         }
-        let r = config::parse_blob(&compile(&case_dir)?);
+        let r = parse_case(&case_dir)?;
         let got = pretty(&r);
         if update {
             std::fs::write(file, &got).unwrap();
@@ -248,7 +288,14 @@ mod json {
         {
             // The tool prints the same document, on one line.
             let dtb = super::cli::dtb(&case_dir)?;
-            let out = super::cli::run(&["--format", "json", dtb.to_str().unwrap()], &[]);
+            let mut args = vec![
+                "--format".to_string(),
+                "json".into(),
+                dtb.display().to_string(),
+            ];
+            args.extend(super::cli::module_args(&case_dir)?);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let out = super::cli::run(&args, &[]);
             let line = String::from_utf8(out.stdout).unwrap();
             if line.lines().count() != 1 || !line.ends_with('\n') {
                 return Err(format!("dtvisor-plan --format json: not one line:\n{line}"));
@@ -480,6 +527,23 @@ mod cli {
         Ok(path)
     }
 
+    /// `--module /chosen/DOMAIN/dt=FILE` for each partial device tree of
+    /// the case (the cases name that module `dt`), each written to a file.
+    pub fn module_args(case_dir: &Path) -> Result<Vec<String>, String> {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("conformance-dtb");
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut out = Vec::new();
+        for (dom, bytes) in partials(case_dir)? {
+            let n = N.fetch_add(1, Ordering::Relaxed);
+            let path = dir.join(format!("{}-{dom}-{n}.partial", case_name(case_dir)));
+            std::fs::write(&path, bytes).unwrap();
+            out.push("--module".into());
+            out.push(format!("/chosen/{dom}/dt={}", path.display()));
+        }
+        Ok(out)
+    }
+
     fn case(name: &str) -> PathBuf {
         suite().join(name)
     }
@@ -499,10 +563,13 @@ mod cli {
         let mut failures = Vec::new();
         for dir in cases() {
             let dtb = dtb(&dir)?;
-            let r = config::parse_blob(&std::fs::read(&dtb).unwrap());
+            let r = parse_case(&dir)?;
             let mut want = r.plan.as_ref().map(ToString::to_string).unwrap_or_default();
             want += &config::render::Diagnostics(&r.diagnostics).to_string();
-            let out = run(&[dtb.to_str().unwrap()], &[]);
+            let mut args = vec![dtb.display().to_string()];
+            args.extend(module_args(&dir)?);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let out = run(&args, &[]);
             let got = text(&out.stdout);
             let code = if r.plan.is_some() { 0 } else { 1 };
             if got != want || !out.stderr.is_empty() || status(&out) != code {

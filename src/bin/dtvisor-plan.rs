@@ -21,6 +21,9 @@ Examples:
   dtvisor-plan system.dtb                  print the boot plan, or every error
   dtvisor-plan check system.dtb            the same (check is the default)
   dtvisor-plan --format json system.dtb    the same as JSON (docs/plan-json.md)
+  dtvisor-plan system.dtb --module /chosen/domU1/dt=rtc.dtb
+                                           also read a module's contents (partial
+                                           device trees: devices are checked)
   scripts/plan system.dts                  compile a .dts with dtc, then check it
 
 Exit status: 0 valid, 1 invalid, 2 unreadable (or bad usage).
@@ -62,6 +65,20 @@ struct CheckArgs {
     /// Output format
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
+    /// The file the bootloader loads as the module at node NODE (repeat
+    /// for more): its contents are checked as the hypervisor checks them
+    /// at boot (a partial device tree's devices, against this DTB).
+    #[arg(long = "module", value_name = "NODE=FILE", value_parser = module_arg)]
+    modules: Vec<(String, PathBuf)>,
+}
+
+fn module_arg(s: &str) -> Result<(String, PathBuf), String> {
+    match s.split_once('=') {
+        Some((node, file)) if node.starts_with('/') && !file.is_empty() => {
+            Ok((node.to_string(), PathBuf::from(file)))
+        }
+        _ => Err("expected NODE=FILE, e.g. /chosen/domU1/dt=partial.dtb".into()),
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -90,7 +107,25 @@ fn check(args: CheckArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let report = config::parse_blob(&blob);
+    let mut files = Vec::new();
+    for (node, path) in &args.modules {
+        match std::fs::read(path) {
+            Ok(b) => files.push((node.clone(), b)),
+            Err(e) => {
+                eprintln!("dtvisor-plan: {}: {e}", path.display());
+                return ExitCode::from(2);
+            }
+        }
+    }
+    // What the hypervisor reads: the first `reg`-size bytes of the file.
+    let contents = |node: &str, r: dtvisor::mm::Range, visit: &mut dyn FnMut(&[u8])| {
+        let Some((_, b)) = files.iter().find(|(n, _)| n == node) else {
+            return false;
+        };
+        visit(&b[..b.len().min(r.size() as usize)]);
+        true
+    };
+    let report = config::parse_blob_with(&blob, Some(&contents));
     let unreadable = report
         .diagnostics
         .iter()

@@ -66,6 +66,9 @@ kinds! {
     TooMany = "too_many",
     Nesting = "nesting",
     DuplicateName = "duplicate_name",
+    PartialDt = "partial_dt",
+    NoNode = "no_node",
+    NoIommu = "no_iommu",
     Ignored = "ignored",
     Info = "info",
 }
@@ -131,5 +134,13 @@ impl Diags {
 
     pub fn has_errors(&self) -> bool {
         self.list.iter().any(|d| d.severity == Severity::Error)
+    }
+
+    /// Errors so far (to tell whether a step added any).
+    pub fn error_count(&self) -> usize {
+        self.list
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
+            .count()
     }
 }

@@ -15,16 +15,22 @@
 //! property, what was expected and what was found. An invalid
 //! configuration yields no plan: the hypervisor starts nothing.
 //!
-//! What dtvisor does not offer (Xen PV interfaces, static memory,
-//! passthrough, cpupools, vCPU affinity, SVE, LLC colouring) is recognised
-//! and refused with "not supported by dtvisor", never silently ignored.
+//! Partial device trees (passthrough) are read by `partial` and resolved
+//! against the host device tree by `devices`, where the module's contents
+//! are at hand (`parse_with`).
+//!
+//! What dtvisor does not offer (Xen PV interfaces, cpupools, vCPU
+//! affinity, SVE, LLC colouring) is recognised and refused with "not
+//! supported by dtvisor", never silently ignored.
 
 mod across;
 mod container;
+mod devices;
 pub mod diag;
 mod legacy;
 pub mod model;
 mod parse;
+pub mod partial;
 pub mod props;
 pub mod render;
 
@@ -64,8 +70,14 @@ impl Report {
 /// Parses a raw blob (the fuzzer's and the CLI's entry): host memory comes
 /// from the same blob.
 pub fn parse_blob(blob: &[u8]) -> Report {
+    parse_blob_with(blob, None)
+}
+
+/// `parse_blob`, with modules' contents where `contents` has them (the
+/// host tool given module files; the conformance suite).
+pub fn parse_blob_with(blob: &[u8], contents: Option<&Contents<'_>>) -> Report {
     match Fdt::new(blob) {
-        Ok(fdt) => parse(&fdt, &HostMemory::from_fdt(&fdt)),
+        Ok(fdt) => parse_with(&fdt, &HostMemory::from_fdt(&fdt), None, contents),
         Err(e) => Report {
             plan: None,
             diagnostics: alloc::vec![Diagnostic {
@@ -108,12 +120,30 @@ pub fn parse_with_memory(
     host: &HostMemory,
     peek: Option<&dyn Fn(u64) -> Option<u32>>,
 ) -> Report {
+    parse_with(fdt, host, peek, None)
+}
+
+/// Reads a module's contents: `(node path, reg, visit)` calls `visit`
+/// with the module's bytes and returns true, or returns false when they
+/// are not at hand (the host tool without the file).
+pub type Contents<'a> = dyn Fn(&str, crate::mm::Range, &mut dyn FnMut(&[u8])) -> bool + 'a;
+
+/// `parse_with_memory`, also reading modules' contents where `contents`
+/// gives them: partial device trees are checked and their devices
+/// resolved against the host device tree.
+pub fn parse_with<'a>(
+    fdt: &Fdt<'_>,
+    host: &'a HostMemory,
+    peek: Option<&'a dyn Fn(u64) -> Option<u32>>,
+    contents: Option<&'a Contents<'a>>,
+) -> Report {
     let mut d = Diags::default();
     let plan = {
         let mut p = Parser {
             d: &mut d,
             host,
             peek,
+            contents,
         };
         walk(fdt, &mut p)
     };
@@ -153,6 +183,7 @@ fn walk(fdt: &Fdt<'_>, p: &mut Parser<'_, '_>) -> Option<BootPlan> {
         }
     }
     across::check(&mut domains, &hyp_modules, p);
+    devices::check(&domains, fdt, p);
     if domains.is_empty() && !p.d.has_errors() {
         p.d.error(
             "/chosen",

@@ -169,6 +169,66 @@ pub struct Domain {
     pub cmdline: Option<String>,
     pub kernel: Module,
     pub ramdisk: Option<Module>,
+    /// `multiboot,device-tree`: the partial device tree (passthrough).
+    pub device_tree: Option<Module>,
+    /// `xen,static-mem`: the host ranges of the domain's RAM, in order
+    /// (empty: placed from free RAM).
+    #[cfg_attr(
+        all(feature = "serde", not(target_os = "none")),
+        serde(serialize_with = "ser::ranges")
+    )]
+    pub static_mem: Vec<Range>,
+    /// `direct-map`: guest-physical addresses are host-physical ones.
+    pub direct_map: bool,
+    /// The devices its partial device tree assigns (empty when it has
+    /// none, or when the module's contents were not available to read).
+    pub devices: Vec<Device>,
+    /// False when a partial device tree was given but its contents could
+    /// not be read (the host tool without the file): devices unknown.
+    pub devices_read: bool,
+}
+
+/// One device a partial device tree assigns to a domain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(
+    all(feature = "serde", not(target_os = "none")),
+    derive(serde::Serialize)
+)]
+pub struct Device {
+    /// The node in the partial device tree (under `/passthrough`).
+    pub node: String,
+    /// `xen,path`: the host node whose interrupts go to the domain.
+    pub host_path: Option<String>,
+    /// `xen,reg`: host MMIO regions and where the guest sees them.
+    pub regions: Vec<DeviceRegion>,
+    /// The host node's SPIs, routed to the domain with the same INTID.
+    pub irqs: Vec<DeviceIrq>,
+}
+
+/// An MMIO region of an assigned device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(
+    all(feature = "serde", not(target_os = "none")),
+    derive(serde::Serialize)
+)]
+pub struct DeviceRegion {
+    #[cfg_attr(
+        all(feature = "serde", not(target_os = "none")),
+        serde(serialize_with = "ser::range")
+    )]
+    pub host: Range,
+    pub guest: u64,
+}
+
+/// A physical SPI of an assigned device (INTID >= 32).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(
+    all(feature = "serde", not(target_os = "none")),
+    derive(serde::Serialize)
+)]
+pub struct DeviceIrq {
+    pub intid: u32,
+    pub edge: bool,
 }
 
 impl Domain {
@@ -199,6 +259,11 @@ impl Domain {
             cmdline: None,
             kernel,
             ramdisk: None,
+            device_tree: None,
+            static_mem: Vec::new(),
+            direct_map: false,
+            devices: Vec::new(),
+            devices_read: true,
         }
     }
 }

@@ -30,6 +30,8 @@ pub(crate) struct Parser<'a, 'd> {
     pub host: &'a HostMemory,
     /// Reads the first 32-bit word of a module, where memory is at hand.
     pub peek: Option<&'a dyn Fn(u64) -> Option<u32>>,
+    /// A module's contents, by node path and `reg`, where they are at hand.
+    pub contents: Option<&'a super::Contents<'a>>,
 }
 
 /// Renders a value for "found ..." in messages.

@@ -125,9 +125,24 @@ impl fmt::Display for BootPlan {
             if let Some(v) = d.p2m_mem_mb {
                 writeln!(f, "  p2m-mem {v} MiB")?;
             }
+            for r in &d.static_mem {
+                writeln!(f, "  static memory {r} {}", Size(r.size()))?;
+            }
+            if d.direct_map {
+                writeln!(f, "  direct-map yes (guest addresses are host addresses)")?;
+            }
             module_line(f, "  ", &d.kernel)?;
             if let Some(r) = &d.ramdisk {
                 module_line(f, "  ", r)?;
+            }
+            if let Some(m) = &d.device_tree {
+                module_line(f, "  ", m)?;
+                if !d.devices_read {
+                    writeln!(f, "    contents not read: devices unknown")?;
+                }
+            }
+            for dev in &d.devices {
+                devices_lines(f, dev)?;
             }
             match &d.cmdline {
                 Some(c) => writeln!(f, "  command line \"{c}\"")?,
@@ -136,6 +151,32 @@ impl fmt::Display for BootPlan {
         }
         Ok(())
     }
+}
+
+fn devices_lines(f: &mut fmt::Formatter<'_>, dev: &Device) -> fmt::Result {
+    match &dev.host_path {
+        Some(h) => writeln!(f, "  device {} (host {h})", dev.node)?,
+        None => writeln!(f, "  device {} (no host node)", dev.node)?,
+    }
+    for r in &dev.regions {
+        writeln!(
+            f,
+            "    mmio host {} {} at guest {:#x}",
+            r.host,
+            Size(r.host.size()),
+            r.guest
+        )?;
+    }
+    for i in &dev.irqs {
+        writeln!(
+            f,
+            "    irq {} (SPI {}, {})",
+            i.intid,
+            i.intid - 32,
+            if i.edge { "edge" } else { "level" }
+        )?;
+    }
+    Ok(())
 }
 
 /// All diagnostics, errors first, one per line.

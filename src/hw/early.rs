@@ -26,7 +26,8 @@ pub fn for_each_ram(fdt: &Fdt<'_>, mut f: impl FnMut(Range)) {
 /// Calls `f` with every range that free RAM must exclude and that the DTB
 /// tells: `/memreserve/`, `/reserved-memory` children, and anything under
 /// `/chosen` with a `reg` (boot modules, decoded with the parent's cells,
-/// inherited as Xen does) or `linux,initrd-start/end`. Deliberately
+/// inherited as Xen does), domains' `xen,static-mem`, or
+/// `linux,initrd-start/end`. Deliberately
 /// over-approximate: it runs before the config parser can.
 pub fn for_each_busy(fdt: &Fdt<'_>, mut f: impl FnMut(Range)) {
     for (a, s) in fdt.reserved_entries() {
@@ -65,6 +66,15 @@ fn visit_regs(node: &Node<'_>, parent_cells: (u32, u32), depth: usize, f: &mut i
     for c in node.children() {
         for name in ["reg", "module-addr"] {
             if let Some(regs) = c.prop(name).and_then(|p| p.ranges(cells.0, cells.1)) {
+                regs.filter_map(|(a, s)| Range::from_base_size(a, s))
+                    .for_each(&mut *f);
+            }
+        }
+        // A domain's static memory, in the domain node's own cells.
+        if let Some(p) = c.prop("xen,static-mem") {
+            let (ca, cs) = c.cells();
+            let own = (ca.unwrap_or(cells.0), cs.unwrap_or(cells.1));
+            if let Some(regs) = p.ranges(own.0, own.1) {
                 regs.filter_map(|(a, s)| Range::from_base_size(a, s))
                     .for_each(&mut *f);
             }

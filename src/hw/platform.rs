@@ -311,6 +311,114 @@ fn interrupt_intids(n: &Node<'_>) -> Vec<u32> {
         .collect()
 }
 
+/// One interrupt of a device, as the GIC binding encodes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GicIrq {
+    /// INTID (SPIs from 32, PPIs 16..31).
+    pub intid: u32,
+    /// Edge-triggered (flags 1 or 2), else level.
+    pub edge: bool,
+}
+
+impl<'a> Located<'a> {
+    /// The node's interrupt parent: its own or its nearest ancestor's
+    /// `interrupt-parent`, as a node.
+    pub fn interrupt_parent(&self, fdt: &Fdt<'a>) -> Option<Node<'a>> {
+        core::iter::once(self.node)
+            .chain(self.ancestors().rev())
+            .find_map(|n| n.prop("interrupt-parent"))
+            .and_then(|p| p.u32())
+            .and_then(|ph| fdt.find_phandle(ph))
+    }
+
+    /// The node's interrupts (`interrupts-extended`, else `interrupts`
+    /// with the interrupt parent), each of which must go to the GIC at
+    /// `gic` (a node offset) with 3 cells. Errors say which entry is not.
+    pub fn gic_interrupts(&self, fdt: &Fdt<'a>, gic: usize) -> Result<Vec<GicIrq>, String> {
+        let decode = |t: &[u32]| -> Result<GicIrq, String> {
+            let edge = t[2] & 3 != 0;
+            match t[0] {
+                0 if t[1] < 988 => Ok(GicIrq {
+                    intid: t[1] + 32,
+                    edge,
+                }),
+                1 if t[1] < 16 => Ok(GicIrq {
+                    intid: t[1] + 16,
+                    edge,
+                }),
+                k => Err(format!("<{k} {} {:#x}> is not an SPI or PPI", t[1], t[2])),
+            }
+        };
+        let is_gic = |n: &Node<'_>| {
+            n.offset() == gic && n.prop("#interrupt-cells").and_then(|p| p.u32()) == Some(3)
+        };
+        let mut out = Vec::new();
+        if let Some(p) = self.node.prop("interrupts-extended") {
+            let cells: Vec<u32> = p
+                .cells()
+                .ok_or("interrupts-extended: not whole cells")?
+                .collect();
+            let mut i = 0;
+            while i < cells.len() {
+                let parent = fdt.find_phandle(cells[i]);
+                match parent {
+                    Some(n) if is_gic(&n) && i + 4 <= cells.len() => {
+                        out.push(decode(&cells[i + 1..i + 4])?);
+                        i += 4;
+                    }
+                    Some(n) => {
+                        return Err(format!(
+                            "interrupts-extended: entry {} goes to {}, not the GIC",
+                            out.len(),
+                            n.name()
+                        ))
+                    }
+                    None => {
+                        return Err(format!(
+                            "interrupts-extended: phandle {:#x} names no node",
+                            cells[i]
+                        ))
+                    }
+                }
+            }
+            return Ok(out);
+        }
+        let Some(p) = self.node.prop("interrupts") else {
+            return Ok(out);
+        };
+        match self.interrupt_parent(fdt) {
+            Some(n) if is_gic(&n) => {}
+            Some(n) => {
+                return Err(format!(
+                    "interrupts: they go to {}, not the GIC (with 3 cells)",
+                    n.name()
+                ))
+            }
+            None => return Err("interrupts: no interrupt-parent names the GIC".into()),
+        }
+        let cells: Vec<u32> = p.cells().ok_or("interrupts: not whole cells")?.collect();
+        if !cells.len().is_multiple_of(3) {
+            return Err(format!(
+                "interrupts: {} cells is not a list of <type number flags>",
+                cells.len()
+            ));
+        }
+        for t in cells.chunks_exact(3) {
+            out.push(decode(t)?);
+        }
+        Ok(out)
+    }
+}
+
+/// The host's interrupt controller node, as discovery picks it.
+pub fn gic_node<'a>(fdt: &Fdt<'a>) -> Option<Node<'a>> {
+    let parent_ph = fdt.root().prop("interrupt-parent").and_then(|p| p.u32());
+    parent_ph
+        .and_then(|ph| fdt.find_phandle(ph))
+        .filter(is_gic)
+        .or_else(|| fdt.root().descendants().find(|n| is_gic(n)))
+}
+
 /// What discovery found wrong: errors stop the machine, warnings do not.
 #[derive(Default)]
 struct Findings {

@@ -199,6 +199,12 @@ pub struct Vgic {
     pub groups: u32,
     spis: Vec<Irq>,
     vcpus: Vec<VcpuGic>,
+    /// SPIs linked for good to the physical SPI of the same INTID (an
+    /// assigned device's), with their trigger: kept across a reset.
+    hw_spis: Vec<(u32, bool)>,
+    /// Physical SPIs whose active state the guest cleared (ICPENDR or
+    /// ICACTIVER while linked): the image deactivates them, from any pCPU.
+    spi_deactivate: Vec<u32>,
 }
 
 /// A mask with one bit per vCPU.
@@ -237,9 +243,36 @@ impl Vgic {
                     hw_deactivate: 0,
                 })
                 .collect(),
+            hw_spis: Vec::new(),
+            spi_deactivate: Vec::new(),
         };
         g.reset();
         g
+    }
+
+    /// Links SPI `intid` for good to the physical SPI with the same INTID
+    /// (an assigned device's), `edge`- or level-triggered. False if the
+    /// vGIC offers no such SPI.
+    pub fn link_spi(&mut self, intid: u32, edge: bool) -> bool {
+        let Some(i) = self.irq_mut(0, intid).filter(|_| intid >= PRIVATE) else {
+            return false;
+        };
+        i.hw = Some(intid);
+        i.edge = edge;
+        if !self.hw_spis.iter().any(|&(n, _)| n == intid) {
+            self.hw_spis.push((intid, edge));
+        }
+        true
+    }
+
+    /// The SPIs linked with `link_spi`.
+    pub fn linked_spis(&self) -> &[(u32, bool)] {
+        &self.hw_spis
+    }
+
+    /// Physical SPIs to deactivate (and forgets them).
+    pub fn take_spi_deactivate(&mut self) -> Vec<u32> {
+        core::mem::take(&mut self.spi_deactivate)
     }
 
     /// The state after a reset of the domain: everything disabled, not
@@ -257,6 +290,13 @@ impl Vgic {
         for (i, s) in self.spis.iter_mut().enumerate() {
             *s = fresh(PRIVATE + i as u32);
         }
+        for &(intid, edge) in &self.hw_spis {
+            if let Some(s) = self.spis.get_mut((intid - PRIVATE) as usize) {
+                s.hw = Some(intid);
+                s.edge = edge;
+            }
+        }
+        self.spi_deactivate.clear();
         for v in &mut self.vcpus {
             for (i, p) in v.private.iter_mut().enumerate() {
                 *p = fresh(i as u32);
@@ -471,12 +511,16 @@ impl Vgic {
                     i.active = set;
                 }
             }
-            if let (Some(p), true) = (deactivate, intid < PRIVATE) {
-                if p < PRIVATE {
+            match deactivate {
+                Some(p) if intid < PRIVATE && p < PRIVATE => {
                     if let Some(c) = self.vcpus.get_mut(v) {
                         c.hw_deactivate |= 1 << p;
                     }
                 }
+                Some(p) if intid >= PRIVATE && !self.spi_deactivate.contains(&p) => {
+                    self.spi_deactivate.push(p);
+                }
+                _ => {}
             }
             mask |= before | self.affected(v, intid);
         }

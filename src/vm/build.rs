@@ -4,11 +4,11 @@
 //! (re)start makes. The image only adds what needs the CPU (stage-2
 //! tables, the vGIC, running it).
 
-use crate::config::{BootPlan, Domain};
+use crate::config::{partial, BootPlan, Device, Domain};
 use crate::hw::Platform;
 use crate::mm::Range;
 use crate::placement::{self, DomainLayout, Layout, Needs};
-use crate::vm::guest_dtb::{self, GicVersion, GuestDtbSpec};
+use crate::vm::guest_dtb::{self, GicVersion, GuestDtbSpec, GuestMap};
 use crate::vm::image::ImageHeader;
 use alloc::format;
 use alloc::string::String;
@@ -33,8 +33,12 @@ pub struct DomainSpec {
     pub id: u16,
     pub layout: DomainLayout,
     pub vpl011: bool,
+    /// Where it sees its vGIC and vPL011.
+    pub map: GuestMap,
     /// SPIs its vGIC offers.
     pub spis: u32,
+    /// Devices assigned to it: MMIO regions mapped, SPIs routed to it.
+    pub devices: Vec<Device>,
     /// What a (re)start copies: kernel, initrd, device tree.
     pub loads: Vec<Load>,
     pub entry_ipa: u64,
@@ -91,6 +95,8 @@ pub fn needs<'a>(
                     h.image_size
                 },
                 ramdisk: d.ramdisk.as_ref().map(|r| r.range),
+                static_mem: d.static_mem.clone(),
+                direct_map: d.direct_map,
             }),
             Err(e) => errors.push(format!("{}: reg: {e}", d.kernel.path)),
         }
@@ -138,14 +144,71 @@ pub fn loads_for(
     Some(())
 }
 
-/// The guest device tree of domain `d` placed as `l`.
+/// Where domain `d` sees its virtual devices: Xen's guest map, or with
+/// `direct-map` the host's GIC and console addresses (Xen's rule).
+pub fn guest_map(plat: &Platform, d: &Domain) -> GuestMap {
+    let mut m = GuestMap::XEN;
+    if !d.direct_map {
+        return m;
+    }
+    if let Some(g) = &plat.gic {
+        m.gicd = g.gicd.start;
+        if let Some(r) = g.gicr.first() {
+            m.gicr = r.start;
+        }
+        if let Some(c) = g.gicc {
+            m.gicc = c.start;
+        }
+    }
+    if let Some(c) = &plat.console {
+        if let (Some(u), Some(irq)) = (c.uart, c.irq) {
+            m.vpl011 = u.base;
+            m.vpl011_intid = irq;
+        }
+    }
+    m
+}
+
+/// SPIs domain `d`'s vGIC offers: `nr_spis` (at least DEFAULT_SPIS), raised
+/// to cover its vPL011 and every assigned interrupt, unless `nr_spis`
+/// was given too small for an assigned one (an error).
+pub fn spis(d: &Domain, map: &GuestMap) -> Result<u32, String> {
+    let base = d.nr_spis.unwrap_or(DEFAULT_SPIS).max(DEFAULT_SPIS);
+    let uart = if d.vpl011 { map.vpl011_intid - 31 } else { 0 };
+    let mut need = base.max(uart);
+    for dev in &d.devices {
+        for i in &dev.irqs {
+            let n = i.intid - 31;
+            if let Some(given) = d.nr_spis.filter(|&g| n > g.max(DEFAULT_SPIS)) {
+                return Err(format!(
+                    "{}: nr_spis: {given} SPIs do not reach interrupt {} of {}",
+                    d.path, i.intid, dev.node
+                ));
+            }
+            need = need.max(n);
+        }
+    }
+    Ok(need)
+}
+
+/// The guest device tree of domain `d` placed as `l`. `partial` is the
+/// contents of its partial device tree, if it has one.
 pub fn guest_dtb(
     plat: &Platform,
     d: &Domain,
     l: &DomainLayout,
     gic: GicVersion,
+    map: GuestMap,
+    partial: Option<&[u8]>,
 ) -> Result<Vec<u8>, String> {
+    let gic_phandle = partial
+        .and_then(|p| partial::read(p, p.len() as u64).ok())
+        .and_then(|f| f.gic_phandle)
+        .unwrap_or(guest_dtb::GIC_PHANDLE);
     let spec = GuestDtbSpec {
+        map,
+        partial,
+        gic_phandle,
         bootargs: d.cmdline.as_deref(),
         initrd: l.initrd_ipa,
         ram: &l.banks,
@@ -187,7 +250,16 @@ pub fn build<'a>(
     let mut out = Vec::new();
     let mut errors = Vec::new();
     for (d, l) in plan.domains.iter().zip(&layout.domains) {
-        let dtb = match guest_dtb(plat, d, l, gic) {
+        let map = guest_map(plat, d);
+        let spis = match spis(d, &map) {
+            Ok(n) => n,
+            Err(e) => {
+                errors.push(e);
+                continue;
+            }
+        };
+        let frag = d.device_tree.as_ref().map(|m| head(m.range));
+        let dtb = match guest_dtb(plat, d, l, gic, map, frag) {
             Ok(b) => b,
             Err(e) => {
                 errors.push(e);
@@ -218,7 +290,9 @@ pub fn build<'a>(
             id: d.domid,
             layout: l.clone(),
             vpl011: d.vpl011,
-            spis: d.nr_spis.unwrap_or(DEFAULT_SPIS).max(DEFAULT_SPIS),
+            map,
+            spis,
+            devices: d.devices.clone(),
             loads,
             entry_ipa: l.kernel_ipa.start,
             dtb_ipa: l.dtb_ipa.start,

@@ -17,9 +17,41 @@ pub use crate::vgic::v3::{GICD_BASE, GICR_BASE, GICR_STRIDE};
 pub use crate::vgic::Version as GicVersion;
 pub const GICC_BASE: u64 = 0x0300_2000;
 
+/// Where a guest sees its virtual devices: Xen's guest map, or for a
+/// direct-mapped domain the host's own GIC and console addresses (so
+/// nothing lands on RAM, which the guest sees at host addresses).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GuestMap {
+    pub gicd: u64,
+    /// GICv3 redistributors (one 128 KiB frame pair per vCPU).
+    pub gicr: u64,
+    /// GICv2 CPU interface.
+    pub gicc: u64,
+    pub vpl011: u64,
+    /// The vPL011's interrupt (an SPI's INTID).
+    pub vpl011_intid: u32,
+}
+
+impl GuestMap {
+    /// Xen's guest map (bindings 4.1).
+    pub const XEN: GuestMap = GuestMap {
+        gicd: GICD_BASE,
+        gicr: GICR_BASE,
+        gicc: GICC_BASE,
+        vpl011: vpl011::BASE,
+        vpl011_intid: vpl011::INTID,
+    };
+}
+
 /// What goes into one guest's DTB.
 #[derive(Clone, Debug)]
 pub struct GuestDtbSpec<'a> {
+    pub map: GuestMap,
+    /// A partial device tree whose /aliases and /passthrough are copied
+    /// (checked by `config::partial::read`), and the phandle its /gic
+    /// placeholder gives the vGIC.
+    pub partial: Option<&'a [u8]>,
+    pub gic_phandle: u32,
     pub bootargs: Option<&'a str>,
     /// Guest-physical initrd range.
     pub initrd: Option<Range>,
@@ -41,10 +73,15 @@ pub fn vcpu_mpidr(n: u32) -> u32 {
 /// Builds the guest DTB.
 pub fn build(spec: &GuestDtbSpec) -> Result<Vec<u8>, vm_fdt::Error> {
     let mut w = vm_fdt::FdtWriter::new()?;
+    let gic_ph = spec.gic_phandle;
+    let m = &spec.map;
     let root = w.begin_node("")?;
     w.property_u32("#address-cells", 2)?;
     w.property_u32("#size-cells", 2)?;
-    w.property_u32("interrupt-parent", GIC_PHANDLE)?;
+    w.property_u32("interrupt-parent", gic_ph)?;
+    if let Some(p) = spec.partial {
+        crate::config::partial::copy_into(p, &mut w)?;
+    }
 
     let chosen = w.begin_node("chosen")?;
     if let Some(b) = spec.bootargs.filter(|b| !b.is_empty()) {
@@ -55,7 +92,7 @@ pub fn build(spec: &GuestDtbSpec) -> Result<Vec<u8>, vm_fdt::Error> {
         w.property_u64("linux,initrd-end", r.end)?;
     }
     if spec.vpl011 {
-        w.property_string("stdout-path", &format!("/sbsa-uart@{:x}", vpl011::BASE))?;
+        w.property_string("stdout-path", &format!("/sbsa-uart@{:x}", m.vpl011))?;
     }
     w.end_node(chosen)?;
 
@@ -80,24 +117,24 @@ pub fn build(spec: &GuestDtbSpec) -> Result<Vec<u8>, vm_fdt::Error> {
     w.property_array_u64("reg", &regs)?;
     w.end_node(mem)?;
 
-    let gic = w.begin_node(&format!("interrupt-controller@{GICD_BASE:x}"))?;
+    let gic = w.begin_node(&format!("interrupt-controller@{:x}", m.gicd))?;
     match spec.gic {
         GicVersion::V3 => {
             w.property_string("compatible", "arm,gic-v3")?;
             w.property_u32("#redistributor-regions", 1)?;
             let gicr = spec.vcpus.max(1) as u64 * GICR_STRIDE;
-            w.property_array_u64("reg", &[GICD_BASE, 0x1_0000, GICR_BASE, gicr])?;
+            w.property_array_u64("reg", &[m.gicd, 0x1_0000, m.gicr, gicr])?;
         }
         GicVersion::V2 => {
             w.property_string("compatible", "arm,gic-400")?;
-            w.property_array_u64("reg", &[GICD_BASE, 0x1000, GICC_BASE, 0x2000])?;
+            w.property_array_u64("reg", &[m.gicd, 0x1000, m.gicc, 0x2000])?;
         }
     }
     w.property_u32("#interrupt-cells", 3)?;
     w.property_u32("#address-cells", 0)?;
     w.property_null("interrupt-controller")?;
-    w.property_u32("phandle", GIC_PHANDLE)?;
-    w.property_u32("linux,phandle", GIC_PHANDLE)?;
+    w.property_u32("phandle", gic_ph)?;
+    w.property_u32("linux,phandle", gic_ph)?;
     w.end_node(gic)?;
 
     let timer = w.begin_node("timer")?;
@@ -112,7 +149,7 @@ pub fn build(spec: &GuestDtbSpec) -> Result<Vec<u8>, vm_fdt::Error> {
         "interrupts",
         &[1, 13, 0xf08, 1, 14, 0xf08, 1, 11, 0xf08, 1, 10, 0xf08],
     )?;
-    w.property_u32("interrupt-parent", GIC_PHANDLE)?;
+    w.property_u32("interrupt-parent", gic_ph)?;
     if let Some(f) = spec.timer_clock_frequency {
         w.property_u32("clock-frequency", f)?;
     }
@@ -131,11 +168,11 @@ pub fn build(spec: &GuestDtbSpec) -> Result<Vec<u8>, vm_fdt::Error> {
     w.end_node(psci)?;
 
     if spec.vpl011 {
-        let uart = w.begin_node(&format!("sbsa-uart@{:x}", vpl011::BASE))?;
+        let uart = w.begin_node(&format!("sbsa-uart@{:x}", m.vpl011))?;
         w.property_string("compatible", "arm,sbsa-uart")?;
-        w.property_array_u64("reg", &[vpl011::BASE, vpl011::SIZE])?;
-        w.property_array_u32("interrupts", &[0, vpl011::INTID - 32, 4])?;
-        w.property_u32("interrupt-parent", GIC_PHANDLE)?;
+        w.property_array_u64("reg", &[m.vpl011, vpl011::SIZE])?;
+        w.property_array_u32("interrupts", &[0, m.vpl011_intid - 32, 4])?;
+        w.property_u32("interrupt-parent", gic_ph)?;
         w.property_u32("current-speed", 115200)?;
         w.end_node(uart)?;
     }
@@ -155,6 +192,9 @@ mod tests {
 
     fn spec(ram: &[Range]) -> GuestDtbSpec<'_> {
         GuestDtbSpec {
+            map: GuestMap::XEN,
+            partial: None,
+            gic_phandle: GIC_PHANDLE,
             bootargs: Some("console=ttyAMA0 quiet"),
             initrd: Some(Range::new(0x4800_0000, 0x4810_0000)),
             ram,

@@ -61,6 +61,16 @@ def _fresh(path):
     return path
 
 
+@pytest.fixture(scope="session")
+def linux():
+    """cache/linux with Image and initramfs.cpio.gz (DTVISOR_LINUX overrides)."""
+    d = os.environ.get("DTVISOR_LINUX") or os.path.join(harness.ROOT, "cache/linux")
+    for f in ("Image", "initramfs.cpio.gz"):
+        if not os.path.isfile(os.path.join(d, f)):
+            pytest.fail(f"{d}/{f} missing: scripts/build-linux-guest makes it (scripts/test does)", pytrace=False)
+    return d
+
+
 @pytest.fixture
 def work(request):
     """An empty directory for this test's files: cache/qemu-tests/TEST."""

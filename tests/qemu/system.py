@@ -71,6 +71,10 @@ def system_dtb(fragment, out, env=None, gic=3, smp=4, mem="2G", cpu="cortex-a57"
     args = []
     mods = os.path.splitext(frag)[0] + ".modules"
     for node, f, addr in read_modules(mods, env):
+        if f.endswith(".dts"):  # a partial device tree: compiled first
+            dtb = os.path.join(os.path.dirname(os.path.abspath(out)), os.path.basename(f)[:-4] + ".partial.dtb")
+            sh(["dtc", "-q", "-I", "dts", "-O", "dtb", "-o", dtb, f])
+            f = dtb
         size = os.path.getsize(f)
         props = sh(["fdtget", "-p", out, node]).split()
         prop = "module-addr" if "module-addr" in props else "reg"
@@ -154,7 +158,8 @@ def xen_style_fragment(work, linux, gic=3, cpus=1):
 
 
 def default_env():
-    return {"GUEST": os.environ.get("DTVISOR_GUEST") or os.path.join(ROOT, "target/guest/dtvisor-test-guest.bin"),
+    return {"DTS": os.path.join(ROOT, "dts/qemu-virt"),
+            "GUEST": os.environ.get("DTVISOR_GUEST") or os.path.join(ROOT, "target/guest/dtvisor-test-guest.bin"),
             "LINUX": os.environ.get("DTVISOR_LINUX") or os.path.join(ROOT, "cache/linux")}
 
 

@@ -7,7 +7,6 @@ and Linux runs on a CPU with SVE, pointer authentication and MTE."""
 import os
 import re
 
-import pytest
 
 import system
 from harness import ROOT
@@ -17,16 +16,6 @@ MARKER = r"\({dom}\) dtvisor-linux: up domain={dom} cpus=(\d+) mem=(\d+) kB"
 # Reaching userspace: a TCG boot of Debian's kernel takes a few seconds
 # per domain; several domains and parallel tests share two host cores.
 BOOT = 240
-
-
-@pytest.fixture(scope="session")
-def linux():
-    """cache/linux with Image and initramfs.cpio.gz (DTVISOR_LINUX overrides)."""
-    d = os.environ.get("DTVISOR_LINUX") or os.path.join(ROOT, "cache/linux")
-    for f in ("Image", "initramfs.cpio.gz"):
-        if not os.path.isfile(os.path.join(d, f)):
-            pytest.fail(f"{d}/{f} missing: scripts/build-linux-guest makes it (scripts/test does)", pytrace=False)
-    return d
 
 
 def boot_args(image, linux, work, fragment, gic=3, smp=4, cpu="cortex-a57"):

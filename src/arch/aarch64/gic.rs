@@ -41,6 +41,7 @@ static GIC: Mutex<Option<Gic>> = Mutex::new(None);
 static SGI_FRAME: [AtomicU64; crate::boot::MAX_CPUS] =
     [const { AtomicU64::new(0) }; crate::boot::MAX_CPUS];
 static GICR_BASE: AtomicU64 = AtomicU64::new(0);
+static GICD_BASE: AtomicU64 = AtomicU64::new(0);
 
 macro_rules! icc {
     (read $r:literal) => {{
@@ -112,6 +113,7 @@ fn v3_init_boot(
     // mapped as Device memory; only this driver touches them.
     let mut g = unsafe { GicV3::new(UniqueMmioPointer::new(d), r, cpus) }.ok()?;
     GICR_BASE.store(gicr, Ordering::Relaxed);
+    GICD_BASE.store(gicd, Ordering::Relaxed);
     let redist = find_redistributor(&mut g, cpus, mpidr)?;
     g.setup(redist);
     cpu_setup(&mut g, redist);
@@ -316,6 +318,68 @@ pub fn init_secondary(cpu: usize, mpidr: u64, cpus: usize) -> bool {
         2 => gicv2::init_secondary(cpu),
         _ => false,
     }
+}
+
+/// Configures SPI `id` of an assigned device: its trigger, enabled, routed
+/// to pCPU `cpu` (affinity `mpidr`). It stays enabled for good: while the
+/// guest has it masked, one occurrence waits pending in the vGIC and the
+/// physical one stays active, so a device cannot flood EL2.
+pub fn assign_spi(id: u32, edge: bool, cpu: usize, mpidr: u64) {
+    if !(32..1020).contains(&id) {
+        return;
+    }
+    let trigger = if edge { Trigger::Edge } else { Trigger::Level };
+    match KIND.load(Ordering::Acquire) {
+        3 => {
+            if let Some(Gic(g)) = GIC.lock().as_mut() {
+                let intid = IntId::spi(id - 32);
+                let _ = g.set_trigger(intid, None, trigger);
+                let _ = g.distributor().set_routing(intid, Some(mpidr));
+                let _ = g.enable_interrupt(intid, None, true);
+            }
+        }
+        2 => gicv2::assign_spi(id, trigger, cpu),
+        _ => {}
+    }
+}
+
+/// Routes SPI `id` to pCPU `cpu` (affinity `mpidr`).
+pub fn route_spi(id: u32, cpu: usize, mpidr: u64) {
+    if !(32..1020).contains(&id) {
+        return;
+    }
+    match KIND.load(Ordering::Acquire) {
+        3 => {
+            if let Some(Gic(g)) = GIC.lock().as_mut() {
+                let _ = g
+                    .distributor()
+                    .set_routing(IntId::spi(id - 32), Some(mpidr));
+            }
+        }
+        2 => gicv2::route_spi(id, cpu),
+        _ => {}
+    }
+}
+
+/// Clears the active state of SPI `id` in the distributor, from any pCPU
+/// (an SPI's active state is not banked).
+pub fn clear_active_spi(id: u32) {
+    if !(32..1020).contains(&id) {
+        return;
+    }
+    let gicd = match KIND.load(Ordering::Acquire) {
+        3 => GICD_BASE.load(Ordering::Relaxed),
+        2 => gicv2::gicd(),
+        _ => 0,
+    };
+    if gicd == 0 {
+        return;
+    }
+    let reg = gicd + 0x380 + 4 * (id as u64 / 32);
+    // SAFETY: GICD_ICACTIVER<n> of the distributor the DTB names (identity
+    // mapped Device memory); writing a one only clears that SPI's active
+    // state, and the SPI belongs to the calling domain.
+    unsafe { core::ptr::write_volatile(reg as *mut u32, 1 << (id % 32)) };
 }
 
 /// The guest-visible GIC version, if the host's is usable.

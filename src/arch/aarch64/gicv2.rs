@@ -130,6 +130,33 @@ pub fn init_secondary(cpu: usize) -> bool {
     true
 }
 
+/// The distributor's base (0: none).
+pub fn gicd() -> u64 {
+    GICD.load(Ordering::Relaxed)
+}
+
+/// An assigned device's SPI: trigger, target pCPU `cpu`, enabled.
+pub fn assign_spi(id: u32, trigger: Trigger, cpu: usize) {
+    if let Some(Gic(g)) = GIC.lock().as_mut() {
+        let intid = IntId::spi(id - 32);
+        g.set_trigger(intid, trigger);
+        route_spi(id, cpu);
+        let _ = g.enable_interrupt(intid, true);
+    }
+}
+
+/// GICD_ITARGETSR of SPI `id`: pCPU `cpu`'s interface.
+pub fn route_spi(id: u32, cpu: usize) {
+    let me = IFACE.get(cpu).map_or(0, |i| i.load(Ordering::Relaxed));
+    let gicd = GICD.load(Ordering::Relaxed);
+    if me == 0 || gicd == 0 || !(32..1020).contains(&id) {
+        return;
+    }
+    // SAFETY: the byte of GICD_ITARGETSR<n> for this SPI (byte accesses
+    // are architected for ITARGETSR); the SPI is an assigned device's.
+    unsafe { core::ptr::write_volatile((gicd + GICD_ITARGETSR0 + id as u64) as *mut u8, me) };
+}
+
 /// SGI `KICK` to pCPU `cpu` (GICD_SGIR with its interface bit).
 pub fn kick(cpu: usize) {
     let t = IFACE.get(cpu).map_or(0, |i| i.load(Ordering::Relaxed));

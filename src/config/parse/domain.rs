@@ -30,6 +30,10 @@ struct Draft<'n> {
     roles: Vec<(&'static str, u32)>,
     console_io: bool,
     domid: Option<u32>,
+    /// `passthrough` = "enabled" (true) or "disabled" (false).
+    passthrough: Option<bool>,
+    /// Cells of the domain's children and `xen,static-mem`.
+    cells: (u32, u32),
 }
 
 impl<'n> Draft<'n> {
@@ -59,9 +63,14 @@ impl<'n> Draft<'n> {
             roles: Vec::new(),
             console_io: b.console_io,
             domid: None,
+            passthrough: None,
+            cells: (2, 2),
         }
     }
 }
+
+/// A domain's kernel, ramdisk and partial device tree modules.
+type Slots = (Option<Module>, Option<Module>, Option<Module>);
 
 /// Whether a domain child's compatibles make it a boot module.
 fn names_module(compat: &[&str]) -> bool {
@@ -84,6 +93,7 @@ impl Parser<'_, '_> {
         origin: Origin,
     ) -> Option<Domain> {
         let mut d = Draft::new(*node, path, origin);
+        d.cells = cells_for_children(ancestors, node);
         for p in node.props() {
             self.domain_prop(&mut d, &p);
         }
@@ -94,9 +104,11 @@ impl Parser<'_, '_> {
         self.check_nr_spis(&mut d);
         self.check_mode(&mut d);
         d.dom.domid = d.domid.unwrap_or(u32::MAX) as u16;
-        let (kernel, ramdisk) = self.domain_modules(&mut d, ancestors);
+        self.settle_static_mem(&mut d);
+        let (kernel, ramdisk, device_tree) = self.domain_modules(&mut d);
         self.settle_kernel(&mut d, kernel);
         d.dom.ramdisk = ramdisk;
+        self.settle_passthrough(&mut d, device_tree);
         d.ok.then_some(d.dom)
     }
 
@@ -159,20 +171,14 @@ impl Parser<'_, '_> {
             Field::Uuid => self.prop_uuid(d, p),
             Field::SecurityId => self.prop_security_id(d, p),
             Field::Enhanced => self.prop_enhanced(d, p),
-            Field::Passthrough => self.prop_passthrough(path, p),
+            Field::Passthrough => self.prop_passthrough(d, p),
             Field::NrSpis => self.prop_nr_spis(d, p),
             Field::TrapUnmapped => self.prop_trap_unmapped(d, p),
             Field::GrantVersion => self.prop_grant_version(d, p),
             Field::GrantFrames | Field::Maptrack => self.prop_frames(d, field, p),
             Field::P2mMem => self.prop_p2m_mem(d, p),
             Field::Sve => self.prop_sve(path, p),
-            Field::StaticMem => self.bad(
-                path,
-                p.name,
-                Kind::Unsupported,
-                "not supported by dtvisor yet: static memory (guest RAM is placed from free RAM)"
-                    .into(),
-            ),
+            Field::StaticMem => self.prop_static_mem(d, p),
             Field::DirectMap => self.prop_direct_map(d, p),
             Field::Cpupool => self.prop_cpupool(d, p),
             Field::SciType => self.prop_sci_type(path, p),
@@ -414,17 +420,14 @@ impl Parser<'_, '_> {
         valid
     }
 
-    fn prop_passthrough(&mut self, path: &str, p: &Prop<'_>) -> bool {
+    fn prop_passthrough(&mut self, d: &mut Draft<'_>, p: &Prop<'_>) -> bool {
         match p.str() {
-            Some("disabled") => true,
-            Some("enabled") => self.bad(
-                path,
-                "passthrough",
-                Kind::Unsupported,
-                "not supported by dtvisor yet: device passthrough".into(),
-            ),
+            Some(v @ ("enabled" | "disabled")) => {
+                d.passthrough = Some(v == "enabled");
+                true
+            }
             _ => self.bad(
-                path,
+                d.path,
                 "passthrough",
                 Kind::BadValue,
                 format!(
@@ -541,12 +544,79 @@ impl Parser<'_, '_> {
     }
 
     fn prop_direct_map(&mut self, d: &mut Draft<'_>, p: &Prop<'_>) -> bool {
-        let msg = if d.node.prop("xen,static-mem").is_none() {
-            "direct-map needs xen,static-mem (and neither is supported by dtvisor yet)"
-        } else {
-            "not supported by dtvisor yet: direct mapping"
+        d.dom.direct_map = true;
+        if !p.value.is_empty() {
+            self.d.warn(
+                d.path,
+                Some(p.name),
+                Kind::Ignored,
+                format!("direct-map takes no value; {} ignored", describe(p)),
+            );
+        }
+        true
+    }
+
+    /// `xen,static-mem`: (address, size) pairs in the domain's own cells,
+    /// each page aligned, non-empty and inside one host RAM bank.
+    fn prop_static_mem(&mut self, d: &mut Draft<'_>, p: &Prop<'_>) -> bool {
+        let (ac, sc) = d.cells;
+        let pair = 4 * (ac + sc) as usize;
+        let ranges: Option<Vec<(u64, u64)>> = p
+            .ranges(ac, sc)
+            .filter(|_| !p.value.is_empty() && p.value.len().is_multiple_of(pair))
+            .map(|r| r.collect());
+        let Some(ranges) = ranges else {
+            return self.bad(
+                d.path,
+                p.name,
+                Kind::BadLength,
+                format!(
+                    "expected (address, size) pairs of {ac}+{sc} cells, found {}",
+                    describe(p)
+                ),
+            );
         };
-        self.bad(d.path, p.name, Kind::Unsupported, msg.into())
+        let mut ok = true;
+        for (a, s) in ranges {
+            let Some(r) = Range::from_base_size(a, s).filter(|_| s > 0) else {
+                ok = self.bad(
+                    d.path,
+                    p.name,
+                    Kind::Zero,
+                    format!("range {a:#x} + {s:#x} is empty or wraps around"),
+                );
+                continue;
+            };
+            if a % 4096 != 0 || s % 4096 != 0 {
+                ok = self.bad(
+                    d.path,
+                    p.name,
+                    Kind::Alignment,
+                    format!("range {r} is not 4 KiB aligned"),
+                );
+                continue;
+            }
+            if !self.host.ram.is_empty() && !self.host.in_ram(&r) {
+                ok = self.bad(
+                    d.path,
+                    p.name,
+                    Kind::OutsideRam,
+                    format!("range {r} is not inside one host RAM bank"),
+                );
+                continue;
+            }
+            if let Some(o) = d.dom.static_mem.iter().find(|o| o.overlaps(&r)) {
+                ok = self.bad(
+                    d.path,
+                    p.name,
+                    Kind::Overlap,
+                    format!("range {r} overlaps its range {o}"),
+                );
+                continue;
+            }
+            d.dom.static_mem.push(r);
+        }
+        ok
     }
 
     /// `domain-cpupool`: a phandle; refused either way.
@@ -722,7 +792,77 @@ impl Parser<'_, '_> {
         }
     }
 
-    /// The kernel module is required (reported only when nothing else
+    /// `xen,static-mem` sums to `memory`; `direct-map` needs it.
+    fn settle_static_mem(&mut self, d: &mut Draft<'_>) {
+        let sum: u64 = d.dom.static_mem.iter().map(|r| r.size()).sum();
+        if !d.dom.static_mem.is_empty() && d.ok && sum != d.dom.memory_kib << 10 {
+            self.err(
+                d.path,
+                "xen,static-mem",
+                Kind::Conflict,
+                format!(
+                    "the ranges sum to {}, but memory is {}: they must be equal",
+                    Size(sum),
+                    Size(d.dom.memory_kib << 10)
+                ),
+            );
+            d.ok = false;
+        }
+        if d.dom.direct_map && d.node.prop("xen,static-mem").is_none() {
+            self.err(
+                d.path,
+                "direct-map",
+                Kind::Missing,
+                "direct-map needs xen,static-mem: a direct-mapped domain's RAM is at fixed host addresses".into(),
+            );
+            d.ok = false;
+        }
+    }
+
+    /// The partial device tree and `passthrough`: they must agree, and
+    /// the hardware domain has neither (as in Xen). The module's contents
+    /// are read where they are at hand (`devices`).
+    fn settle_passthrough(&mut self, d: &mut Draft<'_>, dt: Option<Module>) {
+        let hardware = d.dom.caps.0 & Caps::HARDWARE != 0;
+        if hardware && d.passthrough.is_some() {
+            self.err(
+                d.path,
+                "passthrough",
+                Kind::Conflict,
+                "the hardware domain owns every device: passthrough is not given for it".into(),
+            );
+            d.ok = false;
+        }
+        let Some(dt) = dt else { return };
+        if hardware {
+            self.err(
+                &dt.path,
+                "compatible",
+                Kind::Conflict,
+                "a partial device tree cannot be given to the hardware domain".into(),
+            );
+            d.ok = false;
+        }
+        if d.passthrough == Some(false) {
+            self.err(
+                d.path,
+                "passthrough",
+                Kind::Conflict,
+                format!(
+                    "passthrough is \"disabled\", but {} assigns devices: drop one of them",
+                    dt.path
+                ),
+            );
+            d.ok = false;
+        }
+        if d.ok {
+            let before = self.d.error_count();
+            self.devices(d.node, &mut d.dom, &dt);
+            d.ok = self.d.error_count() == before;
+        }
+        d.dom.device_tree = Some(dt);
+    }
+
     /// was wrong); its `bootargs` are the domain's command line.
     fn settle_kernel(&mut self, d: &mut Draft<'_>, kernel: Option<Module>) {
         match kernel {
@@ -741,15 +881,11 @@ impl Parser<'_, '_> {
 
     // ---- child nodes ----
 
-    /// The domain's children: its kernel and ramdisk modules; anything
-    /// else is refused or warned of.
-    fn domain_modules(
-        &mut self,
-        d: &mut Draft<'_>,
-        ancestors: &[Node<'_>],
-    ) -> (Option<Module>, Option<Module>) {
-        let cells = cells_for_children(ancestors, &d.node);
-        let mut slots = (None, None);
+    /// The domain's children: its kernel, ramdisk and partial device tree
+    /// modules; anything else is refused or warned of.
+    fn domain_modules(&mut self, d: &mut Draft<'_>) -> Slots {
+        let cells = d.cells;
+        let mut slots = (None, None, None);
         for c in d.node.children() {
             let cpath = format!("{}/{}", d.path, c.name());
             let compat: Vec<&str> = c
@@ -772,7 +908,7 @@ impl Parser<'_, '_> {
         c: &Node<'_>,
         cpath: &str,
         cells: (u32, u32),
-        (kernel, ramdisk): &mut (Option<Module>, Option<Module>),
+        (kernel, ramdisk, device_tree): &mut Slots,
     ) {
         if c.children().next().is_some() {
             self.d.error(
@@ -790,16 +926,7 @@ impl Parser<'_, '_> {
         let slot = match m.kind {
             ModuleKind::Kernel => kernel,
             ModuleKind::Ramdisk => ramdisk,
-            ModuleKind::DeviceTree => {
-                self.err(
-                    cpath,
-                    "compatible",
-                    Kind::Unsupported,
-                    "not supported by dtvisor yet: partial device trees (passthrough)".into(),
-                );
-                d.ok = false;
-                return;
-            }
+            ModuleKind::DeviceTree => device_tree,
             other => {
                 self.err(
                     cpath,
