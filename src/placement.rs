@@ -479,6 +479,75 @@ mod tests {
     const RAM: [Range; 1] = [Range::new(0x4000_0000, 0xc000_0000)];
 
     #[test]
+    fn static_memory_is_used_as_given_and_kept_from_others() {
+        let k = Range::new(0x5000_0000, 0x5010_0000);
+        let st = Range::new(0x6000_0000, 0x6800_0000);
+        let mut a = needs("domU1", 128 << 20, 1, k, None);
+        a.static_mem = alloc::vec![st];
+        let b = needs("domU2", 1 << 30, 1, k, None);
+        let l = place(&RAM, &[k], 2, &[a, b]).unwrap();
+        assert_eq!(
+            l.domains[0].ram,
+            [RamMap {
+                ipa: Range::new(0x4000_0000, 0x4800_0000),
+                pa: st.start
+            }]
+        );
+        assert_eq!(l.domains[0].banks, [Range::new(0x4000_0000, 0x4800_0000)]);
+        for m in &l.domains[1].ram {
+            assert!(
+                !Range::new(m.pa, m.pa + m.ipa.size()).overlaps(&st),
+                "domU2 got static memory"
+            );
+        }
+    }
+
+    #[test]
+    fn direct_map_is_the_identity_in_every_bank() {
+        let k = Range::new(0x5000_0000, 0x5010_0000);
+        let st = [
+            Range::new(0x6010_0000, 0x6400_0000),
+            Range::new(0x7000_0000, 0x7010_0000),
+        ];
+        let mut a = needs(
+            "domU1",
+            0x3f0_0000,
+            1,
+            k,
+            Some(Range::new(0x5200_0000, 0x5210_0000)),
+        );
+        a.static_mem = st.to_vec();
+        a.direct_map = true;
+        let l = place(&RAM, &[k], 1, &[a]).unwrap();
+        let d = &l.domains[0];
+        assert_eq!(d.banks, st);
+        assert!(d.ram.iter().all(|m| m.ipa.start == m.pa));
+        assert_eq!(
+            d.kernel_ipa.start, 0x6020_0000,
+            "2 MiB aligned base in bank 0"
+        );
+        assert!(st[0].contains_range(&d.dtb_ipa) && st[0].contains_range(&d.initrd_ipa.unwrap()));
+    }
+
+    #[test]
+    fn static_memory_over_busy_or_outside_ram_is_an_error() {
+        let k = Range::new(0x5000_0000, 0x5010_0000);
+        let mut a = needs("domU1", 2 << 20, 1, k, None);
+        a.static_mem = alloc::vec![Range::new(0x5000_0000, 0x5020_0000)];
+        let e = place(&RAM, &[k], 1, &[a.clone()]).unwrap_err();
+        assert!(
+            e[0].message.contains("overlaps [0x50000000, 0x50100000)"),
+            "{e:?}"
+        );
+        a.static_mem = alloc::vec![Range::new(0xc000_0000, 0xc020_0000)];
+        let e = place(&RAM, &[k], 1, &[a]).unwrap_err();
+        assert!(
+            e[0].message.contains("not inside one host RAM bank"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
     fn two_domains_avoid_everything_busy() {
         let k1 = Range::new(0x5000_0000, 0x5010_0000);
         let r1 = Range::new(0x5100_0000, 0x5180_0000);

@@ -42,7 +42,10 @@ fn domain(name: &str, kib: u64, cpus: u32, kernel: u64, extra: &str) -> String {
 }
 
 fn dtb(domains: &str) -> Vec<u8> {
-    let src = HOST.replace("DOMAINS", domains);
+    dtb_src(&HOST.replace("DOMAINS", domains))
+}
+
+fn dtb_src(src: &str) -> Vec<u8> {
     let mut child = Command::new("dtc")
         .args(["-q", "-I", "dts", "-O", "dtb", "-o", "-", "-"])
         .stdin(std::process::Stdio::piped())
@@ -204,5 +207,55 @@ fn a_load_split_across_host_blocks_covers_every_byte() {
     assert!(
         build::loads_for(&l, 0, 0x403f_0000, 0x2_0000, &mut Vec::new()).is_none(),
         "past guest RAM"
+    );
+}
+
+/// SPIs offered: raised to cover assigned interrupts and a direct-mapped
+/// vPL011's (the host console's); an explicit nr_spis too small for an
+/// assigned interrupt is an error naming it. A direct-mapped domain sees
+/// its vGIC and vPL011 at the host's addresses.
+#[test]
+fn spis_and_guest_map_follow_assigned_devices_and_direct_map() {
+    use dtvisor::config::{Device, DeviceIrq, Domain, Module, ModuleKind, Origin};
+    use dtvisor::vm::guest_dtb::GuestMap;
+    let src = HOST.replace("DOMAINS", "").replace(
+        "timer {",
+        r#"pl011@9000000 { compatible = "arm,pl011"; reg = <0x0 0x9000000 0x0 0x1000>; interrupts = <0 1 4>; };
+        timer {"#,
+    );
+    let blob = dtb_src(&src);
+    let plat = Platform::discover(&Fdt::new(&blob).unwrap()).unwrap();
+    let k = Module {
+        kind: ModuleKind::Kernel,
+        range: Range::new(0x5000_0000, 0x5020_0000),
+        path: "/chosen/d/kernel".into(),
+        bootargs: None,
+    };
+    let mut d = Domain::new("d".into(), "/chosen/d".into(), Origin::Dom0less, k);
+    d.vpl011 = true;
+    assert_eq!(build::guest_map(&plat, &d), GuestMap::XEN);
+    assert_eq!(build::spis(&d, &GuestMap::XEN), Ok(build::DEFAULT_SPIS));
+    d.devices.push(Device {
+        node: "/passthrough/virtio@a003e00".into(),
+        host_path: Some("/virtio_mmio@a003e00".into()),
+        regions: vec![],
+        irqs: vec![DeviceIrq {
+            intid: 79,
+            edge: true,
+        }],
+    });
+    assert_eq!(build::spis(&d, &GuestMap::XEN), Ok(48));
+    d.nr_spis = Some(40);
+    let e = build::spis(&d, &GuestMap::XEN).unwrap_err();
+    assert!(
+        e.contains("nr_spis: 40 SPIs do not reach interrupt 79"),
+        "{e}"
+    );
+    d.nr_spis = None;
+    d.direct_map = true;
+    let m = build::guest_map(&plat, &d);
+    assert_eq!(
+        (m.gicd, m.gicr, m.vpl011, m.vpl011_intid),
+        (0x800_0000, 0x80a_0000, 0x900_0000, 33)
     );
 }

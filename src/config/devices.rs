@@ -225,6 +225,10 @@ impl Owner<'_> {
 /// Across domains: every region and SPI has one owner and none is the
 /// hypervisor's; static memory overlaps nothing.
 pub(super) fn check(domains: &[Domain], fdt: &Fdt<'_>, p: &mut Parser<'_, '_>) {
+    static_memory(domains, p);
+    if domains.iter().all(|d| d.devices.is_empty()) {
+        return;
+    }
     let hyp = HypDevices::of(fdt);
     let mut regions: Vec<(Range, Owner<'_>)> = Vec::new();
     let mut irqs: Vec<(u32, Owner<'_>)> = Vec::new();
@@ -298,7 +302,6 @@ pub(super) fn check(domains: &[Domain], fdt: &Fdt<'_>, p: &mut Parser<'_, '_>) {
             }
         }
     }
-    static_memory(domains, p);
 }
 
 /// Static memory of two domains, or of a domain and a boot module.

@@ -160,8 +160,9 @@ fn uart_kind(n: &Node<'_>) -> Option<UartKind> {
 }
 
 /// The console: `/chosen/stdout-path` (alias or path, `:options` allowed),
-/// else the first enabled serial node of a supported kind. Returns the
-/// node and, if supported, its driver facts. No allocation.
+/// else the first enabled serial node of a supported kind; never a node
+/// marked `xen,passthrough` (it belongs to a domain). Returns the node
+/// and, if supported, its driver facts. No allocation.
 pub fn find_console<'a>(fdt: &Fdt<'a>) -> Option<(Located<'a>, Option<UartInfo>, Option<&'a str>)> {
     let chosen = fdt.find("/chosen");
     let sp = chosen
@@ -184,8 +185,13 @@ pub fn find_console<'a>(fdt: &Fdt<'a>) -> Option<(Located<'a>, Option<UartInfo>,
         }?;
         find_located(fdt, &mut |n| n.offset() == target.offset())
     });
-    let loc =
-        by_path.or_else(|| find_located(fdt, &mut |n| n.is_enabled() && uart_kind(n).is_some()))?;
+    // A node marked `xen,passthrough` is meant for a domain: never ours.
+    let ours = |n: &Node<'_>| n.prop("xen,passthrough").is_none();
+    let loc = by_path.filter(|l| ours(&l.node)).or_else(|| {
+        find_located(fdt, &mut |n| {
+            n.is_enabled() && uart_kind(n).is_some() && ours(n)
+        })
+    })?;
     let info = uart_kind(&loc.node).and_then(|kind| {
         let r = loc.reg(0)?;
         Some(UartInfo {
@@ -751,5 +757,77 @@ impl fmt::Display for Platform {
             writeln!(f, "console {}", c.path)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fdt::tests::dtc;
+
+    const HOST: &str = r#"/dts-v1/;
+/ { #address-cells = <2>; #size-cells = <2>; interrupt-parent = <&gic>;
+  gic: intc@8000000 { compatible = "arm,gic-v3"; #interrupt-cells = <3>; interrupt-controller;
+    reg = <0x0 0x8000000 0x0 0x10000>, <0x0 0x80a0000 0x0 0xf60000>; };
+  gpio: gpio@9030000 { #interrupt-cells = <2>; interrupt-controller; };
+  uart0: pl011@9000000 { compatible = "arm,pl011"; reg = <0x0 0x9000000 0x0 0x1000>;
+    interrupts = <0 1 4>; xen,passthrough; };
+  pl011@9040000 { compatible = "arm,pl011"; reg = <0x0 0x9040000 0x0 0x1000>; interrupts = <0 8 4>; };
+  soc { #address-cells = <2>; #size-cells = <2>; ranges;
+    dev@a000000 { reg = <0x0 0xa000000 0x0 0x1000>; interrupts = <0 47 1>, <1 9 4>; };
+    ext@a001000 { interrupts-extended = <&gic 0 48 4>; };
+    bad@a002000 { interrupts-extended = <&gpio 3 1>; };
+    odd@a003000 { interrupts = <0 1>; };
+    gpiouser { interrupt-parent = <&gpio>; interrupts = <3 1>; };
+  };
+  chosen { stdout-path = "/pl011@9000000"; };
+};
+"#;
+
+    fn irqs(fdt: &Fdt<'_>, path: &str) -> Result<Vec<GicIrq>, String> {
+        let gic = gic_node(fdt).unwrap().offset();
+        locate(fdt, path).unwrap().gic_interrupts(fdt, gic)
+    }
+
+    #[test]
+    fn gic_interrupts_decode_spis_ppis_and_extended() {
+        let blob = dtc(HOST);
+        let f = Fdt::new(&blob).unwrap();
+        assert_eq!(
+            irqs(&f, "/soc/dev@a000000").unwrap(),
+            [
+                GicIrq {
+                    intid: 79,
+                    edge: true
+                },
+                GicIrq {
+                    intid: 25,
+                    edge: false
+                }
+            ]
+        );
+        assert_eq!(
+            irqs(&f, "/soc/ext@a001000").unwrap(),
+            [GicIrq {
+                intid: 80,
+                edge: false
+            }]
+        );
+        assert!(irqs(&f, "/soc/bad@a002000")
+            .unwrap_err()
+            .contains("not the GIC"));
+        assert!(irqs(&f, "/soc/gpiouser")
+            .unwrap_err()
+            .contains("not the GIC"));
+        assert!(irqs(&f, "/soc/odd@a003000").is_err());
+    }
+
+    #[test]
+    fn console_is_never_a_node_marked_for_passthrough() {
+        let blob = dtc(HOST);
+        let f = Fdt::new(&blob).unwrap();
+        let (loc, info, _) = find_console(&f).unwrap();
+        assert_eq!(loc.path(), "/pl011@9040000");
+        assert_eq!(info.unwrap().base, 0x904_0000);
     }
 }

@@ -716,3 +716,65 @@ fn every_offset_and_size_is_answered_without_panic() {
         fill(&mut g, v, 16);
     }
 }
+
+// ---- assigned devices' SPIs (hardware-linked for good) ----------------
+
+#[test]
+fn linked_spi_goes_to_its_target_with_the_physical_intid() {
+    let mut g = gic(2);
+    assert!(g.link_spi(40, false));
+    assert!(!g.link_spi(200, true), "beyond the SPIs offered");
+    assert!(!g.link_spi(27, true), "a PPI is not an SPI");
+    enable(&mut g, 1, 40);
+    // IROUTER of INTID 40 -> vCPU 1 (Aff0 = 1).
+    wr(&mut g, 0, true, 0x6000 + 40 * 8, 8, 1);
+    assert_eq!(
+        g.inject_hw(0, 40, 40),
+        1 << 1,
+        "posted to the target, not the taker"
+    );
+    let (lrs, _) = fill(&mut g, 1, 4);
+    assert_eq!(lrs[0].intid, 40);
+    assert_eq!(lrs[0].pintid, Some(40));
+    assert!(
+        !lrs[0].eoi_maintenance,
+        "a hardware-linked LR has no EOI maintenance"
+    );
+    let (lrs0, _) = fill(&mut g, 0, 4);
+    assert_eq!(lrs0[0].state, LrState::Invalid, "vCPU 0 gets nothing");
+}
+
+#[test]
+fn linked_spi_survives_a_reset_and_keeps_its_trigger() {
+    let mut g = gic(1);
+    assert!(g.link_spi(50, true));
+    g.reset();
+    let i = g.irq(0, 50).unwrap();
+    assert_eq!(i.hw, Some(50));
+    assert!(i.edge);
+    assert_eq!(g.linked_spis(), &[(50, true)]);
+    assert!(g.irq(0, 51).unwrap().hw.is_none());
+}
+
+#[test]
+fn clearing_a_linked_spi_asks_for_its_physical_deactivation() {
+    let mut g = gic(1);
+    g.link_spi(40, false);
+    enable(&mut g, 0, 40);
+    g.inject_hw(0, 40, 40);
+    // ICPENDR: pending cleared while not active -> the physical one too.
+    wr(&mut g, 0, true, 0x280 + 4, 4, 1 << 8);
+    assert_eq!(g.take_spi_deactivate(), [40]);
+    assert!(g.take_spi_deactivate().is_empty(), "taken once");
+    // ICACTIVER of an active one.
+    wr(&mut g, 0, true, 0x300 + 4, 4, 1 << 8);
+    wr(&mut g, 0, true, 0x380 + 4, 4, 1 << 8);
+    assert_eq!(g.take_spi_deactivate(), [40]);
+    g.inject_hw(0, 40, 40);
+    wr(&mut g, 0, true, 0x280 + 4, 4, 1 << 8);
+    g.reset();
+    assert!(
+        g.take_spi_deactivate().is_empty(),
+        "a reset forgets the request"
+    );
+}

@@ -284,4 +284,61 @@ mod tests {
         assert!(chosen.prop("bootargs").is_none() && chosen.prop("linux,initrd-start").is_none());
         assert!(blob.len() < 16 * 1024);
     }
+
+    #[test]
+    fn partial_device_tree_and_direct_map_layout() {
+        let frag = crate::fdt::tests::dtc(
+            r#"/dts-v1/;
+/ { #address-cells = <2>; #size-cells = <2>;
+  gic: gic { #interrupt-cells = <3>; interrupt-controller; };
+  aliases { rtc = "/passthrough/rtc@9010000"; };
+  passthrough { compatible = "simple-bus"; ranges; #address-cells = <2>; #size-cells = <2>;
+    rtc@9010000 { compatible = "arm,pl031"; reg = <0x0 0x9010000 0x0 0x1000>;
+      interrupts = <0 2 4>; interrupt-parent = <&gic>;
+      xen,reg = <0x0 0x9010000 0x0 0x1000 0x0 0x9010000>; xen,path = "/pl031@9010000";
+      xen,force-assign-without-iommu; };
+  };
+};
+"#,
+        );
+        let ph = crate::config::partial::read(&frag, frag.len() as u64)
+            .unwrap()
+            .gic_phandle
+            .unwrap();
+        let ram = [Range::new(0x6000_0000, 0x7000_0000)];
+        let mut s = spec(&ram);
+        s.partial = Some(&frag);
+        s.gic_phandle = ph;
+        s.map = GuestMap {
+            gicd: 0x0800_0000,
+            gicr: 0x080a_0000,
+            gicc: 0x0801_0000,
+            vpl011: 0x0900_0000,
+            vpl011_intid: 33,
+        };
+        let blob = build(&s).unwrap();
+        let f = Fdt::new(&blob).unwrap();
+        let rtc = f.find("/passthrough/rtc@9010000").unwrap();
+        assert!(rtc.prop("xen,reg").is_none() && rtc.prop("xen,path").is_none());
+        assert!(rtc.prop("xen,force-assign-without-iommu").is_none());
+        assert_eq!(rtc.prop("interrupt-parent").unwrap().u32(), Some(ph));
+        assert!(f.find("/aliases").unwrap().prop("rtc").is_some());
+        assert!(f.find("/gic").is_none(), "the placeholder is not copied");
+        assert_eq!(f.root().prop("interrupt-parent").unwrap().u32(), Some(ph));
+        let gic = f.find("/interrupt-controller@8000000").unwrap();
+        assert_eq!(gic.prop("phandle").unwrap().u32(), Some(ph));
+        let regs: Vec<_> = gic.prop("reg").unwrap().ranges(2, 2).unwrap().collect();
+        assert_eq!(regs[1], (0x080a_0000, 18 * GICR_STRIDE));
+        let uart = f.find("/sbsa-uart@9000000").unwrap();
+        let irq: Vec<_> = uart.prop("interrupts").unwrap().cells().unwrap().collect();
+        assert_eq!(irq, [0, 1, 4]);
+        assert_eq!(
+            f.find("/chosen")
+                .unwrap()
+                .prop("stdout-path")
+                .unwrap()
+                .str(),
+            Some("/sbsa-uart@9000000")
+        );
+    }
 }

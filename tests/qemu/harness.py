@@ -165,7 +165,7 @@ def conformance_dtb(case, work):
     os.makedirs(work, exist_ok=True)
     with open(os.path.join(CONFORMANCE, case, "input.dts")) as f:
         src = f.read()
-    src = src.replace("/dts-v1/;", "").replace('"../common.dtsi"', f'"{os.path.join(CONFORMANCE, "common.dtsi")}"')
+    src = src.replace("/dts-v1/;", "").replace('/include/ "../', f'/include/ "{CONFORMANCE}/')
     frag = os.path.join(work, f"{case}.dtsi")
     with open(frag, "w") as f:
         f.write(src)

@@ -3,30 +3,59 @@ boot conformance cases (merged into QEMU's own DTB, kernel modules
 preloaded) and compare the plan, or the errors, the image prints with
 dtvisor-plan's output on the same DTB, byte for byte."""
 import json
+import os
 import re
+import shutil
 import subprocess
 
-from harness import conformance_dtb
+from harness import CONFORMANCE, conformance_dtb
 
 VALID = [
     "dl-basic", "dl-two-domains", "dl-ramdisk", "dl-legacy-compatibles", "dl-shared-kernel",
     "dl-uboot-reverse-order", "dl-uboot-imagebuilder", "dl-cells-1-1", "dl-many-domains",
     "dl-optional-props", "hl-basic", "hl-domid-explicit", "hl-memory-string", "hl-uuid",
     "hl-config", "hl-seed000-dom0less-compat", "legacy-dom0",
+    "dl-passthrough-rtc", "dl-passthrough-virtio-direct-map", "dl-static-mem", "dl-direct-map",
 ]
-INVALID = ["err-memory-one-cell", "err-several-at-once", "err-both-containers", "err-module-overlap", "err-hl-domid-duplicate"]
+INVALID = ["err-memory-one-cell", "err-several-at-once", "err-both-containers", "err-module-overlap", "err-hl-domid-duplicate",
+           # device passthrough and static memory: each prints its error and starts nothing
+           "err-partial-bad-magic", "err-partial-path-missing", "err-partial-no-iommu", "err-passthrough-two-domains",
+           "err-passthrough-console", "err-passthrough-gic", "err-static-mem-module", "err-static-mem-two-domains"]
 
 
-def host_output(plan_tool, dtb):
-    p = subprocess.run([plan_tool, dtb], capture_output=True, text=True)
-    j = json.loads(subprocess.run([plan_tool, "--format", "json", dtb], capture_output=True, text=True).stdout)
+def partials(case, dtb, work):
+    """The case's partial device trees (partial-DOMAIN.dts or .bin), each
+    as (module node, file, load address from the module's reg)."""
+    out = []
+    d = os.path.join(CONFORMANCE, case)
+    for name in sorted(os.listdir(d)):
+        m = re.fullmatch(r"partial-(\w+)\.(dts|bin)", name)
+        if not m:
+            continue
+        node = f"/chosen/{m.group(1)}/dt"
+        f = os.path.join(work, f"{case}-{m.group(1)}.partial")
+        if m.group(2) == "dts":
+            subprocess.run(["dtc", "-q", "-I", "dts", "-O", "dtb", "-o", f, os.path.join(d, name)], check=True)
+        else:
+            shutil.copy(os.path.join(d, name), f)
+        cells = subprocess.run(["fdtget", "-t", "x", dtb, node, "reg"], capture_output=True, text=True,
+                               check=True).stdout.split()
+        out.append((node, f, (int(cells[0], 16) << 32) | int(cells[1], 16)))
+    return out
+
+
+def host_output(plan_tool, dtb, modules=()):
+    extra = [a for node, f, _ in modules for a in ("--module", f"{node}={f}")]
+    p = subprocess.run([plan_tool, dtb] + extra, capture_output=True, text=True)
+    j = json.loads(subprocess.run([plan_tool, "--format", "json", dtb] + extra, capture_output=True, text=True).stdout)
     return p.returncode, p.stdout, j
 
 
 def boot_and_compare(qemu, image, guest, plan_tool, work, case):
     dtb = conformance_dtb(case, work)
-    status, text, j = host_output(plan_tool, dtb)
-    loaders = []
+    modules = partials(case, dtb, work)
+    status, text, j = host_output(plan_tool, dtb, modules)
+    loaders = [a for _, f, addr in modules for a in ("-device", f"loader,file={f},addr={addr:#x},force-raw=on")]
     starts = sorted({d["kernel"]["start"] for d in j["plan"]["domains"]}) if j["plan"] else []
     for a in starts:  # a shared kernel is loaded once
         loaders += ["-device", f"loader,file={guest},addr={a:#x},force-raw=on"]
