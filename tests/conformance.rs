@@ -527,19 +527,26 @@ mod cli {
         Ok(path)
     }
 
-    /// `--module /chosen/DOMAIN/dt=FILE` for each partial device tree of
-    /// the case (the cases name that module `dt`), each written to a file.
+    /// `--module NODE=FILE` for each partial device tree of the case (the
+    /// cases name that module `dt`, in a dom0less or hyperlaunch domain),
+    /// each written to a file.
     pub fn module_args(case_dir: &Path) -> Result<Vec<String>, String> {
         static N: AtomicUsize = AtomicUsize::new(0);
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("conformance-dtb");
         std::fs::create_dir_all(&dir).unwrap();
+        let blob = compile(case_dir)?;
+        let fdt = dtvisor::fdt::Fdt::new(&blob).map_err(|e| e.to_string())?;
         let mut out = Vec::new();
         for (dom, bytes) in partials(case_dir)? {
+            let node = [format!("/chosen/{dom}/dt"), format!("/chosen/hypervisor/{dom}/dt")]
+                .into_iter()
+                .find(|p| fdt.find(p).is_some())
+                .ok_or(format!("no module node dt in domain {dom}"))?;
             let n = N.fetch_add(1, Ordering::Relaxed);
             let path = dir.join(format!("{}-{dom}-{n}.partial", case_name(case_dir)));
             std::fs::write(&path, bytes).unwrap();
             out.push("--module".into());
-            out.push(format!("/chosen/{dom}/dt={}", path.display()));
+            out.push(format!("{node}={}", path.display()));
         }
         Ok(out)
     }
