@@ -538,10 +538,13 @@ mod cli {
         let fdt = dtvisor::fdt::Fdt::new(&blob).map_err(|e| e.to_string())?;
         let mut out = Vec::new();
         for (dom, bytes) in partials(case_dir)? {
-            let node = [format!("/chosen/{dom}/dt"), format!("/chosen/hypervisor/{dom}/dt")]
-                .into_iter()
-                .find(|p| fdt.find(p).is_some())
-                .ok_or(format!("no module node dt in domain {dom}"))?;
+            let node = [
+                format!("/chosen/{dom}/dt"),
+                format!("/chosen/hypervisor/{dom}/dt"),
+            ]
+            .into_iter()
+            .find(|p| fdt.find(p).is_some())
+            .ok_or(format!("no module node dt in domain {dom}"))?;
             let n = N.fetch_add(1, Ordering::Relaxed);
             let path = dir.join(format!("{}-{dom}-{n}.partial", case_name(case_dir)));
             std::fs::write(&path, bytes).unwrap();
