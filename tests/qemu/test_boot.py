@@ -109,3 +109,17 @@ def test_unexpected_el2_exception_is_reported(qemu, image, work):
         q.expect(r"this CPU halts", 5)
         if q.text().count("unexpected exception") != 1:
             q.fail("the fault was reported more than once (exception loop?)")
+
+
+def test_image_fits_the_2mib_slot_of_boot_scripts(image):
+    """Boot scripts (ImageBuilder's among them) give the hypervisor a 2 MiB
+    slot: the arm64 Image header's image_size, which covers BSS and the
+    stacks, fits it, and the image may be placed anywhere (flags bit 3)."""
+    with open(image, "rb") as f:
+        head = f.read(64)
+    text_offset, image_size, flags = struct.unpack_from("<QQQ", head, 8)
+    assert head[56:60] == b"ARM\x64", "not an arm64 Image"
+    assert image_size <= 2 << 20, f"image_size {image_size:#x} is above 2 MiB"
+    assert os.path.getsize(image) <= image_size, "the file is larger than its image_size"
+    assert flags & (1 << 3), f"flags {flags:#x}: not place-anywhere"
+    assert text_offset == 0

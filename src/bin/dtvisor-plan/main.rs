@@ -16,6 +16,8 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod mkboot;
+
 const EXAMPLES: &str = "\
 Examples:
   dtvisor-plan system.dtb                  print the boot plan, or every error
@@ -55,6 +57,9 @@ enum Command {
     /// Check a system DTB and print its boot plan (the default)
     #[command(after_help = EXAMPLES)]
     Check(CheckArgs),
+    /// Write a U-Boot boot script (boot.cmd, boot.scr) from an ImageBuilder-style config
+    #[command(after_help = MKBOOT_EXAMPLES)]
+    Mkboot(MkbootArgs),
 }
 
 #[derive(Args)]
@@ -89,10 +94,122 @@ enum Format {
     Json,
 }
 
+const MKBOOT_EXAMPLES: &str = "\
+Config (ImageBuilder's uboot-script-gen format; files relative to the config):
+  MEMORY_START=0x40000000          the board's RAM
+  MEMORY_END=0xc0000000
+  LOAD_CMD=\"load virtio 0:1\"      or \"fatload mmc 0:1\", \"tftpb\"
+  DEVICE_TREE=board.dtb
+  XEN=dtvisor.bin                  the hypervisor image (DTVISOR= also works)
+  XEN_CMD=\"loglvl=info\"            its command line (optional)
+  NUM_DOMUS=2
+  DOMU_KERNEL[0]=Image             per domain: kernel (required), ramdisk,
+  DOMU_RAMDISK[0]=initramfs.cpio.gz  partial DTB, memory in MiB (512),
+  DOMU_PASSTHROUGH_DTB[0]=rtc.dtb    vCPUs (1), command line, vpl011 (on)
+  DOMU_MEM[0]=256
+  DOMU_VCPUS[0]=2
+  DOMU_CMD[0]=\"console=ttyAMA0\"
+  DOMU_STATIC_MEM[0]=\"0x60000000 0x10000000\"  DOMU_DIRECT_MAP[0]=y
+  DTVISOR_FORM=hyperlaunch         the /chosen/hypervisor form (default dom0less)
+
+Examples:
+  dtvisor-plan mkboot config               writes boot.cmd and boot.scr beside config
+  dtvisor-plan mkboot config --disk sd.img also a FAT disk image with every file";
+
+#[derive(Args)]
+struct MkbootArgs {
+    /// The config file
+    #[arg(value_name = "CONFIG")]
+    config: PathBuf,
+    /// Output directory for boot.cmd and boot.scr (default: the config's)
+    #[arg(long, short = 'o', value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Also write a disk image (MBR, one FAT32 partition) with every file
+    /// and boot.scr, for QEMU's virtio disk or an SD card
+    #[arg(long, value_name = "IMG")]
+    disk: Option<PathBuf>,
+}
+
+fn mkboot(args: MkbootArgs) -> ExitCode {
+    let text = match std::fs::read_to_string(&args.config) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("dtvisor-plan: {}: {e}", args.config.display());
+            return ExitCode::from(2);
+        }
+    };
+    let base = args
+        .config
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    let cfg = match mkboot::Config::parse(&text, &base) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("dtvisor-plan: {}: {e}", args.config.display());
+            return ExitCode::from(1);
+        }
+    };
+    let name = args.config.display().to_string();
+    for k in cfg.unused() {
+        eprintln!("warning: {name}: {k} is not used by dtvisor-plan mkboot, ignored");
+    }
+    let g = match mkboot::generate(&cfg, &name) {
+        Ok(g) => g,
+        Err(errs) => {
+            for e in errs {
+                eprintln!("error: {name}: {e}");
+            }
+            return ExitCode::from(1);
+        }
+    };
+    let out = args.out.unwrap_or(base);
+    let cmd = out.join(cfg.file("UBOOT_SOURCE", "boot.cmd"));
+    let scr = out.join(cfg.file("UBOOT_SCRIPT", "boot.scr"));
+    let wrote = std::fs::create_dir_all(&out)
+        .and_then(|()| std::fs::write(&cmd, &g.script))
+        .map_err(|e| format!("{}: {e}", cmd.display()))
+        .and_then(|()| mkboot::mkimage(&cmd, &scr));
+    if let Err(e) = wrote {
+        eprintln!("dtvisor-plan: {e}");
+        return ExitCode::from(2);
+    }
+    for it in &g.items {
+        println!(
+            "  0x{:08x} {:>10} bytes  {:<24} {}",
+            it.addr, it.size, it.what, it.name
+        );
+    }
+    println!("wrote {} and {}", cmd.display(), scr.display());
+    if let Some(img) = args.disk {
+        let mut files: Vec<(String, PathBuf)> = g
+            .items
+            .iter()
+            .map(|i| (i.name.clone(), i.path.clone()))
+            .collect();
+        files.dedup_by(|a, b| a.0 == b.0);
+        for f in [&scr, &cmd] {
+            let n = f.file_name().map(|n| n.to_string_lossy().into_owned());
+            files.push((n.unwrap_or_default(), f.clone()));
+        }
+        if let Err(e) = mkboot::fat_disk(&img, &files) {
+            eprintln!("dtvisor-plan: {e}");
+            return ExitCode::from(2);
+        }
+        println!(
+            "wrote {} (FAT32 partition 1: {} files)",
+            img.display(),
+            files.len()
+        );
+    }
+    ExitCode::SUCCESS
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Check(args)) => check(args),
+        Some(Command::Mkboot(args)) => mkboot(args),
         None => check(cli.check),
     }
 }
