@@ -1,7 +1,7 @@
 //! The boot path of the image: from the bootloader's DTB to the boot plan.
 
 use crate::arch::{self, mmu};
-use crate::drivers::{Ns16550, Pl011, Uart};
+use crate::drivers::{Cadence, Imx, Ns16550, Pl011, Uart};
 use crate::{boot, console, vmm};
 use aarch64_cpu::registers::Writeable;
 use buddy_system_allocator::LockedHeap;
@@ -66,6 +66,15 @@ fn find_console(fdt: &Fdt) -> Option<Uart> {
             reg_shift,
             reg_io_width,
         } => Uart::Ns16550(unsafe { Ns16550::new(base, reg_shift, reg_io_width) }),
+        // SAFETY: the DTB names this a Cadence UART.
+        UartKind::Cadence => {
+            // SAFETY: as above.
+            let mut u = unsafe { Cadence::new(base) };
+            u.enable();
+            Uart::Cadence(u)
+        }
+        // SAFETY: the DTB names this an i.MX UART.
+        UartKind::Imx => Uart::Imx(unsafe { Imx::new(base) }),
     })
 }
 

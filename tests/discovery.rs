@@ -189,7 +189,13 @@ fn imx8mq_evk() {
     assert_eq!(p.gic.unwrap().version, GicVersion::V3);
     let c = p.console.unwrap();
     println!("imx8mq console {}", c.path);
-    assert!(c.uart.is_none(), "imx UART is not a supported kind");
+    let u = c.uart.unwrap();
+    assert_eq!(
+        u.kind,
+        UartKind::Imx,
+        "fsl,imx6q-uart after fsl,imx8mq-uart"
+    );
+    assert_eq!(u.base, 0x3086_0000);
 }
 
 #[test]
@@ -210,11 +216,9 @@ fn zynqmp_zcu102() {
     assert_eq!(g.gicv.map(|r| r.start), Some(0xf906_0000));
     assert!(g.gicv.unwrap().size() >= 0x2000);
     assert_eq!(g.maintenance, Some(25), "PPI 9");
-    assert!(
-        p.console.unwrap().uart.is_none(),
-        "cdns,uart is not a supported kind"
-    );
-    assert!(p.warnings.iter().any(|w| w.message.contains("no driver")));
+    let u = p.console.unwrap().uart.unwrap();
+    assert_eq!(u.kind, UartKind::Cadence);
+    assert_eq!(u.base, 0xff00_0000);
 }
 
 #[test]

@@ -1,7 +1,16 @@
-//! Physical UART drivers. Which one and where comes from the DTB.
+//! Physical UART drivers. Which one and where comes from the DTB
+//! (`hw::platform::UartKind`): PL011/SBSA (QEMU virt, Raspberry Pi 4's
+//! PL011s, Juno), 16550/8250 (the Pi's mini UART, DesignWare), Cadence
+//! (ZynqMP) and i.MX. Each is the few registers a console needs, written
+//! by hand: no maintained crate covers these (the `uart_16550` crate is
+//! port-I/O or fixed-stride MMIO, and there is none for Cadence or i.MX).
+pub mod cadence;
+pub mod imx;
 pub mod ns16550;
 pub mod pl011;
 
+pub use cadence::Cadence;
+pub use imx::Imx;
 pub use ns16550::Ns16550;
 pub use pl011::Pl011;
 
@@ -9,6 +18,8 @@ pub use pl011::Pl011;
 pub enum Uart {
     Pl011(Pl011),
     Ns16550(Ns16550),
+    Cadence(Cadence),
+    Imx(Imx),
 }
 
 impl Uart {
@@ -16,6 +27,8 @@ impl Uart {
         match self {
             Uart::Pl011(u) => u.putc(b),
             Uart::Ns16550(u) => u.putc(b),
+            Uart::Cadence(u) => u.putc(b),
+            Uart::Imx(u) => u.putc(b),
         }
     }
 
@@ -23,6 +36,8 @@ impl Uart {
         match self {
             Uart::Pl011(u) => u.getc(),
             Uart::Ns16550(u) => u.getc(),
+            Uart::Cadence(u) => u.getc(),
+            Uart::Imx(u) => u.getc(),
         }
     }
 
@@ -30,6 +45,8 @@ impl Uart {
         match self {
             Uart::Pl011(u) => u.set_rx_irq(on),
             Uart::Ns16550(u) => u.set_rx_irq(on),
+            Uart::Cadence(u) => u.set_rx_irq(on),
+            Uart::Imx(u) => u.set_rx_irq(on),
         }
     }
 }

@@ -123,6 +123,10 @@ pub enum UartKind {
     Pl011,
     /// 16550/8250 family, with register spacing and access width.
     Ns16550 { reg_shift: u32, reg_io_width: u32 },
+    /// Cadence UART (Zynq, ZynqMP).
+    Cadence,
+    /// i.MX UART (i.MX 6, 7, 8).
+    Imx,
 }
 
 /// The console UART.
@@ -138,6 +142,12 @@ fn uart_kind(n: &Node<'_>) -> Option<UartKind> {
     for c in compat.strings() {
         if c == "arm,pl011" || c == "arm,sbsa-uart" {
             return Some(UartKind::Pl011);
+        }
+        if c == "cdns,uart-r1p12" || c == "cdns,uart-r1p8" || c == "xlnx,xuartps" {
+            return Some(UartKind::Cadence);
+        }
+        if c == "fsl,imx6q-uart" || c == "fsl,imx21-uart" {
+            return Some(UartKind::Imx);
         }
         if c.contains("16550")
             || c.contains("8250")
@@ -637,7 +647,7 @@ fn discover_console(fdt: &Fdt<'_>, f: &mut Findings) -> Option<Console> {
     };
     let path = loc.path();
     if uart.is_none() {
-        f.warn(&path, Some("compatible"), "console UART of a kind dtvisor has no driver for (PL011, SBSA, 16550/8250): no console output".into());
+        f.warn(&path, Some("compatible"), "console UART of a kind dtvisor has no driver for (PL011, SBSA, 16550/8250, Cadence, i.MX): no console output".into());
     }
     let irq = interrupt_intids(&loc.node)
         .first()
@@ -688,16 +698,15 @@ impl Platform {
             None => "no GIC",
         };
         let console = match self.console.as_ref().and_then(|c| c.uart) {
-            Some(UartInfo {
-                kind: UartKind::Pl011,
-                base,
-                ..
-            }) => format!("pl011 at {base:#x}"),
-            Some(UartInfo {
-                kind: UartKind::Ns16550 { .. },
-                base,
-                ..
-            }) => format!("ns16550 at {base:#x}"),
+            Some(UartInfo { kind, base, .. }) => {
+                let name = match kind {
+                    UartKind::Pl011 => "pl011",
+                    UartKind::Ns16550 { .. } => "ns16550",
+                    UartKind::Cadence => "cadence",
+                    UartKind::Imx => "imx",
+                };
+                format!("{name} at {base:#x}")
+            }
             None => "no console".into(),
         };
         format!(

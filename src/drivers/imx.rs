@@ -1,0 +1,72 @@
+//! i.MX UART (`fsl,imx6q-uart`, `fsl,imx21-uart`: i.MX 6/7/8). The
+//! bootloader has set the line up; only the data registers, the status
+//! and the receiver-ready interrupt are used.
+
+use tock_registers::interfaces::{Readable, Writeable};
+use tock_registers::register_structs;
+use tock_registers::registers::{ReadOnly, ReadWrite, WriteOnly};
+
+register_structs! {
+    Regs {
+        (0x00 => urxd: ReadOnly<u32>),
+        (0x04 => _reserved0),
+        (0x40 => utxd: WriteOnly<u32>),
+        (0x44 => _reserved1),
+        (0x80 => ucr1: ReadWrite<u32>),
+        (0x84 => _ucr2_4),
+        (0x90 => _ufcr),
+        (0x94 => _usr1),
+        (0x98 => usr2: ReadOnly<u32>),
+        (0x9c => _reserved2),
+        (0xb4 => uts: ReadOnly<u32>),
+        (0xb8 => @END),
+    }
+}
+
+/// USR2: receive data ready.
+const USR2_RDR: u32 = 1 << 0;
+/// UTS: transmit FIFO full.
+const UTS_TXFULL: u32 = 1 << 4;
+/// UCR1: receiver ready interrupt enable.
+const UCR1_RRDYEN: u32 = 1 << 9;
+
+pub struct Imx {
+    regs: *const Regs,
+}
+
+// SAFETY: MMIO registers; access is serialised by the console lock.
+unsafe impl Send for Imx {}
+
+impl Imx {
+    /// # Safety
+    /// `base` must be the identity-mapped address of an i.MX UART.
+    pub const unsafe fn new(base: usize) -> Self {
+        Imx {
+            regs: base as *const Regs,
+        }
+    }
+
+    fn regs(&self) -> &Regs {
+        // SAFETY: `new`'s contract: a mapped UART register block.
+        unsafe { &*self.regs }
+    }
+
+    pub fn putc(&mut self, b: u8) {
+        let mut spins = 0u32;
+        while self.regs().uts.get() & UTS_TXFULL != 0 && spins < 1_000_000 {
+            spins += 1;
+            core::hint::spin_loop();
+        }
+        self.regs().utxd.set(b as u32);
+    }
+
+    pub fn getc(&mut self) -> Option<u8> {
+        (self.regs().usr2.get() & USR2_RDR != 0).then(|| self.regs().urxd.get() as u8)
+    }
+
+    /// Interrupt while received data waits (UCR1.RRDYEN), or not.
+    pub fn set_rx_irq(&mut self, on: bool) {
+        let c = self.regs().ucr1.get() & !UCR1_RRDYEN;
+        self.regs().ucr1.set(if on { c | UCR1_RRDYEN } else { c });
+    }
+}
