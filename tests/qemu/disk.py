@@ -3,6 +3,7 @@ without root privileges or mounting: mke2fs -d fills a new file system from
 a directory, debugfs reads a file back out (both from e2fsprogs, which
 scripts/setup installs; Debian keeps them in /sbin)."""
 import os
+import struct
 import shutil
 import subprocess
 import tempfile
@@ -74,3 +75,31 @@ def read_file(path, name):
         raise RuntimeError(f"{path}: debugfs cat {rel} failed ({r.returncode}): "
                            + r.stderr.decode(errors="replace").strip())
     return r.stdout
+
+
+def make_fat(path, files, size_mib=None):
+    """A disk image with an MBR and one bootable FAT32 (LBA) partition
+    from 1 MiB holding `files` (host paths, copied under their base
+    names), as U-Boot's distro boot finds them on `virtio 0:1` or an SD
+    card. Needs mtools; no root. Sized for the files plus 48 MiB unless
+    `size_mib` is given."""
+    total = sum(os.path.getsize(f) for f in files)
+    size = (size_mib << 20) if size_mib else max(64 << 20, ((total + (48 << 20)) >> 20) << 20)
+    if os.path.exists(path):
+        os.unlink(path)
+    with open(path, "wb") as f:
+        f.truncate(size)
+    sectors = size // 512 - 2048
+    entry = struct.pack("<B3sB3sII", 0x80, b"\0\0\0", 0x0C, b"\0\0\0", 2048, sectors)
+    with open(path, "r+b") as f:
+        f.seek(446)
+        f.write(entry)
+        f.seek(510)
+        f.write(b"\x55\xaa")
+    part = f"{path}@@1M"
+    env = dict(os.environ, MTOOLS_SKIP_CHECK="1")
+    for cmd in [["mformat", "-i", part, "-F", "::"]] + [["mcopy", "-i", part, f, "::" + os.path.basename(f)]
+                                                        for f in files]:
+        p = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        if p.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)}: {p.stderr.strip()}")

@@ -3,6 +3,7 @@ import os
 import shutil
 import struct
 
+import disk
 import system
 from harness import run
 
@@ -55,22 +56,7 @@ def make_boot_disk(path, files, script):
     with open(cmd, "w") as f:
         f.write(script)
     run(["mkimage", "-q", "-A", "arm64", "-T", "script", "-C", "none", "-d", cmd, os.path.join(tmp, "boot.scr")])
-    if os.path.exists(path):
-        os.unlink(path)
-    with open(path, "wb") as f:
-        f.truncate(64 << 20)
-    # One bootable FAT32 (LBA) partition from 1 MiB: an MBR written by hand.
-    sectors = (64 << 20) // 512 - 2048
-    entry = struct.pack("<B3sB3sII", 0x80, b"\0\0\0", 0x0C, b"\0\0\0", 2048, sectors)
-    with open(path, "r+b") as f:
-        f.seek(446)
-        f.write(entry)
-        f.seek(510)
-        f.write(b"\x55\xaa")
-    part = f"{path}@@1M"
-    run(["mformat", "-i", part, "-F", "::"])
-    for src in files + [os.path.join(tmp, "boot.scr")]:
-        run(["mcopy", "-i", part, src, "::" + os.path.basename(src)])
+    disk.make_fat(path, files + [os.path.join(tmp, "boot.scr")], size_mib=64)
 
 
 def test_uboot_booti_other_address(qemu, image, uboot_bin, work):

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 
 import system
+from disk import make_fat
 from test_linux import BOOT, expect_up
 
 UBOOT_RAM = "0x40000000"
@@ -82,3 +83,72 @@ def test_generated_hyperlaunch_script_boots_two_linux_domus(qemu, image, linux, 
     with qemu("uboot-hyperlaunch", uboot_args(uboot_bin, disk), limit=BOOT + 120) as q:
         q.expect(r"boot plan: 2 domains \(hyperlaunch\)", 120)
         expect_up(q, {"domU0": (2, 256), "domU1": (1, 192)})
+
+
+def imagebuilder_script(kernel_size, ramdisk_size, xen_size=1 << 20, start=0x40000000):
+    """The boot.source ImageBuilder's uboot-script-gen writes for Xen with
+    two dom0less Linux domUs (no dom0) on this RAM, in its shapes:
+    addresses from MEMORY_START + 4 MiB (the script's own slot first),
+    each file at the next 2 MiB boundary after the previous one, the
+    kernel and ramdisk loaded once per domain, Xen last with a slot sized
+    for a `xen_size` image, then the DTB; `module0xADDR` node names,
+    `vpl011 <0x1>`, memory in decimal KiB, `fdt resize 1024`."""
+    mib2 = 2 << 20
+    addr = start + 2 * mib2
+    lines, mods = [], []
+
+    def load(name, size):
+        nonlocal addr
+        at = addr
+        lines.append(f"load virtio 0:1 0x{at:X} {name}")
+        addr = (addr + size + mib2 - 1) & ~(mib2 - 1)
+        return at
+
+    for i in range(2):
+        k = load("Image", kernel_size)
+        r = load("initramfs.cpio.gz", ramdisk_size)
+        mods.append((k, r))
+    xen = load("xen", xen_size)
+    dtb = load("virt.dtb", 1 << 20)
+    lines += [f"fdt addr 0x{dtb:X}", "fdt resize 1024",
+              "fdt set /chosen \\#address-cells <0x2>", "fdt set /chosen \\#size-cells <0x2>",
+              'fdt set /chosen xen,xen-bootargs "console=dtuart dtuart=serial0 dom0_mem=1G dom0_max_vcpus=1 '
+              'bootscrub=0 vwfi=native sched=null"']
+    for i, (k, r) in enumerate(mods):
+        d = f"/chosen/domU{i}"
+        lines += [f"fdt mknod /chosen domU{i}", f'fdt set {d} compatible "xen,domain"',
+                  f"fdt set {d} \\#address-cells <0x2>", f"fdt set {d} \\#size-cells <0x2>",
+                  f"fdt set {d} memory <0 {256 * 1024}>", f"fdt set {d} cpus <1>", f"fdt set {d} vpl011 <0x1>",
+                  f"fdt mknod {d} module0x{k:X}",
+                  f'fdt set {d}/module0x{k:X} compatible "multiboot,kernel" "multiboot,module"',
+                  f"fdt set {d}/module0x{k:X} reg <0x0 0x{k:X} 0x0 0x{kernel_size:x}>",
+                  f'fdt set {d}/module0x{k:X} bootargs "console=ttyAMA0 domain=domU{i}"',
+                  f"fdt mknod {d} module0x{r:X}",
+                  f'fdt set {d}/module0x{r:X} compatible "multiboot,ramdisk" "multiboot,module"',
+                  f"fdt set {d}/module0x{r:X} reg <0x0 0x{r:X} 0x0 0x{ramdisk_size:x}>"]
+    lines += ["setenv fdt_high 0xffffffffffffffff", f"booti 0x{xen:X} - 0x{dtb:X}"]
+    return "\n".join(lines) + "\n"
+
+
+def test_imagebuilder_script_for_xen_boots_with_dtvisor_in_xens_place(qemu, image, linux, uboot_bin, work):
+    """The bar: a script in ImageBuilder's format, written for Xen (its
+    `xen` slot sized for a 1 MiB Xen), boots both Linux domUs unmodified
+    with dtvisor's image as the `xen` file."""
+    d = os.path.join(work, "boot")
+    os.makedirs(d)
+    shutil.copy(image, os.path.join(d, "xen"))
+    shutil.copy(system.qemu_dtb(), os.path.join(d, "virt.dtb"))
+    for f in ("Image", "initramfs.cpio.gz"):
+        shutil.copy(os.path.join(linux, f), os.path.join(d, f))
+    src = os.path.join(d, "boot.source")
+    with open(src, "w") as f:
+        f.write(imagebuilder_script(os.path.getsize(os.path.join(d, "Image")),
+                                    os.path.getsize(os.path.join(d, "initramfs.cpio.gz"))))
+    scr = os.path.join(d, "boot.scr")
+    subprocess.run(["mkimage", "-A", "arm64", "-T", "script", "-C", "none", "-a", "0x40200000", "-e", "0x40200000",
+                    "-d", src, scr], check=True, capture_output=True)
+    disk = os.path.join(work, "disk.img")
+    make_fat(disk, [os.path.join(d, n) for n in ("xen", "virt.dtb", "Image", "initramfs.cpio.gz", "boot.scr")])
+    with qemu("uboot-imagebuilder", uboot_args(uboot_bin, disk), limit=BOOT + 120) as q:
+        q.expect(r"boot plan: 2 domains \(dom0less\)", 120)
+        expect_up(q, {"domU0": (1, 256), "domU1": (1, 256)})
