@@ -43,18 +43,16 @@ static SGI_FRAME: [AtomicU64; crate::boot::MAX_CPUS] =
 static GICR_BASE: AtomicU64 = AtomicU64::new(0);
 static GICD_BASE: AtomicU64 = AtomicU64::new(0);
 
+/// GIC CPU interface and virtual interface registers: `vcpu::sysreg!`,
+/// each write followed by an ISB, so the next access sees its effect.
 macro_rules! icc {
-    (read $r:literal) => {{
-        let v: u64;
-        // SAFETY: reading a GIC system register has no memory effects.
-        unsafe { core::arch::asm!(concat!("mrs {}, ", $r), out(reg) v, options(nomem, nostack)) };
-        v
-    }};
+    (read $r:literal) => {
+        super::vcpu::sysreg!(read $r)
+    };
     (write $r:literal, $v:expr) => {{
-        let v: u64 = $v;
-        // SAFETY: GIC CPU interface or virtual interface control register
-        // of this CPU; no memory effects.
-        unsafe { core::arch::asm!(concat!("msr ", $r, ", {}"), "isb", in(reg) v, options(nomem, nostack)) };
+        super::vcpu::sysreg!(write $r, $v);
+        // SAFETY: a context synchronization barrier has no memory effects.
+        unsafe { core::arch::asm!("isb", options(nomem, nostack)) };
     }};
 }
 
