@@ -12,5 +12,6 @@ pub mod hw;
 pub mod mm;
 pub mod placement;
 pub mod psci;
+pub mod uboot;
 pub mod vgic;
 pub mod vm;

@@ -820,5 +820,7 @@ impl<'a> Prop<'a> {
     }
 }
 
+pub mod tree;
+
 #[cfg(test)]
 pub(crate) mod tests;

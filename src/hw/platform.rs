@@ -159,7 +159,12 @@ fn uart_kind(n: &Node<'_>) -> Option<UartKind> {
                 .prop("reg-shift")
                 .and_then(|p| p.u32())
                 .unwrap_or(if c == "brcm,bcm2835-aux-uart" { 2 } else { 0 });
-            let reg_io_width = n.prop("reg-io-width").and_then(|p| p.u32()).unwrap_or(1);
+            // The Pi's mini UART has 32-bit registers (Linux drives it
+            // with 32-bit accesses); other 16550s default to bytes.
+            let reg_io_width = n
+                .prop("reg-io-width")
+                .and_then(|p| p.u32())
+                .unwrap_or(if c == "brcm,bcm2835-aux-uart" { 4 } else { 1 });
             return Some(UartKind::Ns16550 {
                 reg_shift,
                 reg_io_width,

@@ -3,7 +3,9 @@ qemu_arm64 `u-boot.bin` as QEMU's -bios): its distro boot finds `boot.scr`
 on a virtio disk with no typed input, the script loads the hypervisor, the
 board DTB and the domains' files, builds the domain nodes with `fdt`
 commands and runs `booti`. The scripts come from `dtvisor-plan mkboot`
-(dom0less and hyperlaunch forms). U-Boot's `fdt mknod` and `fdt set` insert
+(dom0less and hyperlaunch forms) and in ImageBuilder's shape; for each, the
+pre-flight check (`dtvisor-plan check --script`) prints the plan the image
+prints at boot. U-Boot's `fdt mknod` and `fdt set` insert
 first, so dtvisor receives domains, modules and properties in the reverse
 order of the script."""
 import os
@@ -66,12 +68,16 @@ def test_generated_dom0less_script_boots_two_linux_domus(qemu, image, linux, ubo
     disk = os.path.join(work, "disk.img")
     out = mkboot(plan_tool, cfg, disk)
     assert "0x40200000" in out, out  # the hypervisor's 2 MiB slot first
+    d = os.path.dirname(cfg)
+    status, text = preflight(plan_tool, os.path.join(d, "virt.dtb"), os.path.join(d, "boot.scr"), d)
+    assert status == 0, text
     with qemu("uboot-dom0less", uboot_args(uboot_bin, disk), limit=BOOT + 120) as q:
-        q.expect(r"225336 bytes read|\d+ bytes read", 90, "U-Boot loading from the disk")
+        q.expect(r"\d+ bytes read", 90, "U-Boot loading from the disk")
         q.expect(r"boot plan: 2 domains \(dom0less\)", 90)
         # Reverse order: U-Boot's fdt mknod put domU1 before domU0.
         q.expect(r"domain domU1 \(/chosen/domU1\)\r?\n  id 1", 10)
         expect_up(q, {"domU0": (2, 256), "domU1": (1, 192)})
+        same_plan(q, text)
 
 
 def test_generated_hyperlaunch_script_boots_two_linux_domus(qemu, image, linux, uboot_bin, plan_tool, work):
@@ -80,9 +86,13 @@ def test_generated_hyperlaunch_script_boots_two_linux_domus(qemu, image, linux, 
     mkboot(plan_tool, cfg, disk)
     with open(os.path.join(work, "boot", "boot.cmd")) as f:
         assert "fdt mknod /chosen hypervisor" in f.read()
+    d = os.path.dirname(cfg)
+    status, text = preflight(plan_tool, os.path.join(d, "virt.dtb"), os.path.join(d, "boot.cmd"), d)
+    assert status == 0, text
     with qemu("uboot-hyperlaunch", uboot_args(uboot_bin, disk), limit=BOOT + 120) as q:
         q.expect(r"boot plan: 2 domains \(hyperlaunch\)", 120)
         expect_up(q, {"domU0": (2, 256), "domU1": (1, 192)})
+        same_plan(q, text)
 
 
 def imagebuilder_script(kernel_size, ramdisk_size, xen_size=1 << 20, start=0x40000000):
@@ -130,10 +140,27 @@ def imagebuilder_script(kernel_size, ramdisk_size, xen_size=1 << 20, start=0x400
     return "\n".join(lines) + "\n"
 
 
-def test_imagebuilder_script_for_xen_boots_with_dtvisor_in_xens_place(qemu, image, linux, uboot_bin, work):
+def preflight(plan_tool, dtb, script, files):
+    """`dtvisor-plan check DTB --script SCRIPT --files DIR`: exit status, text."""
+    p = subprocess.run([plan_tool, "check", dtb, "--script", script, "--files", files],
+                       capture_output=True, text=True)
+    return p.returncode, p.stdout
+
+
+def same_plan(q, text):
+    """The plan the image printed at boot is the pre-flight check's."""
+    plan = text.split("error:")[0].split("warning:")[0]
+    console = q.text().replace("\r\n", "\n")
+    if plan not in console:
+        q.fail(f"the image's plan differs from the pre-flight check's:\n{plan}")
+
+
+def test_imagebuilder_script_for_xen_boots_with_dtvisor_in_xens_place(qemu, image, linux, uboot_bin, plan_tool,
+                                                                        work):
     """The bar: a script in ImageBuilder's format, written for Xen (its
     `xen` slot sized for a 1 MiB Xen), boots both Linux domUs unmodified
-    with dtvisor's image as the `xen` file."""
+    with dtvisor's image as the `xen` file; the pre-flight check, given
+    that script and QEMU's DTB, prints the plan the image prints."""
     d = os.path.join(work, "boot")
     os.makedirs(d)
     shutil.copy(image, os.path.join(d, "xen"))
@@ -149,6 +176,9 @@ def test_imagebuilder_script_for_xen_boots_with_dtvisor_in_xens_place(qemu, imag
                     "-d", src, scr], check=True, capture_output=True)
     disk = os.path.join(work, "disk.img")
     make_fat(disk, [os.path.join(d, n) for n in ("xen", "virt.dtb", "Image", "initramfs.cpio.gz", "boot.scr")])
+    status, text = preflight(plan_tool, os.path.join(d, "virt.dtb"), src, d)
+    assert status == 0 and text.startswith("boot plan: 2 domains (dom0less)"), text
     with qemu("uboot-imagebuilder", uboot_args(uboot_bin, disk), limit=BOOT + 120) as q:
         q.expect(r"boot plan: 2 domains \(dom0less\)", 120)
         expect_up(q, {"domU0": (1, 256), "domU1": (1, 256)})
+        same_plan(q, text)

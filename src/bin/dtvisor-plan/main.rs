@@ -17,12 +17,15 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod mkboot;
+mod preflight;
 
 const EXAMPLES: &str = "\
 Examples:
   dtvisor-plan system.dtb                  print the boot plan, or every error
   dtvisor-plan check system.dtb            the same (check is the default)
   dtvisor-plan --format json system.dtb    the same as JSON (docs/plan-json.md)
+  dtvisor-plan board.dtb --script boot.cmd --files DIR
+                                           the pre-flight check of a U-Boot script
   dtvisor-plan system.dtb --module /chosen/domU1/dt=rtc.dtb
                                            also read a module's contents (partial
                                            device trees: devices are checked)
@@ -75,6 +78,25 @@ struct CheckArgs {
     /// at boot (a partial device tree's devices, against this DTB).
     #[arg(long = "module", value_name = "NODE=FILE", value_parser = module_arg)]
     modules: Vec<(String, PathBuf)>,
+    /// A U-Boot boot script (boot.cmd, or a boot.scr image): FILE.dtb is
+    /// the board's DTB, edited by the script's fdt commands as U-Boot
+    /// would before the plan is made (the pre-flight check)
+    #[arg(long, value_name = "SCRIPT")]
+    script: Option<PathBuf>,
+    /// Where the files the script loads are (their sizes set ${filesize}
+    /// and are checked against the modules' reg)
+    #[arg(long, value_name = "DIR", requires = "script")]
+    files: Option<PathBuf>,
+    /// A U-Boot environment variable the script uses (repeat for more)
+    #[arg(long = "env", value_name = "NAME=VALUE", requires = "script", value_parser = env_arg)]
+    env: Vec<(String, String)>,
+}
+
+fn env_arg(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err("expected NAME=VALUE, e.g. fdt_addr=0x44000000".into()),
+    }
 }
 
 fn module_arg(s: &str) -> Result<(String, PathBuf), String> {
@@ -216,7 +238,7 @@ fn main() -> ExitCode {
 
 /// Exit status: 0 valid, 1 invalid, 2 unreadable.
 fn check(args: CheckArgs) -> ExitCode {
-    let file = args.file.expect("clap requires FILE");
+    let file = args.file.clone().expect("clap requires FILE");
     let blob = match std::fs::read(&file) {
         Ok(b) => b,
         Err(e) => {
@@ -233,6 +255,9 @@ fn check(args: CheckArgs) -> ExitCode {
                 return ExitCode::from(2);
             }
         }
+    }
+    if let Some(script) = &args.script {
+        return check_script(&args, &blob, script, &files);
     }
     // What the hypervisor reads: the first `reg`-size bytes of the file.
     let contents = |node: &str, r: dtvisor::mm::Range, visit: &mut dyn FnMut(&[u8])| {
@@ -271,6 +296,87 @@ fn check(args: CheckArgs) -> ExitCode {
     if unreadable || !written {
         ExitCode::from(2)
     } else if report.plan.is_some() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+/// The pre-flight check of a boot script (`--script`): the plan, or every
+/// error, each diagnostic followed by the script line behind it.
+fn check_script(
+    args: &CheckArgs,
+    board: &[u8],
+    script: &std::path::Path,
+    modules: &[(String, Vec<u8>)],
+) -> ExitCode {
+    let text = match std::fs::read(script)
+        .map_err(|e| e.to_string())
+        .and_then(|b| preflight::script_text(&b))
+    {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("dtvisor-plan: {}: {e}", script.display());
+            return ExitCode::from(2);
+        }
+    };
+    let name = script
+        .file_name()
+        .map_or("script".into(), |n| n.to_string_lossy().into_owned());
+    let c = match preflight::check(
+        board,
+        &text,
+        &name,
+        args.files.as_deref(),
+        &args.env,
+        modules,
+    ) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("dtvisor-plan: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let valid = c.report.plan.is_some() && c.script_errors.is_empty();
+    let written = match args.format {
+        Format::Json => {
+            let doc = serde_json::to_string(&render::Document::new(&c.report))
+                .expect("the document serialises");
+            emit(&mut std::io::stdout(), &format!("{doc}\n"))
+        }
+        Format::Text => {
+            let mut out = c
+                .report
+                .plan
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            let mut diag = String::new();
+            for e in &c.script_errors {
+                diag += &format!("error: {e}\n");
+            }
+            for sev in [config::Severity::Error, config::Severity::Warning] {
+                for (d, line) in c.report.diagnostics.iter().zip(&c.lines) {
+                    if d.severity != sev {
+                        continue;
+                    }
+                    diag += &d.to_string();
+                    if let Some(l) = line {
+                        diag += &format!(" ({l})");
+                    }
+                    diag += "\n";
+                }
+            }
+            for w in &c.script_warnings {
+                diag += &format!("warning: {w}\n");
+            }
+            out += &paint(&diag, colour(&std::io::stdout()));
+            emit(&mut std::io::stdout(), &out)
+        }
+    };
+    if !written {
+        ExitCode::from(2)
+    } else if valid {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)

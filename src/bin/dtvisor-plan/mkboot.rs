@@ -303,7 +303,7 @@ pub fn generate(c: &Config, config_name: &str) -> Result<Generated, Vec<String>>
     let dt_addr = d.addr;
     let _ = writeln!(out, "{load} 0x{:x} {}", d.addr, d.name);
     let _ = writeln!(out, "fdt addr 0x{dt_addr:x}");
-    let _ = writeln!(out, "fdt resize {DTB_ROOM}");
+    let _ = writeln!(out, "fdt resize {DTB_ROOM:#x}");
     let _ = writeln!(out, "fdt set /chosen \\#address-cells <0x2>");
     let _ = writeln!(out, "fdt set /chosen \\#size-cells <0x2>");
     if let Some(cmd) = c.get("DTVISOR_CMD").or(c.get("XEN_CMD")) {
