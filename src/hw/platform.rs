@@ -324,10 +324,12 @@ fn interrupt_intids(n: &Node<'_>) -> Vec<u32> {
         return Vec::new();
     };
     let c: Vec<u32> = cells.collect();
+    // Only numbers the GIC binding allows: PPIs 0..15, SPIs 0..987.
     c.chunks_exact(3)
-        .map(|t| match t[0] {
-            1 => t[1] + 16,
-            _ => t[1] + 32,
+        .filter_map(|t| match t[0] {
+            1 if t[1] < 16 => Some(t[1] + 16),
+            0 if t[1] < 988 => Some(t[1] + 32),
+            _ => None,
         })
         .collect()
 }
@@ -834,6 +836,22 @@ mod tests {
             .unwrap_err()
             .contains("not the GIC"));
         assert!(irqs(&f, "/soc/odd@a003000").is_err());
+    }
+
+    /// Found by the fuzzer: interrupt numbers beyond the GIC's ranges
+    /// (here 0xffffffff) are not INTIDs, and never overflow.
+    #[test]
+    fn out_of_range_interrupt_numbers_are_dropped() {
+        let blob = dtc(r#"/dts-v1/;
+/ { #address-cells = <2>; #size-cells = <2>;
+  uart { compatible = "arm,pl011"; reg = <0x0 0x9000000 0x0 0x1000>;
+    interrupts = <0xff 0xffffffff 0xffffff04>, <1 0xffffffff 4>, <0 5 4>; };
+};
+"#);
+        let f = Fdt::new(&blob).unwrap();
+        let n = f.find("/uart").unwrap();
+        assert_eq!(interrupt_intids(&n), [37]);
+        let _ = Platform::discover(&f);
     }
 
     #[test]
