@@ -25,6 +25,9 @@ const FALLBACK_UART: usize = 0x0900_0000;
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo) -> ! {
     use core::fmt::Write;
+    if crate::efi::report_panic(info) {
+        arch::halt()
+    }
     let _ = writeln!(
         console::PanicWriter,
         "\ndtvisor: panic on CPU {}: {info}",
@@ -104,6 +107,17 @@ fn init_heap(fdt: &Fdt, ram: &[Range], image: Range, dtb: Range) -> Range {
     // Normal by the identity map, and handed to the allocator once.
     unsafe { HEAP.lock().init(heap.start as usize, heap.size() as usize) };
     heap
+}
+
+/// The EFI stub's heap: `size` bytes at `start` that the firmware gave it
+/// (the image's own heap replaces it once the image runs: BSS is zeroed
+/// again at its entry).
+///
+/// # Safety
+/// `start..start + size` is RAM used by nothing else while the stub runs.
+pub unsafe fn init_heap_at(start: u64, size: usize) {
+    // SAFETY: the caller's promise.
+    unsafe { HEAP.lock().init(start as usize, size) };
 }
 
 /// Entered from boot/entry.S at EL1 (or EL3): say why we stop, then park.

@@ -6,6 +6,7 @@
 extern crate alloc;
 
 pub mod config;
+pub mod efi_cfg;
 pub mod emul;
 pub mod fdt;
 pub mod hw;

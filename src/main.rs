@@ -18,6 +18,8 @@ mod boot;
 #[cfg(target_os = "none")]
 mod drivers;
 #[cfg(target_os = "none")]
+mod efi;
+#[cfg(target_os = "none")]
 mod hyp;
 #[cfg(target_os = "none")]
 mod trap;

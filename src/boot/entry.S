@@ -1,11 +1,14 @@
-// dtvisor image entry: the arm64 Image header, self-relocation, BSS,
-// stack, exception vectors, then Rust. Runs with the MMU off.
+// dtvisor image entry: the arm64 Image header, which is also a PE/COFF
+// header (so the same file is booted by booti and started as an EFI
+// application, as Linux's Image is), self-relocation, BSS, stack,
+// exception vectors, then Rust. primary_entry runs with the MMU off;
+// efi_pe_entry is the EFI entry (src/efi.rs).
 
 .section .text.head, "ax"
 .global _start
 _start:
-    b       primary_entry           // code0
-    .long   0                       // code1
+    .long   0xfa405a4d              // code0: "MZ", as `ccmp x18, #0, #0xd, pl` (no effect)
+    b       primary_entry           // code1
     .quad   0                       // text_offset
     .quad   __image_size            // image_size: text, data, BSS and stacks
     .quad   0xa                     // flags: LE, 4K pages, place anywhere
@@ -13,8 +16,60 @@ _start:
     .quad   0                       // res3
     .quad   0                       // res4
     .ascii  "ARM\x64"               // magic
-    .long   0                       // res5
+    .long   pe_header - _start      // res5: the PE header's offset (PE/COFF e_lfanew)
 
+// PE32+ for an EFI application. One section covers the image from 4 KiB
+// (file offset = RVA, so the loaded image is the file, BSS and stacks
+// zero-filled after it); the first 4 KiB are the headers. No base
+// relocations: the EFI entry applies the image's own (.rela.dyn).
+pe_header:
+    .ascii  "PE\0\0"
+    .short  0xaa64                  // Machine: AArch64
+    .short  1                       // NumberOfSections
+    .long   0                       // TimeDateStamp
+    .long   0                       // PointerToSymbolTable
+    .long   0                       // NumberOfSymbols
+    .short  section_table - optional_header // SizeOfOptionalHeader
+    .short  0x206                   // executable, no line numbers, no debug info
+optional_header:
+    .short  0x20b                   // PE32+
+    .byte   0x02, 0x14              // linker version
+    .long   __pe_raw_size           // SizeOfCode
+    .long   0                       // SizeOfInitializedData
+    .long   0                       // SizeOfUninitializedData
+    .long   __efi_entry_rva         // AddressOfEntryPoint
+    .long   0x1000                  // BaseOfCode
+    .quad   0                       // ImageBase
+    .long   0x1000                  // SectionAlignment
+    .long   0x1000                  // FileAlignment
+    .short  0, 0                    // OS version
+    .short  0, 0                    // image version
+    .short  0, 0                    // subsystem version
+    .long   0                       // Win32VersionValue
+    .long   __image_size            // SizeOfImage
+    .long   0x1000                  // SizeOfHeaders
+    .long   0                       // CheckSum
+    .short  10                      // Subsystem: EFI application
+    .short  0                       // DllCharacteristics
+    .quad   0, 0, 0, 0              // stack and heap reserve/commit
+    .long   0                       // LoaderFlags
+    .long   6                       // NumberOfRvaAndSizes
+    .quad   0, 0, 0, 0, 0, 0        // export, import, resource, exception, certificate, base relocation
+section_table:
+    .ascii  ".text\0\0\0"
+    .long   __pe_vsize              // VirtualSize
+    .long   0x1000                  // VirtualAddress
+    .long   __pe_raw_size           // SizeOfRawData
+    .long   0x1000                  // PointerToRawData
+    .long   0, 0                    // relocations, line numbers
+    .short  0, 0
+    .long   0xe0000060              // code, data, execute, read, write
+
+// The code lives in the PE section, not in the header page: EFI loaders
+// need not load more of that page than the headers themselves (U-Boot's
+// does not).
+.section .text.boot, "ax"
+.global primary_entry
 primary_entry:
     msr     daifset, #0xf
     mrs     x21, cntpct_el0         // boot timestamp (system counter)
@@ -90,3 +145,58 @@ secondary_entry:
     bl      secondary_main
 8:  wfe
     b       8b
+
+// ---- EFI -----------------------------------------------------------------
+
+.section .text.efi, "ax"
+// The EFI entry: x0 = image handle, x1 = system table, MMU on (the
+// firmware's identity map). Applies the image's relocations where the
+// firmware loaded it (the same fix-up primary_entry makes, so doing it
+// again there is harmless), then calls efi_main; its status goes back to
+// the firmware if it returns. Only caller-saved registers are used.
+.global efi_pe_entry
+efi_pe_entry:
+    stp     x29, x30, [sp, #-32]!
+    mov     x29, sp
+    stp     x0, x1, [sp, #16]
+    adrp    x9, _start
+    adrp    x2, __rela_start
+    add     x2, x2, :lo12:__rela_start
+    adrp    x3, __rela_end
+    add     x3, x3, :lo12:__rela_end
+1:  cmp     x2, x3
+    b.hs    2f
+    ldp     x4, x5, [x2], #16
+    ldr     x6, [x2], #8
+    cmp     w5, #1027               // R_AARCH64_RELATIVE
+    b.ne    1b
+    add     x6, x6, x9
+    str     x6, [x9, x4]
+    b       1b
+2:  ldp     x0, x1, [sp, #16]
+    bl      efi_main
+    ldp     x29, x30, [sp], #32
+    ret
+
+// efi_enter(entry, dtb): after ExitBootServices, the image copy's caches
+// cleaned to the point of coherency: interrupts masked, EL2's MMU and
+// caches off (the firmware's map is the identity, so this code keeps
+// running), then the booti entry with x0 = the DTB, as a bootloader
+// would enter it.
+.global efi_enter
+efi_enter:
+    msr     daifset, #0xf
+    mrs     x2, sctlr_el2
+    bic     x2, x2, #(1 << 0)       // M
+    bic     x2, x2, #(1 << 2)       // C
+    bic     x2, x2, #(1 << 12)      // I
+    msr     sctlr_el2, x2
+    isb
+    ic      iallu
+    dsb     nsh
+    isb
+    mov     x3, x0
+    mov     x0, x1
+    mov     x1, xzr
+    mov     x2, xzr
+    br      x3

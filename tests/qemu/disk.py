@@ -77,10 +77,11 @@ def read_file(path, name):
     return r.stdout
 
 
-def make_fat(path, files, size_mib=None):
+def make_fat(path, files, size_mib=None, under=""):
     """A disk image with an MBR and one bootable FAT32 (LBA) partition
     from 1 MiB holding `files` (host paths, copied under their base
-    names), as U-Boot's distro boot finds them on `virtio 0:1` or an SD
+    names, in directory `under` if given, e.g. "EFI/BOOT" for an ESP), as
+    U-Boot's distro boot or UEFI finds them on `virtio 0:1` or an SD
     card. Needs mtools; no root. Sized for the files plus 48 MiB unless
     `size_mib` is given."""
     total = sum(os.path.getsize(f) for f in files)
@@ -98,8 +99,12 @@ def make_fat(path, files, size_mib=None):
         f.write(b"\x55\xaa")
     part = f"{path}@@1M"
     env = dict(os.environ, MTOOLS_SKIP_CHECK="1")
-    for cmd in [["mformat", "-i", part, "-F", "::"]] + [["mcopy", "-i", part, f, "::" + os.path.basename(f)]
-                                                        for f in files]:
+    dirs, d = [], ""
+    for comp in [c for c in under.split("/") if c]:
+        d += "/" + comp
+        dirs.append(["mmd", "-i", part, "::" + d])
+    copies = [["mcopy", "-i", part, f, f"::{d}/" + os.path.basename(f)] for f in files]
+    for cmd in [["mformat", "-i", part, "-F", "::"]] + dirs + copies:
         p = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if p.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)}: {p.stderr.strip()}")

@@ -7,7 +7,12 @@ pub mod smp;
 pub mod stage2;
 pub mod vcpu;
 
-use aarch64_cpu::registers::{Readable, CNTFRQ_EL0, CNTPCT_EL0, MPIDR_EL1, TPIDR_EL2};
+use aarch64_cpu::registers::{CurrentEL, Readable, CNTFRQ_EL0, CNTPCT_EL0, MPIDR_EL1, TPIDR_EL2};
+
+/// CurrentEL as the register holds it (the level in bits 3:2).
+pub fn current_el() -> u64 {
+    CurrentEL.get()
+}
 
 /// This CPU's index (0 = boot CPU), kept in TPIDR_EL2.
 pub fn cpu_index() -> usize {

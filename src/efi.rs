@@ -1,0 +1,423 @@
+//! The EFI stub: the same image started as an EFI application
+//! (`EFI/BOOT/BOOTAA64.EFI`, or U-Boot's `bootefi`). boot/entry.S has the
+//! PE/COFF header and `efi_pe_entry`, which applies the image's
+//! relocations and calls `efi_main` here, with the firmware's MMU, stack
+//! and services. The stub, with rust-osdev's `uefi` crate:
+//!
+//! 1. refuses EL1 (prints why on the EFI console, returns to the firmware);
+//! 2. reads `<image name>.cfg` beside the image (Xen's format,
+//!    `dtvisor::efi_cfg`): `options=` is the hypervisor command line,
+//!    `dtb=` the system DTB (else the firmware's, from the configuration
+//!    table); without a `.cfg`, the firmware's DTB as it is;
+//! 3. loads every module whose node has `xen,uefi-binary = "FILE"` from
+//!    the ESP (beside the image) at a 2 MiB aligned address and writes its
+//!    `reg`;
+//! 4. exits boot services; the EFI memory map becomes the DTB's `/memory`
+//!    (the DTB's own memory nodes are dropped, as Linux does under UEFI;
+//!    runtime-services and reserved regions are not RAM, so nothing is
+//!    placed there);
+//! 5. copies the image to a 2 MiB aligned address, cleans what it wrote to
+//!    the point of coherency, turns the MMU off and enters the image the
+//!    way `booti` does (boot/entry.S `efi_enter`).
+//!
+//! Any error (a file that is missing or unreadable, a bad config line, a
+//! module that does not fit) is printed naming the line, node and file,
+//! and the stub returns to the firmware: nothing is half started.
+
+use crate::hyp;
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use core::fmt::Write;
+use core::ptr::NonNull;
+use dtvisor::efi_cfg;
+use dtvisor::fdt::tree::Tree;
+use dtvisor::fdt::Fdt;
+use uefi::boot::{self, AllocateType, MemoryType};
+use uefi::mem::memory_map::MemoryMap;
+use uefi::proto::device_path::DevicePathNodeEnum;
+use uefi::proto::loaded_image::LoadedImage;
+use uefi::{CString16, Handle, Status};
+
+const MIB2: u64 = 2 << 20;
+/// The stub's own heap (EFI loader data; free RAM once the image runs).
+const STUB_HEAP: usize = 16 << 20;
+/// Room the final DTB gets beyond the edited tree (memory nodes).
+const DTB_SLACK: usize = 64 << 10;
+/// The firmware's DTB in the EFI configuration table.
+const DTB_GUID: uefi::Guid = uefi::guid!("b1b621d5-f19c-41a5-830b-d9152c69aae0");
+
+unsafe extern "C" {
+    fn efi_enter(entry: u64, dtb: u64) -> !;
+    fn primary_entry();
+    static _start: u8;
+    static __file_end: u8;
+}
+
+macro_rules! say {
+    ($($a:tt)*) => {
+        uefi::system::with_stdout(|o| {
+            let _ = o.write_fmt(format_args!($($a)*));
+            let _ = o.write_str("\r\n");
+        })
+    };
+}
+
+/// Set while the stub runs with boot services (a panic then reports on
+/// the EFI console, where the user is looking).
+static ACTIVE: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// A panic in the stub: said on the EFI console. False if not in the stub.
+pub fn report_panic(info: &core::panic::PanicInfo) -> bool {
+    if !ACTIVE.load(core::sync::atomic::Ordering::Relaxed) {
+        return false;
+    }
+    say!("dtvisor: EFI stub panic: {info}");
+    true
+}
+
+/// Called by `efi_pe_entry` with the image handle and the system table.
+#[unsafe(no_mangle)]
+extern "C" fn efi_main(image: *mut core::ffi::c_void, st: *const core::ffi::c_void) -> usize {
+    // SAFETY: the firmware passes a valid image handle and system table;
+    // they are recorded once, before any other use of the crate.
+    unsafe {
+        let Some(h) = Handle::from_ptr(image) else {
+            return Status::INVALID_PARAMETER.0;
+        };
+        uefi::table::set_system_table(st.cast());
+        boot::set_image_handle(h);
+    }
+    ACTIVE.store(true, core::sync::atomic::Ordering::Relaxed);
+    say!("dtvisor {}: EFI stub", env!("CARGO_PKG_VERSION"));
+    let el = (crate::arch::current_el() >> 2) & 3;
+    if el != 2 {
+        say!("dtvisor must be entered at EL2, and this firmware runs it at EL{el}: returning to the firmware");
+        say!("(on QEMU: -machine virt,virtualization=on; the firmware must run at EL2)");
+        return Status::UNSUPPORTED.0;
+    }
+    match stub() {
+        Ok(never) => match never {},
+        Err(e) => {
+            say!("dtvisor: {e}");
+            say!("dtvisor: nothing started; returning to the firmware");
+            Status::ABORTED.0
+        }
+    }
+}
+
+/// The stub's steps; any error returns to the firmware.
+fn stub() -> Result<core::convert::Infallible, String> {
+    let heap = alloc_pages(STUB_HEAP as u64, 1 << 12)?;
+    // SAFETY: pages the firmware just gave us, used only as this heap.
+    unsafe { hyp::init_heap_at(heap, STUB_HEAP) };
+    let me = image_path()?;
+    let cfg_file = efi_cfg::cfg_path(&me);
+    let cfg = match read_file(&cfg_file) {
+        Ok(text) => {
+            let text = String::from_utf8(text).map_err(|_| format!("{cfg_file}: not text"))?;
+            match efi_cfg::parse(&text) {
+                Ok((boot, warnings)) => {
+                    for w in warnings {
+                        say!(
+                            "dtvisor: {cfg_file} line {}: {} (warning)",
+                            w.line,
+                            w.message
+                        );
+                    }
+                    Some(boot)
+                }
+                Err(errs) => {
+                    for e in &errs {
+                        say!("dtvisor: {cfg_file} line {}: {}", e.line, e.message);
+                    }
+                    return Err(format!("{cfg_file}: {} errors", errs.len()));
+                }
+            }
+        }
+        Err(_) => None,
+    };
+    let dtb = match cfg.as_ref().and_then(|c| c.dtb.as_deref()) {
+        Some(f) => {
+            let path = efi_cfg::beside(&me, f);
+            read_file(&path).map_err(|e| format!("{cfg_file}: dtb={f}: {e}"))?
+        }
+        None => firmware_dtb()?,
+    };
+    let fdt = Fdt::new(&dtb).map_err(|e| format!("the system DTB is not a device tree: {e}"))?;
+    let mut tree = Tree::from_fdt(&fdt);
+    if let Some(opts) = cfg.as_ref().and_then(|c| c.options.clone()) {
+        tree.set_prop("/chosen", "xen,xen-bootargs", cstr(&opts))?;
+    }
+    load_modules(&fdt, &mut tree, &me)?;
+    // The final DTB's home, and the image's 2 MiB aligned copy, are
+    // allocated while boot services still run.
+    let size = tree.to_dtb()?.len() + DTB_SLACK;
+    let dtb_buf = alloc_pages(size as u64, 1 << 12)?;
+    // Linker symbols: the image's first and one past its last loaded byte.
+    let (start, file_end) = (&raw const _start as u64, &raw const __file_end as u64);
+    let image_size = crate::boot::image_range().1 - crate::boot::image_range().0;
+    let copy = alloc_pages(image_size, MIB2)?;
+    say!("dtvisor: leaving boot services; the image continues at {copy:#x}");
+    ACTIVE.store(false, core::sync::atomic::Ordering::Relaxed);
+    // SAFETY: nothing of boot services is used from here on.
+    let mmap = unsafe { boot::exit_boot_services(Some(MemoryType::LOADER_DATA)) };
+    let ram = usable_ram(&mmap);
+    for n in tree
+        .root
+        .children
+        .iter()
+        .filter(|n| is_memory(n))
+        .map(|n| n.name.clone())
+        .collect::<Vec<_>>()
+    {
+        let _ = tree.rm(&format!("/{n}"), None);
+    }
+    let Some(first) = ram.first() else {
+        // No console any more: park.
+        crate::arch::halt();
+    };
+    let name = format!("memory@{:x}", first.0);
+    let _ = tree.mknod("/", &name);
+    let (ac, sc) = root_cells(&tree);
+    let mut reg = Vec::new();
+    for &(a, s) in &ram {
+        push_cells(&mut reg, a, ac);
+        push_cells(&mut reg, s, sc);
+    }
+    let _ = tree.set_prop(&format!("/{name}"), "device_type", cstr("memory"));
+    let _ = tree.set_prop(&format!("/{name}"), "reg", reg);
+    let Ok(blob) = tree.to_dtb() else {
+        crate::arch::halt()
+    };
+    if blob.len() > size {
+        crate::arch::halt();
+    }
+    // SAFETY: `dtb_buf` holds `size` bytes (allocated above), `copy`
+    // `image_size`; the image's loaded bytes are [start, file_end).
+    unsafe {
+        core::ptr::copy_nonoverlapping(blob.as_ptr(), dtb_buf as *mut u8, blob.len());
+        core::ptr::copy_nonoverlapping(
+            start as *const u8,
+            copy as *mut u8,
+            (file_end - start) as usize,
+        );
+    }
+    clean(dtb_buf, blob.len() as u64);
+    clean(copy, file_end - start);
+    // The booti entry of the copy (primary_entry, where code1 branches).
+    let entry = copy + (primary_entry as *const () as u64 - start);
+    // SAFETY: the copy is a complete image at a 2 MiB aligned address;
+    // efi_enter turns the MMU off and enters it as a bootloader would.
+    unsafe { efi_enter(entry, dtb_buf) }
+}
+
+fn cstr(s: &str) -> Vec<u8> {
+    let mut v = s.as_bytes().to_vec();
+    v.push(0);
+    v
+}
+
+fn is_memory(n: &dtvisor::fdt::tree::Node) -> bool {
+    n.props
+        .iter()
+        .any(|(k, v)| k == "device_type" && v.as_slice() == b"memory\0")
+}
+
+fn root_cells(t: &Tree) -> (u32, u32) {
+    let get = |name: &str, d: u32| {
+        t.root
+            .props
+            .iter()
+            .find(|(k, _)| k == name)
+            .and_then(|(_, v)| v.get(..4))
+            .map_or(d, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    (get("#address-cells", 2), get("#size-cells", 1))
+}
+
+fn push_cells(out: &mut Vec<u8>, v: u64, cells: u32) {
+    if cells >= 2 {
+        out.extend_from_slice(&((v >> 32) as u32).to_be_bytes());
+    }
+    out.extend_from_slice(&(v as u32).to_be_bytes());
+}
+
+/// RAM after ExitBootServices: what the memory map says is free or was
+/// the loader's and boot services' (merged, sorted). Runtime services,
+/// ACPI, MMIO and reserved regions are left out.
+fn usable_ram(m: &impl MemoryMap) -> Vec<(u64, u64)> {
+    let mut v: Vec<(u64, u64)> = m
+        .entries()
+        .filter(|d| {
+            matches!(
+                d.ty,
+                MemoryType::CONVENTIONAL
+                    | MemoryType::LOADER_CODE
+                    | MemoryType::LOADER_DATA
+                    | MemoryType::BOOT_SERVICES_CODE
+                    | MemoryType::BOOT_SERVICES_DATA
+            )
+        })
+        .map(|d| (d.phys_start, d.page_count * 4096))
+        .collect();
+    v.sort_unstable();
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for (a, s) in v {
+        match out.last_mut() {
+            Some((la, ls)) if *la + *ls == a => *ls += s,
+            _ => out.push((a, s)),
+        }
+    }
+    out
+}
+
+/// Cleans and invalidates [start, start + len) to the point of coherency.
+fn clean(start: u64, len: u64) {
+    let mut a = start & !63;
+    while a < start + len {
+        // SAFETY: a cache maintenance operation on memory the stub owns.
+        unsafe { core::arch::asm!("dc civac, {}", in(reg) a) };
+        a += 64;
+    }
+    // SAFETY: a barrier has no memory effects.
+    unsafe { core::arch::asm!("dsb sy") };
+}
+
+/// `size` bytes of loader data at an `align`-aligned address.
+fn alloc_pages(size: u64, align: u64) -> Result<u64, String> {
+    let pages = (size + align).div_ceil(4096) as usize;
+    let p: NonNull<u8> =
+        boot::allocate_pages(AllocateType::AnyPages, MemoryType::LOADER_DATA, pages)
+            .map_err(|e| format!("out of memory for {size:#x} bytes: {e:?}"))?;
+    let a = p.as_ptr() as u64;
+    Ok(a.div_ceil(align) * align)
+}
+
+/// The image's own path on its device (`\EFI\BOOT\BOOTAA64.EFI`).
+fn image_path() -> Result<String, String> {
+    let li = boot::open_protocol_exclusive::<LoadedImage>(boot::image_handle())
+        .map_err(|e| format!("no LoadedImage protocol: {e:?}"))?;
+    let dp = li
+        .file_path()
+        .ok_or("the firmware gives no path of this image")?;
+    let mut path = String::new();
+    for node in dp.node_iter() {
+        if let Ok(DevicePathNodeEnum::MediaFilePath(f)) = node.as_enum() {
+            let name = f
+                .path_name()
+                .to_cstring16()
+                .map(|c| c.to_string())
+                .unwrap_or_default();
+            if !name.starts_with('\\') && !path.ends_with('\\') {
+                path.push('\\');
+            }
+            path.push_str(&name);
+        }
+    }
+    if path.is_empty() {
+        return Err("the firmware gives no file path of this image".into());
+    }
+    Ok(path)
+}
+
+/// A file from the image's own file system.
+fn read_file(path: &str) -> Result<Vec<u8>, String> {
+    let sfs = boot::get_image_file_system(boot::image_handle())
+        .map_err(|e| format!("no file system beside the image: {e:?}"))?;
+    let mut fs = uefi::fs::FileSystem::new(sfs);
+    let p = CString16::try_from(path).map_err(|_| format!("{path}: not a valid file name"))?;
+    fs.read(&*uefi::fs::PathBuf::from(p))
+        .map_err(|e| format!("{path}: cannot be read ({e:?})"))
+}
+
+/// A module file read straight into loader pages at a 2 MiB aligned
+/// address (a kernel is larger than the stub's heap): (address, size).
+fn load_file(path: &str) -> Result<(u64, u64), String> {
+    use uefi::proto::media::file::{File, FileAttribute, FileInfo, FileMode};
+    let mut sfs = boot::get_image_file_system(boot::image_handle())
+        .map_err(|e| format!("no file system beside the image: {e:?}"))?;
+    let mut root = sfs
+        .open_volume()
+        .map_err(|e| format!("the image's volume cannot be opened: {e:?}"))?;
+    let name = CString16::try_from(path).map_err(|_| format!("{path}: not a valid file name"))?;
+    let handle = root
+        .open(&name, FileMode::Read, FileAttribute::empty())
+        .map_err(|e| format!("{path}: cannot be opened ({:?})", e.status()))?;
+    let mut file = handle
+        .into_regular_file()
+        .ok_or_else(|| format!("{path}: not a regular file"))?;
+    let info = file
+        .get_boxed_info::<FileInfo>()
+        .map_err(|e| format!("{path}: no file information ({:?})", e.status()))?;
+    let size = info.file_size();
+    let at = alloc_pages(size.max(1), MIB2).map_err(|e| format!("{path}: {e}"))?;
+    // SAFETY: `at` has room for `size` bytes (allocated just above).
+    let buf = unsafe { core::slice::from_raw_parts_mut(at as *mut u8, size as usize) };
+    let mut done = 0;
+    while done < buf.len() {
+        let n = file
+            .read(&mut buf[done..])
+            .map_err(|e| format!("{path}: read failed ({:?})", e.status()))?;
+        if n == 0 {
+            return Err(format!("{path}: ends after {done} of {size} bytes"));
+        }
+        done += n;
+    }
+    Ok((at, size))
+}
+
+/// The firmware's DTB (EFI configuration table), copied.
+fn firmware_dtb() -> Result<Vec<u8>, String> {
+    let addr = uefi::system::with_config_table(|t| {
+        t.iter()
+            .find(|e| e.guid == DTB_GUID)
+            .map(|e| e.address as u64)
+    })
+    .ok_or("no dtb= in the .cfg and no DTB from the firmware")?;
+    // SAFETY: the firmware's DTB: its header first, then `totalsize` bytes.
+    let head = unsafe { core::slice::from_raw_parts(addr as *const u8, 8) };
+    let len = Fdt::total_size(head).map_err(|e| format!("the firmware's DTB: {e}"))?;
+    // SAFETY: as above.
+    Ok(unsafe { core::slice::from_raw_parts(addr as *const u8, len) }.to_vec())
+}
+
+/// Every node under /chosen (domains and their modules, hyperlaunch's
+/// container included) with `xen,uefi-binary`: its file loaded at a
+/// 2 MiB aligned address, its `reg` written in the parent's cells.
+fn load_modules(fdt: &Fdt<'_>, tree: &mut Tree, me: &str) -> Result<(), String> {
+    let Some(chosen) = fdt.find("/chosen") else {
+        return Ok(());
+    };
+    let mut todo: Vec<(String, String, (u32, u32))> = Vec::new();
+    let mut stack = alloc::vec![(chosen, String::from("/chosen"), (2u32, 2u32), 0usize)];
+    while let Some((n, path, inherited, depth)) = stack.pop() {
+        let (a, s) = n.cells();
+        let cells = (a.unwrap_or(inherited.0), s.unwrap_or(inherited.1));
+        for c in n.children() {
+            let cpath = format!("{path}/{}", c.name());
+            if let Some(file) = c.prop("xen,uefi-binary").and_then(|p| p.str()) {
+                todo.push((cpath.clone(), file.to_string(), cells));
+            }
+            if depth < 4 {
+                stack.push((c, cpath, cells, depth + 1));
+            }
+        }
+    }
+    for (node, file, (ac, sc)) in todo {
+        let path = efi_cfg::beside(me, &file);
+        let (at, len) = load_file(&path).map_err(|e| format!("{node}: xen,uefi-binary: {e}"))?;
+        clean(at, len);
+        let mut reg = Vec::new();
+        push_cells(&mut reg, at, ac);
+        push_cells(&mut reg, len, sc);
+        if (ac == 1 && at >> 32 != 0) || (sc == 1 && len >> 32 != 0) {
+            return Err(format!(
+                "{node}: {path} loaded at {at:#x} does not fit 1 address cell"
+            ));
+        }
+        tree.set_prop(&node, "reg", reg)?;
+        say!("dtvisor: {node}: {path} ({len} bytes) at {at:#x}");
+    }
+    Ok(())
+}

@@ -1,0 +1,249 @@
+//! The EFI configuration file beside the image (`<image name>.cfg`), in
+//! Xen's format (Xen's `docs/misc/efi.pandoc`):
+//!
+//! ```text
+//! [global]
+//! default=dtvisor
+//!
+//! [dtvisor]
+//! options=loglvl=info
+//! dtb=virt-system.dtb
+//! ```
+//!
+//! `[global]` names the section to boot with `default=` (else the first
+//! section). In a section, `options=` is the hypervisor's command line and
+//! `dtb=` the system DTB, a file beside the image (without it, the
+//! firmware's DTB). Xen's dom0 keys (`kernel=`, `ramdisk=`, `xsm=`,
+//! `ucode=`) describe a dom0 that dtvisor does not boot this way: they are
+//! errors naming the line (dom0less domains come from the DTB, with
+//! `xen,uefi-binary` modules). `#` starts a comment. Everything is
+//! checked, every problem is reported with its line.
+
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+
+/// The section the stub boots with.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Boot {
+    pub section: String,
+    pub options: Option<String>,
+    pub dtb: Option<String>,
+}
+
+/// A problem on line `line` (1-based; 0 for the file as a whole).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CfgError {
+    pub line: usize,
+    pub message: String,
+}
+
+/// Parses the file and picks the section to boot with; every error.
+pub fn parse(text: &str) -> Result<(Boot, Vec<CfgError>), Vec<CfgError>> {
+    let mut errors = Vec::new();
+    let mut warnings = Vec::new();
+    // (name, line, options, dtb)
+    let mut sections: Vec<(String, usize, Option<String>, Option<String>)> = Vec::new();
+    let mut default: Option<(String, usize)> = None;
+    let mut current: Option<usize> = None; // index in sections; None = [global] or before any
+    let mut in_global = false;
+    for (i, raw) in text.lines().enumerate() {
+        let n = i + 1;
+        let line = raw.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix('[') {
+            let Some(name) = rest
+                .strip_suffix(']')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+            else {
+                errors.push(CfgError {
+                    line: n,
+                    message: format!("expected a section name in brackets, found {line:?}"),
+                });
+                continue;
+            };
+            if name == "global" {
+                in_global = true;
+                current = None;
+            } else if sections.iter().any(|s| s.0 == name) {
+                errors.push(CfgError {
+                    line: n,
+                    message: format!("section [{name}] appears twice"),
+                });
+                current = None;
+                in_global = false;
+            } else {
+                sections.push((name.to_string(), n, None, None));
+                current = Some(sections.len() - 1);
+                in_global = false;
+            }
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=') else {
+            errors.push(CfgError {
+                line: n,
+                message: format!("expected key=value or [section], found {line:?}"),
+            });
+            continue;
+        };
+        let (key, value) = (key.trim(), value.trim());
+        if in_global {
+            match key {
+                "default" => default = Some((value.to_string(), n)),
+                _ => warnings.push(CfgError {
+                    line: n,
+                    message: format!("[global] key {key} is not used by dtvisor, ignored"),
+                }),
+            }
+            continue;
+        }
+        let Some(s) = current else {
+            if !errors.iter().any(|e: &CfgError| e.line == n) {
+                errors.push(CfgError {
+                    line: n,
+                    message: format!("{key}= outside any section"),
+                });
+            }
+            continue;
+        };
+        match key {
+            "options" => sections[s].2 = Some(value.to_string()),
+            "dtb" if value.is_empty() => errors.push(CfgError {
+                line: n,
+                message: "dtb= names no file".into(),
+            }),
+            "dtb" => sections[s].3 = Some(value.to_string()),
+            "kernel" | "ramdisk" | "xsm" | "ucode" => errors.push(CfgError {
+                line: n,
+                message: format!(
+                    "{key}= describes a Xen dom0, which dtvisor does not boot from the .cfg: give the domains in the DTB, their modules with xen,uefi-binary"
+                ),
+            }),
+            _ => warnings.push(CfgError {
+                line: n,
+                message: format!("key {key} is not used by dtvisor, ignored"),
+            }),
+        }
+    }
+    let chosen = match &default {
+        Some((name, n)) => match sections.iter().find(|s| &s.0 == name) {
+            Some(s) => Some(s),
+            None => {
+                errors.push(CfgError {
+                    line: *n,
+                    message: format!("default={name}: there is no section [{name}]"),
+                });
+                None
+            }
+        },
+        None => sections.first(),
+    };
+    if chosen.is_none() && errors.is_empty() {
+        errors.push(CfgError {
+            line: 0,
+            message: "no section to boot with: add [global] default=NAME and a [NAME] section"
+                .into(),
+        });
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let s = chosen.expect("checked above");
+    Ok((
+        Boot {
+            section: s.0.clone(),
+            options: s.2.clone(),
+            dtb: s.3.clone(),
+        },
+        warnings,
+    ))
+}
+
+/// The `.cfg` beside an image at `path` (an EFI path, `\` separated):
+/// `\EFI\BOOT\BOOTAA64.EFI` -> `\EFI\BOOT\BOOTAA64.cfg`.
+pub fn cfg_path(image_path: &str) -> String {
+    let stem = match image_path.rfind('.') {
+        Some(dot) if !image_path[dot..].contains('\\') => &image_path[..dot],
+        _ => image_path,
+    };
+    format!("{stem}.cfg")
+}
+
+/// A file named in the `.cfg` or a DTB, relative to the image's
+/// directory unless it starts with `\` (or `/`, taken as `\`).
+pub fn beside(image_path: &str, file: &str) -> String {
+    let file = file.replace('/', "\\");
+    if file.starts_with('\\') {
+        return file;
+    }
+    match image_path.rfind('\\') {
+        Some(i) => format!("{}\\{file}", &image_path[..i]),
+        None => format!("\\{file}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xen_style_file() {
+        let (b, w) = parse(
+            "# dtvisor\n[global]\ndefault=two\n\n[one]\noptions=loglvl=debug\n[two]\noptions=console=dtuart loglvl=info\ndtb=virt.dtb # the system\n",
+        )
+        .unwrap();
+        assert!(w.is_empty());
+        assert_eq!(b.section, "two");
+        assert_eq!(b.options.as_deref(), Some("console=dtuart loglvl=info"));
+        assert_eq!(b.dtb.as_deref(), Some("virt.dtb"));
+    }
+
+    #[test]
+    fn first_section_without_default_and_no_dtb() {
+        let (b, _) = parse("[dtvisor]\noptions=\n").unwrap();
+        assert_eq!(b.section, "dtvisor");
+        assert_eq!(b.dtb, None);
+        assert_eq!(b.options.as_deref(), Some(""));
+    }
+
+    #[test]
+    fn every_error_with_its_line() {
+        let e =
+            parse("[global]\ndefault=nope\n[a]\nkernel=vmlinuz\njunk\n[a]\n[\ndtb=\n").unwrap_err();
+        let lines: Vec<usize> = e.iter().map(|e| e.line).collect();
+        assert_eq!(lines, [4, 5, 6, 7, 8, 2], "{e:?}");
+        assert!(e[0].message.contains("dom0"));
+        assert!(e[5].message.contains("no section [nope]"));
+    }
+
+    #[test]
+    fn unknown_keys_are_warnings_and_empty_file_is_an_error() {
+        let (_, w) = parse("[global]\ntimeout=3\n[x]\nchain=foo\n").unwrap();
+        assert_eq!(w.len(), 2);
+        assert_eq!(parse("").unwrap_err()[0].line, 0);
+    }
+
+    #[test]
+    fn paths_beside_the_image() {
+        assert_eq!(
+            cfg_path("\\EFI\\BOOT\\BOOTAA64.EFI"),
+            "\\EFI\\BOOT\\BOOTAA64.cfg"
+        );
+        assert_eq!(cfg_path("\\dtvisor"), "\\dtvisor.cfg");
+        assert_eq!(
+            beside("\\EFI\\BOOT\\BOOTAA64.EFI", "virt.dtb"),
+            "\\EFI\\BOOT\\virt.dtb"
+        );
+        assert_eq!(
+            beside("\\EFI\\BOOT\\BOOTAA64.EFI", "/boot/Image"),
+            "\\boot\\Image"
+        );
+        assert_eq!(
+            beside("\\EFI\\BOOT\\BOOTAA64.EFI", "sub/x.dtb"),
+            "\\EFI\\BOOT\\sub\\x.dtb"
+        );
+    }
+}

@@ -1,0 +1,129 @@
+"""UEFI boot: the image `scripts/build` prints, unchanged, started by EDK2
+(Debian's qemu-efi-aarch64, AAVMF in pflash) as `EFI/BOOT/BOOTAA64.EFI`
+from an ESP on a virtio disk, in the layout Xen's EFI dom0less boot uses:
+`BOOTAA64.cfg` beside it (`[global] default=`, `options=`, `dtb=`) and a
+system DTB whose modules are all `xen,uefi-binary` files on the ESP. The
+EFI stub loads them, exits boot services and boots as from booti; two
+Linux domUs reach userspace. A missing module file is reported on the EFI
+console and nothing starts; firmware running at EL1 is refused."""
+import os
+import shutil
+import subprocess
+
+import pytest
+
+import system
+from disk import make_fat
+from test_linux import BOOT, expect_up
+
+AAVMF_CODE = "/usr/share/AAVMF/AAVMF_CODE.fd"
+AAVMF_VARS = "/usr/share/AAVMF/AAVMF_VARS.fd"
+
+DOMAINS = """
+/ { chosen { #address-cells = <2>; #size-cells = <2>;
+  domU1 { compatible = "xen,domain"; #address-cells = <2>; #size-cells = <2>;
+    memory = <0x0 0x40000>; cpus = <2>; vpl011;
+    kernel { compatible = "multiboot,kernel", "multiboot,module";
+      xen,uefi-binary = "%(kernel)s"; bootargs = "console=ttyAMA0 domain=domU1"; };
+    ramdisk { compatible = "multiboot,ramdisk", "multiboot,module"; xen,uefi-binary = "initramfs.cpio.gz"; }; };
+  domU2 { compatible = "xen,domain"; #address-cells = <2>; #size-cells = <2>;
+    memory = <0x0 0x30000>; cpus = <1>; vpl011;
+    kernel { compatible = "multiboot,kernel", "multiboot,module";
+      xen,uefi-binary = "Image"; bootargs = "console=ttyAMA0 domain=domU2"; };
+    ramdisk { compatible = "multiboot,ramdisk", "multiboot,module"; xen,uefi-binary = "initramfs.cpio.gz"; }; };
+}; };
+"""
+
+CFG = """# dtvisor, started by the firmware as EFI/BOOT/BOOTAA64.EFI (Xen's format)
+[global]
+default=dtvisor
+
+[dtvisor]
+options=loglvl=info
+dtb=virt-system.dtb
+"""
+
+
+@pytest.fixture(scope="session")
+def aavmf():
+    if not os.path.exists(AAVMF_CODE):
+        pytest.fail(f"{AAVMF_CODE} missing: scripts/setup installs qemu-efi-aarch64", pytrace=False)
+    return AAVMF_CODE
+
+
+def esp(work, image, linux, kernel="Image"):
+    """An ESP disk image: EFI/BOOT/{BOOTAA64.EFI, BOOTAA64.cfg,
+    virt-system.dtb, Image, initramfs.cpio.gz}."""
+    d = os.path.join(work, "esp")
+    os.makedirs(d, exist_ok=True)
+    shutil.copy(image, os.path.join(d, "BOOTAA64.EFI"))
+    with open(os.path.join(d, "BOOTAA64.cfg"), "w") as f:
+        f.write(CFG)
+    src = subprocess.run(["dtc", "-q", "-I", "dtb", "-O", "dts", system.qemu_dtb()], capture_output=True,
+                         text=True, check=True).stdout
+    src = "\n".join(l for l in src.splitlines() if "rng-seed" not in l and "kaslr-seed" not in l)
+    dts = os.path.join(d, "virt-system.dts")
+    with open(dts, "w") as f:
+        f.write(src + DOMAINS % {"kernel": kernel})
+    subprocess.run(["dtc", "-q", "-I", "dts", "-O", "dtb", "-o", os.path.join(d, "virt-system.dtb"), dts], check=True)
+    for f in ("Image", "initramfs.cpio.gz"):
+        shutil.copy(os.path.join(linux, f), os.path.join(d, f))
+    files = [os.path.join(d, n) for n in ("BOOTAA64.EFI", "BOOTAA64.cfg", "virt-system.dtb", "Image",
+                                          "initramfs.cpio.gz")]
+    img = os.path.join(work, "esp.img")
+    make_fat(img, files, under="EFI/BOOT")
+    return img
+
+
+def firmware_args(work, aavmf, img):
+    vars_fd = os.path.join(work, "vars.fd")
+    shutil.copy(AAVMF_VARS, vars_fd)
+    return ["-drive", f"if=pflash,format=raw,readonly=on,file={aavmf}",
+            "-drive", f"if=pflash,format=raw,file={vars_fd}",
+            "-drive", f"if=none,file={img},format=raw,id=d0", "-device", "virtio-blk-device,drive=d0"]
+
+
+def test_edk2_boots_two_linux_domus_from_the_esp(qemu, image, linux, aavmf, work):
+    img = esp(work, image, linux)
+    with qemu("uefi-edk2", firmware_args(work, aavmf, img), limit=BOOT + 180) as q:
+        q.expect(r"dtvisor [\d.]+: EFI stub", 120, "the EFI stub on the EFI console")
+        q.expect(r"/chosen/domU1/kernel: \\EFI\\BOOT\\Image \(\d+ bytes\) at 0x[0-9a-f]+", 60)
+        q.expect(r"leaving boot services; the image continues at 0x[0-9a-f]+", 60)
+        q.expect(r"dtvisor [\d.]+ \(EL2\)", 30, "the hypervisor's banner after the stub")
+        q.expect(r"boot plan: 2 domains \(dom0less\)", 30)
+        q.expect(r'hypervisor command line "loglvl=info"', 10)
+        expect_up(q, {"domU1": (2, 256), "domU2": (1, 192)})
+
+
+def test_a_missing_module_file_is_reported_and_nothing_starts(qemu, image, linux, aavmf, work):
+    img = esp(work, image, linux, kernel="Image-missing")
+    with qemu("uefi-missing", firmware_args(work, aavmf, img), limit=180) as q:
+        q.expect(r"dtvisor [\d.]+: EFI stub", 120)
+        q.expect(r"/chosen/domU1/kernel: xen,uefi-binary: \\EFI\\BOOT\\Image-missing: cannot be opened", 60)
+        q.expect(r"nothing started; returning to the firmware", 10)
+        q.not_seen(r"leaving boot services|\(EL2\)")
+
+
+def test_firmware_at_el1_is_refused(qemu, image, linux, aavmf, work):
+    """Without virtualization=on the firmware runs at EL1: the stub says
+    so on the EFI console and returns to it."""
+    img = esp(work, image, linux)
+    with qemu("uefi-el1", firmware_args(work, aavmf, img), virt=False, limit=180) as q:
+        q.expect(r"dtvisor [\d.]+: EFI stub", 120)
+        q.expect(r"dtvisor must be entered at EL2, and this firmware runs it at EL1", 10)
+        q.not_seen(r"leaving boot services")
+
+
+def test_uboot_bootefi_starts_the_same_image(qemu, image, linux, uboot_bin, work):
+    """U-Boot's EFI: with no boot.scr on the disk, distro boot finds
+    EFI/BOOT/BOOTAA64.EFI and starts it with bootefi; the stub reads the
+    same .cfg and modules through U-Boot's EFI file system."""
+    img = esp(work, image, linux)
+    args = ["-bios", uboot_bin, "-drive", f"if=none,file={img},format=raw,id=d0",
+            "-device", "virtio-blk-device,drive=d0"]
+    with qemu("uefi-uboot", args, limit=BOOT + 180) as q:
+        q.expect(r"dtvisor [\d.]+: EFI stub", 120, "U-Boot's bootefi starting the image")
+        q.expect(r"leaving boot services", 60)
+        q.expect(r"boot plan: 2 domains \(dom0less\)", 60)
+        expect_up(q, {"domU1": (2, 256), "domU2": (1, 192)})
+        q.not_seen(r"unexpected exception")
