@@ -281,7 +281,7 @@ impl<'a, 'd> Parser<'a, 'd> {
                 path,
                 "xen,uefi-binary",
                 Kind::Unsupported,
-                "xen,uefi-binary needs UEFI boot; dtvisor boots from a DTB: give reg".into(),
+                "xen,uefi-binary without reg: the EFI stub loads such a module and writes its reg when dtvisor is started from UEFI; booted otherwise, give reg".into(),
             );
             return None;
         }

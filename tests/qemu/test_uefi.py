@@ -7,6 +7,7 @@ EFI stub loads them, exits boot services and boots as from booti; two
 Linux domUs reach userspace. A missing module file is reported on the EFI
 console and nothing starts; firmware running at EL1 is refused."""
 import os
+import re
 import shutil
 import subprocess
 
@@ -83,8 +84,26 @@ def firmware_args(work, aavmf, img):
             "-drive", f"if=none,file={img},format=raw,id=d0", "-device", "virtio-blk-device,drive=d0"]
 
 
-def test_edk2_boots_two_linux_domus_from_the_esp(qemu, image, linux, aavmf, work):
+def esp_check(plan_tool, work):
+    """`dtvisor-plan check virt-system.dtb --esp DIR`: exit status, text."""
+    d = os.path.join(work, "esp")
+    p = subprocess.run([plan_tool, "check", os.path.join(d, "virt-system.dtb"), "--esp", d],
+                       capture_output=True, text=True)
+    return p.returncode, p.stdout
+
+
+def without_addresses(plan):
+    """A plan's text with module ranges reduced to their sizes (the
+    firmware chooses the addresses)."""
+    return re.sub(r"\[0x[0-9a-f]+, 0x[0-9a-f]+\) ", "", plan)
+
+
+def test_edk2_boots_two_linux_domus_from_the_esp(qemu, image, linux, aavmf, plan_tool, work):
+    """And the host check (`dtvisor-plan check --esp`) prints the plan the
+    image prints, but for the addresses the firmware chose."""
     img = esp(work, image, linux)
+    status, text = esp_check(plan_tool, work)
+    assert status == 0 and text.startswith("boot plan: 2 domains"), text
     with qemu("uefi-edk2", firmware_args(work, aavmf, img), limit=BOOT + 180) as q:
         q.expect(r"dtvisor [\d.]+: EFI stub", 120, "the EFI stub on the EFI console")
         q.expect(r"/chosen/domU1/kernel: \\EFI\\BOOT\\Image \(\d+ bytes\) at 0x[0-9a-f]+", 60)
@@ -93,10 +112,17 @@ def test_edk2_boots_two_linux_domus_from_the_esp(qemu, image, linux, aavmf, work
         q.expect(r"boot plan: 2 domains \(dom0less\)", 30)
         q.expect(r'hypervisor command line "loglvl=info"', 10)
         expect_up(q, {"domU1": (2, 256), "domU2": (1, 192)})
+        console = without_addresses(q.text().replace("\r\n", "\n"))
+        # The image has the .cfg's options; the host check reads the DTB only.
+        for line in without_addresses(text).splitlines():
+            if line not in console:
+                q.fail(f"the host check's line {line!r} is not in the image's plan")
 
 
-def test_a_missing_module_file_is_reported_and_nothing_starts(qemu, image, linux, aavmf, work):
+def test_a_missing_module_file_is_reported_and_nothing_starts(qemu, image, linux, aavmf, plan_tool, work):
     img = esp(work, image, linux, kernel="Image-missing")
+    status, text = esp_check(plan_tool, work)
+    assert status == 1 and "error: /chosen/domU1/kernel: xen,uefi-binary:" in text and "Image-missing" in text, text
     with qemu("uefi-missing", firmware_args(work, aavmf, img), limit=180) as q:
         q.expect(r"dtvisor [\d.]+: EFI stub", 120)
         q.expect(r"/chosen/domU1/kernel: xen,uefi-binary: \\EFI\\BOOT\\Image-missing: cannot be opened", 60)

@@ -16,6 +16,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod esp;
 mod mkboot;
 mod preflight;
 
@@ -24,6 +25,7 @@ Examples:
   dtvisor-plan system.dtb                  print the boot plan, or every error
   dtvisor-plan check system.dtb            the same (check is the default)
   dtvisor-plan --format json system.dtb    the same as JSON (docs/plan-json.md)
+  dtvisor-plan system.dtb --esp ESP/EFI/BOOT  a UEFI deployment: xen,uefi-binary sizes from the ESP
   dtvisor-plan board.dtb --script boot.cmd --files DIR
                                            the pre-flight check of a U-Boot script
   dtvisor-plan system.dtb --module /chosen/domU1/dt=rtc.dtb
@@ -87,6 +89,11 @@ struct CheckArgs {
     /// and are checked against the modules' reg)
     #[arg(long, value_name = "DIR", requires = "script")]
     files: Option<PathBuf>,
+    /// UEFI boot: the directory on the ESP beside the image, where the
+    /// files the DTB names with xen,uefi-binary are (their sizes become
+    /// the modules' reg, as the EFI stub will write it)
+    #[arg(long, value_name = "DIR", conflicts_with = "script")]
+    esp: Option<PathBuf>,
     /// A U-Boot environment variable the script uses (repeat for more)
     #[arg(long = "env", value_name = "NAME=VALUE", requires = "script", value_parser = env_arg)]
     env: Vec<(String, String)>,
@@ -259,6 +266,9 @@ fn check(args: CheckArgs) -> ExitCode {
     if let Some(script) = &args.script {
         return check_script(&args, &blob, script, &files);
     }
+    if let Some(dir) = &args.esp {
+        return check_esp(&args, &blob, dir);
+    }
     // What the hypervisor reads: the first `reg`-size bytes of the file.
     let contents = |node: &str, r: dtvisor::mm::Range, visit: &mut dyn FnMut(&[u8])| {
         let Some((_, b)) = files.iter().find(|(n, _)| n == node) else {
@@ -370,6 +380,60 @@ fn check_script(
             for w in &c.script_warnings {
                 diag += &format!("warning: {w}\n");
             }
+            out += &paint(&diag, colour(&std::io::stdout()));
+            emit(&mut std::io::stdout(), &out)
+        }
+    };
+    if !written {
+        ExitCode::from(2)
+    } else if valid {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+/// The UEFI check (`--esp`): the plan with the modules the EFI stub will
+/// load from the ESP, or every error.
+fn check_esp(args: &CheckArgs, blob: &[u8], dir: &std::path::Path) -> ExitCode {
+    let c = match esp::check(blob, dir) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("dtvisor-plan: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let valid = c.report.plan.is_some() && c.errors.is_empty();
+    let written = match args.format {
+        Format::Json => {
+            let doc = serde_json::to_string(&render::Document::new(&c.report))
+                .expect("the document serialises");
+            emit(&mut std::io::stdout(), &format!("{doc}\n"))
+        }
+        Format::Text => {
+            let mut out = c
+                .report
+                .plan
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            let mut diag: String = c.errors.iter().map(|e| format!("error: {e}\n")).collect();
+            // A module whose file is missing has no reg: the parser's
+            // complaint about that would only repeat the error above.
+            let rest: Vec<_> = c
+                .report
+                .diagnostics
+                .iter()
+                .filter(|d| {
+                    d.property.as_deref() != Some("xen,uefi-binary")
+                        || !c
+                            .errors
+                            .iter()
+                            .any(|e| e.starts_with(&format!("{}: ", d.path)))
+                })
+                .cloned()
+                .collect();
+            diag += &render::Diagnostics(&rest).to_string();
             out += &paint(&diag, colour(&std::io::stdout()));
             emit(&mut std::io::stdout(), &out)
         }

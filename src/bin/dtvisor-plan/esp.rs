@@ -1,0 +1,81 @@
+//! `dtvisor-plan check SYSTEM.dtb --esp DIR`: the host check of a UEFI
+//! deployment. Every module node with `xen,uefi-binary = "FILE"` gets the
+//! `reg` the EFI stub will give it: FILE's size from DIR (the image's
+//! directory on the ESP), at a 2 MiB aligned address from the top of the
+//! first RAM bank down (the firmware picks the real addresses; the plan
+//! shows these). A file that is missing is an error naming the node.
+
+use dtvisor::config::{self, Report};
+use dtvisor::fdt::tree::Tree;
+use dtvisor::fdt::Fdt;
+use dtvisor::hw::HostMemory;
+use std::path::{Path, PathBuf};
+
+const MIB2: u64 = 2 << 20;
+
+pub struct Checked {
+    pub report: Report,
+    /// Missing or unreadable files, naming the node.
+    pub errors: Vec<String>,
+}
+
+pub fn check(blob: &[u8], esp: &Path) -> Result<Checked, String> {
+    let fdt = Fdt::new(blob).map_err(|e| format!("not a device tree: {e}"))?;
+    let host = HostMemory::from_fdt(&fdt);
+    let mut tree = Tree::from_fdt(&fdt);
+    let mut errors = Vec::new();
+    let mut files: Vec<(u64, PathBuf)> = Vec::new();
+    let mut top = host.ram.first().map_or(0, |r| r.end & !(MIB2 - 1));
+    let mut todo = Vec::new();
+    if let Some(chosen) = fdt.find("/chosen") {
+        let mut stack = vec![(chosen, "/chosen".to_string(), (2u32, 2u32), 0usize)];
+        while let Some((n, path, inherited, depth)) = stack.pop() {
+            let (a, s) = n.cells();
+            let cells = (a.unwrap_or(inherited.0), s.unwrap_or(inherited.1));
+            for c in n.children() {
+                let cpath = format!("{path}/{}", c.name());
+                if let Some(file) = c.prop("xen,uefi-binary").and_then(|p| p.str()) {
+                    todo.push((cpath.clone(), file.to_string(), cells));
+                }
+                if depth < 4 {
+                    stack.push((c, cpath, cells, depth + 1));
+                }
+            }
+        }
+    }
+    todo.sort();
+    for (node, file, (ac, sc)) in todo {
+        let path = esp.join(file.trim_start_matches(['/', '\\']).replace('\\', "/"));
+        let size = match std::fs::metadata(&path) {
+            Ok(m) => m.len(),
+            Err(e) => {
+                errors.push(format!("{node}: xen,uefi-binary: {}: {e}", path.display()));
+                continue;
+            }
+        };
+        let at = top.saturating_sub(size.div_ceil(MIB2) * MIB2);
+        top = at;
+        let mut reg = Vec::new();
+        for (v, n) in [(at, ac), (size, sc)] {
+            if n >= 2 {
+                reg.extend_from_slice(&((v >> 32) as u32).to_be_bytes());
+            }
+            reg.extend_from_slice(&(v as u32).to_be_bytes());
+        }
+        tree.set_prop(&node, "reg", reg)?;
+        files.push((at, path));
+    }
+    let edited = tree.to_dtb()?;
+    let contents = |_: &str, r: dtvisor::mm::Range, visit: &mut dyn FnMut(&[u8])| {
+        let Some((_, p)) = files.iter().find(|(a, _)| *a == r.start) else {
+            return false;
+        };
+        let Ok(b) = std::fs::read(p) else {
+            return false;
+        };
+        visit(&b[..b.len().min(r.size() as usize)]);
+        true
+    };
+    let report = config::parse_blob_with(&edited, Some(&contents));
+    Ok(Checked { report, errors })
+}
