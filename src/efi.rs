@@ -113,7 +113,25 @@ fn stub() -> Result<core::convert::Infallible, String> {
     unsafe { hyp::init_heap_at(heap, STUB_HEAP) };
     let me = image_path()?;
     let cfg_file = efi_cfg::cfg_path(&me);
-    let cfg = match read_file(&cfg_file) {
+    // Xen's rule: a firmware DTB that already holds boot modules is the
+    // whole configuration, and the .cfg is not read, unless its /chosen
+    // has xen,uefi-cfg-load.
+    let fw = firmware_dtb().ok();
+    let fw_fdt = fw.as_deref().and_then(|b| Fdt::new(b).ok());
+    let fw_modules = fw_fdt.as_ref().is_some_and(has_modules);
+    let force = fw_fdt
+        .as_ref()
+        .and_then(|f| f.find("/chosen"))
+        .is_some_and(|c| c.prop("xen,uefi-cfg-load").is_some());
+    let skip_cfg = fw_modules && !force;
+    if skip_cfg {
+        say!("dtvisor: the firmware's DTB holds the boot modules: {cfg_file} not read (xen,uefi-cfg-load in /chosen reads it)");
+    }
+    let cfg = match if skip_cfg {
+        Err(String::new())
+    } else {
+        read_file(&cfg_file)
+    } {
         Ok(text) => {
             let text = String::from_utf8(text).map_err(|_| format!("{cfg_file}: not text"))?;
             match efi_cfg::parse(&text) {
@@ -142,7 +160,7 @@ fn stub() -> Result<core::convert::Infallible, String> {
             let path = efi_cfg::beside(&me, f);
             read_file(&path).map_err(|e| format!("{cfg_file}: dtb={f}: {e}"))?
         }
-        None => firmware_dtb()?,
+        None => fw.ok_or("no dtb= in the .cfg and no DTB from the firmware")?,
     };
     let fdt = Fdt::new(&dtb).map_err(|e| format!("the system DTB is not a device tree: {e}"))?;
     let mut tree = Tree::from_fdt(&fdt);
@@ -210,6 +228,20 @@ fn stub() -> Result<core::convert::Infallible, String> {
     // SAFETY: the copy is a complete image at a 2 MiB aligned address;
     // efi_enter turns the MMU off and enters it as a bootloader would.
     unsafe { efi_enter(entry, dtb_buf) }
+}
+
+/// Whether a DTB names boot modules under /chosen (dom0less or
+/// hyperlaunch, any depth the parser reads).
+fn has_modules(f: &Fdt<'_>) -> bool {
+    let Some(chosen) = f.find("/chosen") else {
+        return false;
+    };
+    chosen.descendants().take(4096).any(|n| {
+        n.prop("compatible").is_some_and(|c| {
+            c.strings()
+                .any(|s| s == "multiboot,module" || s.starts_with("module,"))
+        })
+    })
 }
 
 fn cstr(s: &str) -> Vec<u8> {
