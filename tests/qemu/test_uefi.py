@@ -153,3 +153,19 @@ def test_uboot_bootefi_starts_the_same_image(qemu, image, linux, uboot_bin, work
         q.expect(r"boot plan: 2 domains \(dom0less\)", 60)
         expect_up(q, {"domU1": (2, 256), "domU2": (1, 192)})
         q.not_seen(r"unexpected exception")
+
+
+def test_a_bad_cfg_line_is_reported_and_nothing_starts(qemu, image, linux, aavmf, work):
+    """A .cfg written for a Xen dom0 (`kernel=`) and a typo: each line is
+    named on the EFI console, and the stub returns to the firmware."""
+    img = esp(work, image, linux)
+    cfg = os.path.join(work, "esp", "BOOTAA64.cfg")
+    with open(cfg, "w") as f:
+        f.write("[global]\ndefault=xen\n[xen]\noptions=loglvl=info\nkernel=vmlinuz root=/dev/sda\ndtb virt-system.dtb\n")
+    subprocess.run(["mcopy", "-o", "-i", f"{img}@@1M", cfg, "::/EFI/BOOT/BOOTAA64.cfg"], check=True,
+                   env=dict(os.environ, MTOOLS_SKIP_CHECK="1"))
+    with qemu("uefi-bad-cfg", firmware_args(work, aavmf, img), limit=180) as q:
+        q.expect(r"BOOTAA64\.cfg line 5: kernel= describes a Xen dom0", 120)
+        q.expect(r"BOOTAA64\.cfg line 6: expected key=value", 10)
+        q.expect(r"nothing started; returning to the firmware", 10)
+        q.not_seen(r"leaving boot services")
