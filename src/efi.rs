@@ -418,25 +418,12 @@ fn firmware_dtb() -> Result<Vec<u8>, String> {
 /// container included) with `xen,uefi-binary`: its file loaded at a
 /// 2 MiB aligned address, its `reg` written in the parent's cells.
 fn load_modules(fdt: &Fdt<'_>, tree: &mut Tree, me: &str) -> Result<(), String> {
-    let Some(chosen) = fdt.find("/chosen") else {
-        return Ok(());
-    };
-    let mut todo: Vec<(String, String, (u32, u32))> = Vec::new();
-    let mut stack = alloc::vec![(chosen, String::from("/chosen"), (2u32, 2u32), 0usize)];
-    while let Some((n, path, inherited, depth)) = stack.pop() {
-        let (a, s) = n.cells();
-        let cells = (a.unwrap_or(inherited.0), s.unwrap_or(inherited.1));
-        for c in n.children() {
-            let cpath = format!("{path}/{}", c.name());
-            if let Some(file) = c.prop("xen,uefi-binary").and_then(|p| p.str()) {
-                todo.push((cpath.clone(), file.to_string(), cells));
-            }
-            if depth < 4 {
-                stack.push((c, cpath, cells, depth + 1));
-            }
-        }
-    }
-    for (node, file, (ac, sc)) in todo {
+    for efi_cfg::UefiBinary {
+        node,
+        file,
+        cells: (ac, sc),
+    } in efi_cfg::uefi_binaries(fdt)
+    {
         let path = efi_cfg::beside(me, &file);
         let (at, len) = load_file(&path).map_err(|e| format!("{node}: xen,uefi-binary: {e}"))?;
         clean(at, len);

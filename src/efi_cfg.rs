@@ -185,6 +185,46 @@ pub fn beside(image_path: &str, file: &str) -> String {
     }
 }
 
+/// A module node that names its file with `xen,uefi-binary`: the EFI
+/// stub loads the file and writes the node's `reg` in `cells` (its
+/// parent's `#address-cells`/`#size-cells`, inherited as the parser
+/// reads them).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UefiBinary {
+    pub node: String,
+    pub file: String,
+    pub cells: (u32, u32),
+}
+
+/// Every `xen,uefi-binary` node under /chosen (domains, their modules,
+/// the hyperlaunch container; as deep as the parser reads), in path order.
+pub fn uefi_binaries(fdt: &crate::fdt::Fdt<'_>) -> Vec<UefiBinary> {
+    let mut out = Vec::new();
+    let Some(chosen) = fdt.find("/chosen") else {
+        return out;
+    };
+    let mut stack = alloc::vec![(chosen, String::from("/chosen"), (2u32, 2u32), 0usize)];
+    while let Some((n, path, inherited, depth)) = stack.pop() {
+        let (a, s) = n.cells();
+        let cells = (a.unwrap_or(inherited.0), s.unwrap_or(inherited.1));
+        for c in n.children() {
+            let cpath = format!("{path}/{}", c.name());
+            if let Some(file) = c.prop("xen,uefi-binary").and_then(|p| p.str()) {
+                out.push(UefiBinary {
+                    node: cpath.clone(),
+                    file: file.to_string(),
+                    cells,
+                });
+            }
+            if depth < 4 {
+                stack.push((c, cpath, cells, depth + 1));
+            }
+        }
+    }
+    out.sort_by(|a, b| a.node.cmp(&b.node));
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,6 +264,40 @@ mod tests {
         let (_, w) = parse("[global]\ntimeout=3\n[x]\nchain=foo\n").unwrap();
         assert_eq!(w.len(), 2);
         assert_eq!(parse("").unwrap_err()[0].line, 0);
+    }
+
+    #[test]
+    fn uefi_binary_nodes_with_their_cells() {
+        let blob = crate::fdt::tests::dtc(
+            r#"/dts-v1/;
+/ { #address-cells = <2>; #size-cells = <2>;
+  chosen { #address-cells = <2>; #size-cells = <2>;
+    domU1 { compatible = "xen,domain"; #size-cells = <1>;
+      kernel { compatible = "multiboot,kernel", "multiboot,module"; xen,uefi-binary = "Image"; };
+      rd { compatible = "multiboot,ramdisk", "multiboot,module"; reg = <0x0 0x1000 0x100>; }; };
+    hypervisor { compatible = "hypervisor,xen"; #address-cells = <1>; #size-cells = <1>;
+      d { k { compatible = "module,kernel"; xen,uefi-binary = "k.bin"; }; }; };
+  };
+};
+"#,
+        );
+        let f = crate::fdt::Fdt::new(&blob).unwrap();
+        let v = uefi_binaries(&f);
+        assert_eq!(
+            v,
+            [
+                UefiBinary {
+                    node: "/chosen/domU1/kernel".into(),
+                    file: "Image".into(),
+                    cells: (2, 1)
+                },
+                UefiBinary {
+                    node: "/chosen/hypervisor/d/k".into(),
+                    file: "k.bin".into(),
+                    cells: (1, 1)
+                },
+            ]
+        );
     }
 
     #[test]

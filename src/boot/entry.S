@@ -4,6 +4,27 @@
 // exception vectors, then Rust. primary_entry runs with the MMU off;
 // efi_pe_entry is the EFI entry (src/efi.rs).
 
+// Applies the image's R_AARCH64_RELATIVE relocations (.rela.dyn) for
+// load address \base: *(base + r_offset) = base + r_addend. Uses the five
+// scratch registers given; idempotent (the addend, not the old value).
+.macro apply_relocs base, p, end, off, info, val
+    adrp    \p, __rela_start
+    add     \p, \p, :lo12:__rela_start
+    adrp    \end, __rela_end
+    add     \end, \end, :lo12:__rela_end
+.Lrel\@:
+    cmp     \p, \end
+    b.hs    .Lrel_done\@
+    ldp     \off, \info, [\p], #16    // r_offset, r_info
+    ldr     \val, [\p], #8             // r_addend
+    cmp     \info, #1027               // R_AARCH64_RELATIVE
+    b.ne    .Lrel\@
+    add     \val, \val, \base
+    str     \val, [\base, \off]
+    b       .Lrel\@
+.Lrel_done\@:
+.endm
+
 .section .text.head, "ax"
 .global _start
 _start:
@@ -76,21 +97,7 @@ primary_entry:
     mov     x19, x0                 // x0 = DTB physical address
     adrp    x20, _start             // load address (2 MiB aligned)
 
-    // Apply R_AARCH64_RELATIVE relocations: *(base + off) = base + addend.
-    adrp    x1, __rela_start
-    add     x1, x1, :lo12:__rela_start
-    adrp    x2, __rela_end
-    add     x2, x2, :lo12:__rela_end
-1:  cmp     x1, x2
-    b.hs    2f
-    ldp     x3, x4, [x1], #16       // r_offset, r_info
-    ldr     x5, [x1], #8            // r_addend
-    cmp     w4, #1027               // R_AARCH64_RELATIVE
-    b.ne    1b
-    add     x5, x5, x20
-    str     x5, [x20, x3]
-    b       1b
-2:
+    apply_relocs x20, x1, x2, x3, x4, x5
     // Zero BSS (16-byte aligned bounds, see link.ld).
     adrp    x1, __bss_start
     add     x1, x1, :lo12:__bss_start
@@ -160,20 +167,8 @@ efi_pe_entry:
     mov     x29, sp
     stp     x0, x1, [sp, #16]
     adrp    x9, _start
-    adrp    x2, __rela_start
-    add     x2, x2, :lo12:__rela_start
-    adrp    x3, __rela_end
-    add     x3, x3, :lo12:__rela_end
-1:  cmp     x2, x3
-    b.hs    2f
-    ldp     x4, x5, [x2], #16
-    ldr     x6, [x2], #8
-    cmp     w5, #1027               // R_AARCH64_RELATIVE
-    b.ne    1b
-    add     x6, x6, x9
-    str     x6, [x9, x4]
-    b       1b
-2:  ldp     x0, x1, [sp, #16]
+    apply_relocs x9, x2, x3, x4, x5, x6
+    ldp     x0, x1, [sp, #16]
     bl      efi_main
     ldp     x29, x30, [sp], #32
     ret

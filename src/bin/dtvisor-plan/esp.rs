@@ -6,6 +6,7 @@
 //! shows these). A file that is missing is an error naming the node.
 
 use dtvisor::config::{self, Report};
+use dtvisor::efi_cfg;
 use dtvisor::fdt::tree::Tree;
 use dtvisor::fdt::Fdt;
 use dtvisor::hw::HostMemory;
@@ -26,25 +27,12 @@ pub fn check(blob: &[u8], esp: &Path) -> Result<Checked, String> {
     let mut errors = Vec::new();
     let mut files: Vec<(u64, PathBuf)> = Vec::new();
     let mut top = host.ram.first().map_or(0, |r| r.end & !(MIB2 - 1));
-    let mut todo = Vec::new();
-    if let Some(chosen) = fdt.find("/chosen") {
-        let mut stack = vec![(chosen, "/chosen".to_string(), (2u32, 2u32), 0usize)];
-        while let Some((n, path, inherited, depth)) = stack.pop() {
-            let (a, s) = n.cells();
-            let cells = (a.unwrap_or(inherited.0), s.unwrap_or(inherited.1));
-            for c in n.children() {
-                let cpath = format!("{path}/{}", c.name());
-                if let Some(file) = c.prop("xen,uefi-binary").and_then(|p| p.str()) {
-                    todo.push((cpath.clone(), file.to_string(), cells));
-                }
-                if depth < 4 {
-                    stack.push((c, cpath, cells, depth + 1));
-                }
-            }
-        }
-    }
-    todo.sort();
-    for (node, file, (ac, sc)) in todo {
+    for efi_cfg::UefiBinary {
+        node,
+        file,
+        cells: (ac, sc),
+    } in efi_cfg::uefi_binaries(&fdt)
+    {
         let path = esp.join(file.trim_start_matches(['/', '\\']).replace('\\', "/"));
         let size = match std::fs::metadata(&path) {
             Ok(m) => m.len(),

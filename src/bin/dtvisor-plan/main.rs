@@ -347,46 +347,47 @@ fn check_script(
             return ExitCode::from(2);
         }
     };
-    let valid = c.report.plan.is_some() && c.script_errors.is_empty();
-    let written = match args.format {
+    let mut diag = String::new();
+    for e in &c.script_errors {
+        diag += &format!("error: {e}\n");
+    }
+    for sev in [config::Severity::Error, config::Severity::Warning] {
+        for (d, line) in c.report.diagnostics.iter().zip(&c.lines) {
+            if d.severity != sev {
+                continue;
+            }
+            diag += &d.to_string();
+            if let Some(l) = line {
+                diag += &format!(" ({l})");
+            }
+            diag += "\n";
+        }
+    }
+    for w in &c.script_warnings {
+        diag += &format!("warning: {w}\n");
+    }
+    print_report(args.format, &c.report, &diag, c.script_errors.is_empty())
+}
+
+/// Prints a check's outcome: the JSON document, or the plan (if any)
+/// followed by `diag` (already rendered diagnostics). Exit status: 0
+/// valid (a plan and `ok`), 1 invalid, 2 output lost.
+fn print_report(format: Format, report: &config::Report, diag: &str, ok: bool) -> ExitCode {
+    let written = match format {
         Format::Json => {
-            let doc = serde_json::to_string(&render::Document::new(&c.report))
+            let doc = serde_json::to_string(&render::Document::new(report))
                 .expect("the document serialises");
             emit(&mut std::io::stdout(), &format!("{doc}\n"))
         }
         Format::Text => {
-            let mut out = c
-                .report
-                .plan
-                .as_ref()
-                .map(ToString::to_string)
-                .unwrap_or_default();
-            let mut diag = String::new();
-            for e in &c.script_errors {
-                diag += &format!("error: {e}\n");
-            }
-            for sev in [config::Severity::Error, config::Severity::Warning] {
-                for (d, line) in c.report.diagnostics.iter().zip(&c.lines) {
-                    if d.severity != sev {
-                        continue;
-                    }
-                    diag += &d.to_string();
-                    if let Some(l) = line {
-                        diag += &format!(" ({l})");
-                    }
-                    diag += "\n";
-                }
-            }
-            for w in &c.script_warnings {
-                diag += &format!("warning: {w}\n");
-            }
-            out += &paint(&diag, colour(&std::io::stdout()));
-            emit(&mut std::io::stdout(), &out)
+            let plan = report.plan.as_ref().map(ToString::to_string);
+            let text = plan.unwrap_or_default() + &paint(diag, colour(&std::io::stdout()));
+            emit(&mut std::io::stdout(), &text)
         }
     };
     if !written {
         ExitCode::from(2)
-    } else if valid {
+    } else if report.plan.is_some() && ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
@@ -403,48 +404,24 @@ fn check_esp(args: &CheckArgs, blob: &[u8], dir: &std::path::Path) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let valid = c.report.plan.is_some() && c.errors.is_empty();
-    let written = match args.format {
-        Format::Json => {
-            let doc = serde_json::to_string(&render::Document::new(&c.report))
-                .expect("the document serialises");
-            emit(&mut std::io::stdout(), &format!("{doc}\n"))
-        }
-        Format::Text => {
-            let mut out = c
-                .report
-                .plan
-                .as_ref()
-                .map(ToString::to_string)
-                .unwrap_or_default();
-            let mut diag: String = c.errors.iter().map(|e| format!("error: {e}\n")).collect();
-            // A module whose file is missing has no reg: the parser's
-            // complaint about that would only repeat the error above.
-            let rest: Vec<_> = c
-                .report
-                .diagnostics
-                .iter()
-                .filter(|d| {
-                    d.property.as_deref() != Some("xen,uefi-binary")
-                        || !c
-                            .errors
-                            .iter()
-                            .any(|e| e.starts_with(&format!("{}: ", d.path)))
-                })
-                .cloned()
-                .collect();
-            diag += &render::Diagnostics(&rest).to_string();
-            out += &paint(&diag, colour(&std::io::stdout()));
-            emit(&mut std::io::stdout(), &out)
-        }
-    };
-    if !written {
-        ExitCode::from(2)
-    } else if valid {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    }
+    let mut diag: String = c.errors.iter().map(|e| format!("error: {e}\n")).collect();
+    // A module whose file is missing has no reg: the parser's complaint
+    // about that would only repeat the error above.
+    let rest: Vec<_> = c
+        .report
+        .diagnostics
+        .iter()
+        .filter(|d| {
+            d.property.as_deref() != Some("xen,uefi-binary")
+                || !c
+                    .errors
+                    .iter()
+                    .any(|e| e.starts_with(&format!("{}: ", d.path)))
+        })
+        .cloned()
+        .collect();
+    diag += &render::Diagnostics(&rest).to_string();
+    print_report(args.format, &c.report, &diag, c.errors.is_empty())
 }
 
 /// Writes all of `text`; false if the stream is gone (a closed pipe).
