@@ -19,16 +19,23 @@ from test_linux import BOOT, expect_up
 UBOOT_RAM = "0x40000000"
 
 
-def stage(work, image, linux, extra=""):
-    """The files of a deployment in WORK/boot: the image, QEMU virt's DTB as
-    the board's, the Linux kernel and initramfs; and an ImageBuilder-style
-    config for two Linux domUs. Returns the config's path."""
+def files(work, image, linux, image_name):
+    """WORK/boot with the files of a deployment: the image (as
+    `image_name`), QEMU virt's DTB as the board's, the Linux kernel and
+    initramfs. Returns the directory."""
     d = os.path.join(work, "boot")
     os.makedirs(d, exist_ok=True)
-    shutil.copy(image, os.path.join(d, "dtvisor.bin"))
+    shutil.copy(image, os.path.join(d, image_name))
     shutil.copy(system.qemu_dtb(), os.path.join(d, "virt.dtb"))
     for f in ("Image", "initramfs.cpio.gz"):
         shutil.copy(os.path.join(linux, f), os.path.join(d, f))
+    return d
+
+
+def stage(work, image, linux, extra=""):
+    """files() and an ImageBuilder-style config for two Linux domUs.
+    Returns the config's path."""
+    d = files(work, image, linux, "dtvisor.bin")
     cfg = os.path.join(d, "config")
     with open(cfg, "w") as f:
         f.write(f"""# two Linux domUs on QEMU virt, loaded from the virtio disk
@@ -161,12 +168,7 @@ def test_imagebuilder_script_for_xen_boots_with_dtvisor_in_xens_place(qemu, imag
     `xen` slot sized for a 1 MiB Xen), boots both Linux domUs unmodified
     with dtvisor's image as the `xen` file; the pre-flight check, given
     that script and QEMU's DTB, prints the plan the image prints."""
-    d = os.path.join(work, "boot")
-    os.makedirs(d)
-    shutil.copy(image, os.path.join(d, "xen"))
-    shutil.copy(system.qemu_dtb(), os.path.join(d, "virt.dtb"))
-    for f in ("Image", "initramfs.cpio.gz"):
-        shutil.copy(os.path.join(linux, f), os.path.join(d, f))
+    d = files(work, image, linux, "xen")
     src = os.path.join(d, "boot.source")
     with open(src, "w") as f:
         f.write(imagebuilder_script(os.path.getsize(os.path.join(d, "Image")),
