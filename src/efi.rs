@@ -353,25 +353,14 @@ fn image_path() -> Result<String, String> {
     Ok(path)
 }
 
-/// A file from the image's own file system.
-fn read_file(path: &str) -> Result<Vec<u8>, String> {
-    let sfs = boot::get_image_file_system(boot::image_handle())
-        .map_err(|e| format!("no file system beside the image: {e:?}"))?;
-    let mut fs = uefi::fs::FileSystem::new(sfs);
-    let p = CString16::try_from(path).map_err(|_| format!("{path}: not a valid file name"))?;
-    fs.read(&*uefi::fs::PathBuf::from(p))
-        .map_err(|e| format!("{path}: cannot be read ({e:?})"))
-}
-
-/// A module file read straight into loader pages at a 2 MiB aligned
-/// address (a kernel is larger than the stub's heap): (address, size).
-fn load_file(path: &str) -> Result<(u64, u64), String> {
+/// A file of the image's own file system, opened: the file and its size.
+fn open_file(path: &str) -> Result<(uefi::proto::media::file::RegularFile, u64), String> {
     use uefi::proto::media::file::{File, FileAttribute, FileInfo, FileMode};
     let mut sfs = boot::get_image_file_system(boot::image_handle())
-        .map_err(|e| format!("no file system beside the image: {e:?}"))?;
+        .map_err(|e| format!("no file system beside the image: {:?}", e.status()))?;
     let mut root = sfs
         .open_volume()
-        .map_err(|e| format!("the image's volume cannot be opened: {e:?}"))?;
+        .map_err(|e| format!("the image's volume cannot be opened: {:?}", e.status()))?;
     let name = CString16::try_from(path).map_err(|_| format!("{path}: not a valid file name"))?;
     let handle = root
         .open(&name, FileMode::Read, FileAttribute::empty())
@@ -383,19 +372,49 @@ fn load_file(path: &str) -> Result<(u64, u64), String> {
         .get_boxed_info::<FileInfo>()
         .map_err(|e| format!("{path}: no file information ({:?})", e.status()))?;
     let size = info.file_size();
-    let at = alloc_pages(size.max(1), MIB2).map_err(|e| format!("{path}: {e}"))?;
-    // SAFETY: `at` has room for `size` bytes (allocated just above).
-    let buf = unsafe { core::slice::from_raw_parts_mut(at as *mut u8, size as usize) };
+    Ok((file, size))
+}
+
+/// Reads all of an opened file into `buf` (its size).
+fn read_all(
+    file: &mut uefi::proto::media::file::RegularFile,
+    path: &str,
+    buf: &mut [u8],
+) -> Result<(), String> {
     let mut done = 0;
     while done < buf.len() {
         let n = file
             .read(&mut buf[done..])
             .map_err(|e| format!("{path}: read failed ({:?})", e.status()))?;
         if n == 0 {
-            return Err(format!("{path}: ends after {done} of {size} bytes"));
+            return Err(format!("{path}: ends after {done} of {} bytes", buf.len()));
         }
         done += n;
     }
+    Ok(())
+}
+
+/// A small file (the .cfg, a DTB) from the image's own file system.
+fn read_file(path: &str) -> Result<Vec<u8>, String> {
+    let (mut file, size) = open_file(path)?;
+    if size > 16 << 20 {
+        return Err(format!(
+            "{path}: {size} bytes is too large for a configuration file or DTB"
+        ));
+    }
+    let mut v = alloc::vec![0u8; size as usize];
+    read_all(&mut file, path, &mut v)?;
+    Ok(v)
+}
+
+/// A module file read straight into loader pages at a 2 MiB aligned
+/// address (a kernel is larger than the stub's heap): (address, size).
+fn load_file(path: &str) -> Result<(u64, u64), String> {
+    let (mut file, size) = open_file(path)?;
+    let at = alloc_pages(size.max(1), MIB2).map_err(|e| format!("{path}: {e}"))?;
+    // SAFETY: `at` has room for `size` bytes (allocated just above).
+    let buf = unsafe { core::slice::from_raw_parts_mut(at as *mut u8, size as usize) };
+    read_all(&mut file, path, buf)?;
     Ok((at, size))
 }
 
