@@ -54,20 +54,21 @@ def aavmf():
     return AAVMF_CODE
 
 
-def esp(work, image, linux, kernel="Image"):
+def esp(work, image, linux, kernel="Image", cfg=CFG, chosen_extra="", script=None):
     """An ESP disk image: EFI/BOOT/{BOOTAA64.EFI, BOOTAA64.cfg,
-    virt-system.dtb, Image, initramfs.cpio.gz}."""
+    virt-system.dtb, Image, initramfs.cpio.gz} (`chosen_extra` added to the
+    DTB's /chosen), and a U-Boot `script` as /boot.scr if given."""
     d = os.path.join(work, "esp")
     os.makedirs(d, exist_ok=True)
     shutil.copy(image, os.path.join(d, "BOOTAA64.EFI"))
     with open(os.path.join(d, "BOOTAA64.cfg"), "w") as f:
-        f.write(CFG)
+        f.write(cfg)
     src = subprocess.run(["dtc", "-q", "-I", "dtb", "-O", "dts", system.qemu_dtb()], capture_output=True,
                          text=True, check=True).stdout
     src = "\n".join(l for l in src.splitlines() if "rng-seed" not in l and "kaslr-seed" not in l)
     dts = os.path.join(d, "virt-system.dts")
     with open(dts, "w") as f:
-        f.write(src + DOMAINS % {"kernel": kernel})
+        f.write(src + DOMAINS % {"kernel": kernel} + "/ { chosen { %s }; };\n" % chosen_extra)
     subprocess.run(["dtc", "-q", "-I", "dts", "-O", "dtb", "-o", os.path.join(d, "virt-system.dtb"), dts], check=True)
     for f in ("Image", "initramfs.cpio.gz"):
         shutil.copy(os.path.join(linux, f), os.path.join(d, f))
@@ -75,6 +76,13 @@ def esp(work, image, linux, kernel="Image"):
                                           "initramfs.cpio.gz")]
     img = os.path.join(work, "esp.img")
     make_fat(img, files, under="EFI/BOOT")
+    if script:
+        cmd, scr = os.path.join(d, "boot.cmd"), os.path.join(d, "boot.scr")
+        with open(cmd, "w") as f:
+            f.write(script)
+        subprocess.run(["mkimage", "-q", "-A", "arm64", "-T", "script", "-C", "none", "-d", cmd, scr], check=True)
+        subprocess.run(["mcopy", "-i", f"{img}@@1M", scr, "::/boot.scr"], check=True,
+                       env=dict(os.environ, MTOOLS_SKIP_CHECK="1"))
     return img
 
 
@@ -177,3 +185,31 @@ def test_a_bad_cfg_line_is_reported_and_nothing_starts(qemu, image, linux, uboot
         q.expect(r"(?i)BOOTAA64\.cfg line 6: expected key=value", 10)
         q.expect(r"nothing started; returning to the firmware", 10)
         q.not_seen(r"leaving boot services")
+
+
+# U-Boot hands bootefi the DTB it is given: here the system DTB, whose
+# modules make it the whole configuration (Xen's rule).
+BOOTEFI_WITH_DTB = """load virtio 0:1 ${kernel_addr_r} EFI/BOOT/BOOTAA64.EFI
+load virtio 0:1 0x48000000 EFI/BOOT/virt-system.dtb
+bootefi ${kernel_addr_r} 0x48000000
+"""
+CFG_BAD_DTB = "[global]\ndefault=dtvisor\n[dtvisor]\noptions=loglvl=info\ndtb=does-not-exist.dtb\n"
+
+
+@pytest.mark.parametrize("force", [False, True], ids=["firmware-dtb-only", "uefi-cfg-load"])
+def test_a_firmware_dtb_with_modules_skips_the_cfg_unless_told(qemu, image, linux, uboot_bin, work, force):
+    """The firmware's DTB (U-Boot's bootefi given the system DTB) holds
+    the boot modules: the .cfg (whose dtb= names no file) is not read and
+    both domains boot; with xen,uefi-cfg-load in /chosen it is read, and
+    its missing dtb= is reported."""
+    img = esp(work, image, linux, cfg=CFG_BAD_DTB, chosen_extra="xen,uefi-cfg-load;" if force else "",
+              script=BOOTEFI_WITH_DTB)
+    with qemu(f"uefi-cfg-load-{int(force)}", uboot_efi_args(uboot_bin, img), limit=BOOT + 180) as q:
+        q.expect(r"dtvisor [\d.]+: EFI stub", 120)
+        if force:
+            q.expect(r"(?i)dtb=does-not-exist\.dtb: \\EFI\\BOOT\\does-not-exist\.dtb: cannot be opened", 30)
+            q.expect(r"nothing started; returning to the firmware", 10)
+        else:
+            q.expect(r"the firmware's DTB holds the boot modules: .*BOOTAA64\.cfg not read", 30)
+            q.expect(r"boot plan: 2 domains \(dom0less\)", 60)
+            expect_up(q, {"domU1": (2, 256), "domU2": (1, 192)})
