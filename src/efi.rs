@@ -197,12 +197,7 @@ fn stub() -> Result<core::convert::Infallible, String> {
     };
     let name = format!("memory@{:x}", first.0);
     let _ = tree.mknod("/", &name);
-    let (ac, sc) = root_cells(&tree);
-    let mut reg = Vec::new();
-    for &(a, s) in &ram {
-        push_cells(&mut reg, a, ac);
-        push_cells(&mut reg, s, sc);
-    }
+    let reg = efi_cfg::reg(&ram, root_cells(&tree));
     let _ = tree.set_prop(&format!("/{name}"), "device_type", cstr("memory"));
     let _ = tree.set_prop(&format!("/{name}"), "reg", reg);
     let Ok(blob) = tree.to_dtb() else {
@@ -256,23 +251,15 @@ fn is_memory(n: &dtvisor::fdt::tree::Node) -> bool {
         .any(|(k, v)| k == "device_type" && v.as_slice() == b"memory\0")
 }
 
+/// The root's #address-cells and #size-cells (DT spec defaults 2 and 1).
 fn root_cells(t: &Tree) -> (u32, u32) {
     let get = |name: &str, d: u32| {
         t.root
-            .props
-            .iter()
-            .find(|(k, _)| k == name)
-            .and_then(|(_, v)| v.get(..4))
+            .prop(name)
+            .and_then(|v| v.get(..4))
             .map_or(d, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     };
     (get("#address-cells", 2), get("#size-cells", 1))
-}
-
-fn push_cells(out: &mut Vec<u8>, v: u64, cells: u32) {
-    if cells >= 2 {
-        out.extend_from_slice(&((v >> 32) as u32).to_be_bytes());
-    }
-    out.extend_from_slice(&(v as u32).to_be_bytes());
 }
 
 /// RAM after ExitBootServices: what the memory map says is free or was
@@ -446,9 +433,7 @@ fn load_modules(fdt: &Fdt<'_>, tree: &mut Tree, me: &str) -> Result<(), String> 
         let path = efi_cfg::beside(me, &file);
         let (at, len) = load_file(&path).map_err(|e| format!("{node}: xen,uefi-binary: {e}"))?;
         clean(at, len);
-        let mut reg = Vec::new();
-        push_cells(&mut reg, at, ac);
-        push_cells(&mut reg, len, sc);
+        let reg = efi_cfg::reg(&[(at, len)], (ac, sc));
         if (ac == 1 && at >> 32 != 0) || (sc == 1 && len >> 32 != 0) {
             return Err(format!(
                 "{node}: {path} loaded at {at:#x} does not fit 1 address cell"

@@ -185,6 +185,23 @@ pub fn beside(image_path: &str, file: &str) -> String {
     }
 }
 
+/// A `reg` value: each (address, size) in `cells` (#address-cells,
+/// #size-cells; 1 or 2 each, big-endian as the DT spec has it).
+pub fn reg(ranges: &[(u64, u64)], cells: (u32, u32)) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut push = |v: u64, n: u32| {
+        if n >= 2 {
+            out.extend_from_slice(&((v >> 32) as u32).to_be_bytes());
+        }
+        out.extend_from_slice(&(v as u32).to_be_bytes());
+    };
+    for &(a, s) in ranges {
+        push(a, cells.0);
+        push(s, cells.1);
+    }
+    out
+}
+
 /// A module node that names its file with `xen,uefi-binary`: the EFI
 /// stub loads the file and writes the node's `reg` in `cells` (its
 /// parent's `#address-cells`/`#size-cells`, inherited as the parser
@@ -298,6 +315,15 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn reg_values_in_one_and_two_cells() {
+        assert_eq!(
+            reg(&[(0x1_2345_6789, 0x10)], (2, 1)),
+            [0, 0, 0, 1, 0x23, 0x45, 0x67, 0x89, 0, 0, 0, 0x10]
+        );
+        assert_eq!(reg(&[(0x40, 8), (0x80, 4)], (1, 1)).len(), 16);
     }
 
     #[test]

@@ -525,12 +525,7 @@ fn is_gic(n: &Node<'_>) -> bool {
 
 /// The GIC: the root's interrupt-parent if it is one, else the first.
 fn discover_gic(fdt: &Fdt<'_>, f: &mut Findings) -> Option<Gic> {
-    let parent_ph = fdt.root().prop("interrupt-parent").and_then(|p| p.u32());
-    let gic_node = parent_ph
-        .and_then(|ph| fdt.find_phandle(ph))
-        .filter(is_gic)
-        .and_then(|t| find_located(fdt, &mut |n| n.offset() == t.offset()))
-        .or_else(|| find_located(fdt, &mut |n| is_gic(n)));
+    let gic_node = gic_node(fdt).and_then(|g| find_located(fdt, &mut |n| n.offset() == g.offset()));
     let Some(l) = gic_node else {
         f.error(
             "/",

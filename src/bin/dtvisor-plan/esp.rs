@@ -43,14 +43,7 @@ pub fn check(blob: &[u8], esp: &Path) -> Result<Checked, String> {
         };
         let at = top.saturating_sub(size.div_ceil(MIB2) * MIB2);
         top = at;
-        let mut reg = Vec::new();
-        for (v, n) in [(at, ac), (size, sc)] {
-            if n >= 2 {
-                reg.extend_from_slice(&((v >> 32) as u32).to_be_bytes());
-            }
-            reg.extend_from_slice(&(v as u32).to_be_bytes());
-        }
-        tree.set_prop(&node, "reg", reg)?;
+        tree.set_prop(&node, "reg", efi_cfg::reg(&[(at, size)], (ac, sc)))?;
         files.push((at, path));
     }
     let edited = tree.to_dtb()?;

@@ -178,10 +178,7 @@ fn quoted(s: &str) -> String {
 /// The arm64 Image header's image_size (0: unknown), from a file.
 fn image_size(path: &Path) -> u64 {
     let Ok(b) = std::fs::read(path) else { return 0 };
-    if b.len() < 64 || &b[56..60] != b"ARM\x64" {
-        return 0;
-    }
-    u64::from_le_bytes(b[16..24].try_into().unwrap())
+    dtvisor::vm::image::ImageHeader::parse(&b).map_or(0, |h| h.image_size)
 }
 
 /// Files placed one after the other in 2 MiB aligned slots.

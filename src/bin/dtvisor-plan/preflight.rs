@@ -238,8 +238,5 @@ fn module_sizes(out: &Outcome, report: &mut Report, at: &dyn Fn(usize) -> String
 
 /// The arm64 Image header's image_size (0 if not an Image).
 fn image_size(b: &[u8]) -> u64 {
-    if b.len() < 64 || &b[56..60] != b"ARM\x64" {
-        return 0;
-    }
-    u64::from_le_bytes(b[16..24].try_into().unwrap_or_default())
+    dtvisor::vm::image::ImageHeader::parse(b).map_or(0, |h| h.image_size)
 }
