@@ -5,6 +5,7 @@ use crate::drivers::Uart;
 use core::cell::UnsafeCell;
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicBool, Ordering};
+use dtvisor::stamp::Stamper;
 use spin::Mutex;
 
 /// The UART itself; writers hold LOCK, except the panic path.
@@ -34,12 +35,44 @@ pub fn locks_ready() {
     LOCKS_OK.store(true, Ordering::Relaxed);
 }
 
-fn emit(uart: &mut Uart, s: &str) {
+fn emit_raw(uart: &mut Uart, s: &str) {
     for b in s.bytes() {
         if b == b'\n' {
             uart.putc(b'\r');
         }
         uart.putc(b);
+    }
+}
+
+/// `console_timestamps=boot`: each line carries the time since entry.
+static STAMPS: AtomicBool = AtomicBool::new(false);
+
+/// The line state of the timestamps; only touched with LOCK held.
+struct StampCell(UnsafeCell<Stamper>);
+// SAFETY: only reached from `emit`, whose callers hold LOCK.
+unsafe impl Sync for StampCell {}
+static STAMPER: StampCell = StampCell(UnsafeCell::new(Stamper::new()));
+
+/// Turns `console_timestamps=boot` on or off.
+pub fn set_timestamps(on: bool) {
+    STAMPS.store(on, Ordering::Relaxed);
+}
+
+/// Writes `s`; the caller holds LOCK (see `with_uart`).
+fn emit(uart: &mut Uart, s: &str) {
+    if !STAMPS.load(Ordering::Relaxed) {
+        return emit_raw(uart, s);
+    }
+    // SAFETY: LOCK is held by the caller, so no other CPU is here.
+    let st = unsafe { &mut *STAMPER.0.get() };
+    let now = || crate::hyp::micros(crate::arch::counter().saturating_sub(crate::hyp::t_entry()));
+    for b in s.bytes() {
+        st.push(b, &now, &mut |c| {
+            if c == b'\n' {
+                uart.putc(b'\r');
+            }
+            uart.putc(c);
+        });
     }
 }
 
@@ -85,7 +118,7 @@ impl Write for PanicWriter {
         // SAFETY: deliberately racy; output may interleave, but a CPU that is
         // about to halt must still be able to say why.
         if let Some(u) = unsafe { (*CONSOLE.0.get()).as_mut() } {
-            emit(u, s);
+            emit_raw(u, s);
         }
         Ok(())
     }

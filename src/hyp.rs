@@ -4,19 +4,90 @@ use crate::arch::{self, mmu};
 use crate::drivers::{Cadence, Imx, Ns16550, Pl011, Uart};
 use crate::{boot, console, vmm};
 use aarch64_cpu::registers::Writeable;
-use buddy_system_allocator::LockedHeap;
+use buddy_system_allocator::LockedHeapWithRescue;
 use core::sync::atomic::{AtomicU64, Ordering};
-use dtvisor::config::{self, render};
+use dtvisor::config::{self, hypopts, render};
 use dtvisor::fdt::Fdt;
 use dtvisor::hw::{early, platform, Platform, Reserved, ReservedKind, UartKind};
 use dtvisor::mm::range::Size;
 use dtvisor::mm::Range;
 
-#[global_allocator]
-static HEAP: LockedHeap<32> = LockedHeap::empty();
+static HEAP: LockedHeapWithRescue<32> = LockedHeapWithRescue::new(grow_heap);
 
-/// Heap size carved from free RAM at boot.
-const HEAP_SIZE: u64 = 16 << 20;
+/// RAM nothing uses once the domains are placed: where the heap grows
+/// when it runs out (empty before placement, so the heap never takes RAM
+/// a guest is about to get).
+static SPARE: spin::Mutex<[Range; 32]> = spin::Mutex::new([Range::new(0, 0); 32]);
+
+/// Smallest step the heap grows by.
+const GROW_STEP: u64 = 256 << 10;
+
+/// Hands RAM that placement left free to the heap's reserve.
+pub fn donate_free(free: &[Range]) {
+    let mut spare = SPARE.lock();
+    for (slot, r) in spare
+        .iter_mut()
+        .zip(free.iter().filter(|r| r.size() >= GROW_STEP))
+    {
+        *slot = *r;
+    }
+}
+
+/// The allocator's rescue (it holds the heap lock; nothing here allocates).
+fn grow_heap(heap: &mut buddy_system_allocator::Heap<32>, layout: &core::alloc::Layout) {
+    let want = (layout.size().max(layout.align()) as u64)
+        .next_power_of_two()
+        .saturating_mul(2)
+        .max(GROW_STEP);
+    let mut spare = SPARE.lock();
+    for r in spare.iter_mut() {
+        let start = r.start.next_multiple_of(want.min(2 << 20));
+        if start.checked_add(want).is_some_and(|e| e <= r.end) {
+            // SAFETY: free RAM placement gave to no one (see SPARE), identity
+            // mapped Normal, handed to the heap once (cut from the reserve).
+            unsafe { heap.add_to_heap(start as usize, (start + want) as usize) };
+            r.start = start + want;
+            return;
+        }
+    }
+}
+
+/// The heap with its high-water mark kept (for the boot log's memory
+/// figures): allocation goes to HEAP.
+struct Tracked;
+
+static PEAK: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: forwards to HEAP, a correct allocator; only reads its statistics.
+unsafe impl core::alloc::GlobalAlloc for Tracked {
+    unsafe fn alloc(&self, layout: core::alloc::Layout) -> *mut u8 {
+        // SAFETY: the caller's contract is HEAP's.
+        let p = unsafe { core::alloc::GlobalAlloc::alloc(&HEAP, layout) };
+        let used = HEAP.lock().stats_alloc_actual() as u64;
+        PEAK.fetch_max(used, Ordering::Relaxed);
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: core::alloc::Layout) {
+        // SAFETY: as above.
+        unsafe { core::alloc::GlobalAlloc::dealloc(&HEAP, ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: Tracked = Tracked;
+
+/// Heap bytes: (in use now, most ever in use, size).
+pub fn heap_stats() -> (u64, u64, u64) {
+    let h = HEAP.lock();
+    let used = h.stats_alloc_actual() as u64;
+    (
+        used,
+        PEAK.load(Ordering::Relaxed).max(used),
+        h.stats_total_bytes() as u64,
+    )
+}
+
 /// Largest DTB accepted from the bootloader.
 const MAX_DTB: usize = 2 << 20;
 /// QEMU virt's PL011: the console of last resort when the DTB is unusable.
@@ -87,7 +158,10 @@ fn init_heap(fdt: &Fdt, ram: &[Range], image: Range, dtb: Range) -> Range {
     let mut busy = [Range::default(); 128];
     busy[0] = image;
     busy[1] = dtb;
-    let mut n = 2;
+    // Address 0 is the null pointer: no heap block may start there (RAM
+    // begins at 0 on boards such as the ZCU102).
+    busy[2] = Range::new(0, 64 << 10);
+    let mut n = 3;
     let mut overflow = false;
     early::for_each_busy(fdt, |r| {
         if n < busy.len() {
@@ -98,10 +172,11 @@ fn init_heap(fdt: &Fdt, ram: &[Range], image: Range, dtb: Range) -> Range {
         }
     });
     if overflow {
-        arch::early_fatal("more than 126 reserved ranges and modules in the device tree");
+        arch::early_fatal("more than 125 reserved ranges and modules in the device tree");
     }
-    let Some(heap) = early::find_free(ram, &busy[..n], HEAP_SIZE, 2 << 20) else {
-        arch::early_fatal("no free 16 MiB block of RAM for the hypervisor heap");
+    let size = early::heap_size(fdt);
+    let Some(heap) = early::find_free(ram, &busy[..n], size, 64 << 10) else {
+        arch::early_fatal("no free RAM for the hypervisor heap (1 MiB and more)");
     };
     // SAFETY: `heap` is RAM that nothing else uses (checked above), mapped
     // Normal by the identity map, and handed to the allocator once.
@@ -174,6 +249,15 @@ extern "C" fn primary_main(dtb_pa: u64, load: u64, t_entry: u64) -> ! {
     let heap = init_heap(&fdt, ram, image, dtb);
     console::init_log(log::LevelFilter::Info);
     T_ENTRY.store(t_entry, Ordering::Relaxed);
+    // Timestamps from the first line when `xen,xen-bootargs` asks (the
+    // whole command line is read again once the plan names it).
+    let early_cmdline = fdt
+        .find("/chosen")
+        .and_then(|c| c.prop("xen,xen-bootargs"))
+        .and_then(|p| p.str())
+        .unwrap_or("");
+    let early_opts = hypopts::parse(early_cmdline);
+    console::set_timestamps(early_opts.timestamps);
 
     println!();
     println!("dtvisor {} (EL2)", env!("CARGO_PKG_VERSION"));
@@ -213,15 +297,7 @@ extern "C" fn primary_main(dtb_pa: u64, load: u64, t_entry: u64) -> ! {
 
     // dtvisor.selftest=el2-fault: an EL2 data abort on purpose, so the
     // tests can see the unexpected-exception report (never in production).
-    let cmdline = fdt
-        .find("/chosen")
-        .and_then(|c| c.prop("xen,xen-bootargs"))
-        .and_then(|p| p.str());
-    let selftest = cmdline.is_some_and(|c| {
-        c.split_whitespace()
-            .any(|w| w == "dtvisor.selftest=el2-fault")
-    });
-    if selftest {
+    if early_opts.selftest == Some("el2-fault") {
         log::warn!("dtvisor.selftest=el2-fault: reading an unmapped address");
         // SAFETY: deliberately faults; the exception handler halts this CPU.
         unsafe { core::ptr::read_volatile(0xdead_0000_0000 as *const u64) };
@@ -255,26 +331,52 @@ extern "C" fn primary_main(dtb_pa: u64, load: u64, t_entry: u64) -> ! {
         );
         stay_up("invalid configuration")
     };
-    // Xen's loglvl= on the hypervisor command line sets the log level.
-    let level = plan.hyp_cmdline.as_deref().and_then(|c| {
-        c.split_whitespace()
-            .find_map(|w| w.strip_prefix("loglvl="))
-            .map(|v| match v {
-                "none" => log::LevelFilter::Off,
-                "error" => log::LevelFilter::Error,
-                "warning" => log::LevelFilter::Warn,
-                "debug" => log::LevelFilter::Debug,
-                "all" => log::LevelFilter::Trace,
-                _ => log::LevelFilter::Info,
-            })
-    });
-    if let Some(l) = level {
-        log::set_max_level(l);
-    }
+    apply_options(&fdt, plan.hyp_cmdline.as_deref().unwrap_or(""));
     println!("boot plan parsed in {parse_us} us:");
     print!("{plan}");
     print!("{}", render::Diagnostics(&report.diagnostics));
     vmm::boot(&plat, &plan)
+}
+
+/// Acts on the hypervisor's command line (see `config::hypopts`) and
+/// lists, once, what it does not act on.
+fn apply_options(fdt: &Fdt, cmdline: &str) {
+    let o = hypopts::parse(cmdline);
+    if let Some(v) = o.loglvl {
+        log::set_max_level(match v {
+            "none" => log::LevelFilter::Off,
+            "error" => log::LevelFilter::Error,
+            "warning" => log::LevelFilter::Warn,
+            "debug" => log::LevelFilter::Debug,
+            "all" => log::LevelFilter::Trace,
+            _ => log::LevelFilter::Info,
+        });
+    }
+    console::set_timestamps(o.timestamps);
+    vmm::set_boot_scrub(o.bootscrub);
+    if let Some(d) = o.dtuart {
+        match platform::is_console(fdt, d) {
+            Some(true) => {}
+            Some(false) => log::warn!(
+                "dtuart={d}: another UART than the console; dtvisor writes to the one /chosen/stdout-path names"
+            ),
+            None => log::warn!(
+                "dtuart={d}: no such path or alias; dtvisor writes to the UART /chosen/stdout-path names"
+            ),
+        }
+    }
+    for (w, want) in &o.invalid {
+        log::warn!("hypervisor command line: {w}: ignored, takes {want}");
+    }
+    if !o.ignored.is_empty() {
+        log::info!(
+            "hypervisor command line: ignored (no effect in dtvisor): {}",
+            o.ignored.join(" ")
+        );
+    }
+    if !o.bootscrub {
+        log::info!("bootscrub=0: guest RAM is not scrubbed before each domain's first start");
+    }
 }
 
 static T_ENTRY: AtomicU64 = AtomicU64::new(0);

@@ -64,6 +64,12 @@ pub fn handle(kind: u64, frame: &mut TrapFrame) -> Option<bool> {
         EC_DABT_LOW => data_abort(vm, vi, frame, esr),
         EC_IABT_LOW => {
             let far = sysreg!(read "far_el2");
+            let hpfar = sysreg!(read "hpfar_el2");
+            // A fetch in the instant a shared page is switched: retry.
+            if vmm::shared_fault(vm, ((hpfar >> 4) << 12) | (far & 0xfff)) {
+                vmm::resume(vm, vi);
+                return Some(true);
+            }
             vmm::log_vm(
                 vm,
                 format_args!("instruction fetch from {far:#x} outside its memory: abort injected"),
@@ -131,6 +137,11 @@ fn data_abort(vm: &vmm::Vm, vi: usize, frame: &mut TrapFrame, esr: u64) {
     let far = sysreg!(read "far_el2");
     let hpfar = sysreg!(read "hpfar_el2");
     let ipa = ((hpfar >> 4) << 12) | (far & 0xfff);
+    // A page shared with a boot module: copied on the first write, then
+    // the access is retried.
+    if vmm::shared_fault(vm, ipa) {
+        return;
+    }
     if let Some(a) = Access::decode(esr, hpfar, far) {
         let src = if a.reg == 31 {
             0

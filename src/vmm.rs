@@ -15,13 +15,15 @@ use dtvisor::config::BootPlan;
 use dtvisor::emul::mmio::Access;
 use dtvisor::emul::vpl011::{self, Vpl011};
 use dtvisor::hw::{Conduit, GicVersion, Platform};
+use dtvisor::mm::range::Bytes;
 use dtvisor::mm::stage2::Stage2Tables;
 use dtvisor::mm::Range;
 use dtvisor::psci::{Power, VcpuPower};
 use dtvisor::vgic::{v2, v3, Lr, LrState, VcpuMask, Version as VgicVersion, Vgic, MAX_LRS};
-use dtvisor::vm::build::{self, DomainSpec, Load};
+use dtvisor::vm::build::{self, DomainSpec};
 use dtvisor::vm::guest_dtb::{self, GuestMap};
 use dtvisor::vm::lifecycle::{self, After, DomainState, Entry, Lifecycle, Request};
+use dtvisor::vm::load::{Restart, Work, PAGE};
 use spin::{Mutex, Once};
 
 /// One vCPU: its power state (PSCI), the pCPU it is pinned to, and
@@ -63,12 +65,15 @@ pub struct Vm {
     gicr_size: u64,
     /// SPIs of assigned devices, and the pCPU each is routed to now.
     hw_spis: Vec<(u32, AtomicUsize)>,
-    /// What to copy into guest RAM at each (re)start, and where to enter.
-    pub loads: Vec<Load>,
+    /// What each (re)start does to its memory: pages shared with its boot
+    /// modules, copies, scrubbing, cleaning.
+    restart: Restart,
+    /// Its stage-2 tables: a copy on write changes them while it runs.
+    s2: Mutex<Stage2Tables<HeapPages>>,
+    /// Pages copied on write since it last started.
+    cow_pages: AtomicU32,
     pub entry_ipa: u64,
     pub dtb_ipa: u64,
-    /// Host RAM of the guest (zeroed before each start).
-    pub ram_host: Vec<Range>,
     /// CNTVOFF_EL2: the system counter when the domain last started, so
     /// its virtual counter starts at zero at every (re)start.
     cntvoff: AtomicU64,
@@ -82,7 +87,13 @@ pub struct Vm {
 impl Vm {
     /// The domain `s` with its stage-2 translation and a vGIC of `vgic`'s
     /// version (none: the host GIC is not usable).
-    pub fn new(s: DomainSpec, vtcr: u64, vttbr: u64, vgic: Option<VgicVersion>) -> Vm {
+    pub fn new(
+        s: DomainSpec,
+        vtcr: u64,
+        s2: Stage2Tables<HeapPages>,
+        vgic: Option<VgicVersion>,
+    ) -> Vm {
+        let vttbr = s2.root() | ((s.layout.vmid as u64) << 48);
         let affinities: Vec<u64> = (0..s.layout.pcpus.len() as u64).map(vmpidr_aff).collect();
         let vcpus = s
             .layout
@@ -105,7 +116,6 @@ impl Vm {
             }
         }
         Vm {
-            ram_host: s.ram_host(),
             name: s.name,
             id: s.id,
             vtcr,
@@ -122,7 +132,9 @@ impl Vm {
             },
             map: s.map,
             hw_spis,
-            loads: s.loads,
+            restart: s.restart,
+            s2: Mutex::new(s2),
+            cow_pages: AtomicU32::new(0),
             entry_ipa: s.entry_ipa,
             dtb_ipa: s.dtb_ipa,
             cntvoff: AtomicU64::new(0),
@@ -281,7 +293,7 @@ pub fn idle() -> ! {
         }
         if let Some((vm, vi)) = current() {
             if vi == 0 && vm.life.state() == DomainState::Loading {
-                load(vm);
+                load(vm, true);
                 vm.life.loaded();
                 power_on_first(vm);
             }
@@ -361,7 +373,7 @@ pub fn system_reset(vm: &Vm, vi: usize) -> ! {
     if vm.life.request_reset() == Request::Accepted {
         wait_stopped(vm, vi);
         if vm.life.finish_stop() == Some(After::Reset) {
-            load(vm);
+            load(vm, false);
             lifecycle::power_off_all(vm.powers());
             vm.life.restarted();
             power_on_first(vm);
@@ -375,31 +387,69 @@ pub fn system_reset(vm: &Vm, vi: usize) -> ! {
     park(vm, vi)
 }
 
+/// Scrub guest RAM before a domain's first start (Xen's `bootscrub`).
+static BOOT_SCRUB: AtomicBool = AtomicBool::new(true);
+
+/// `bootscrub=`: whether a domain's first start scrubs its RAM.
+pub fn set_boot_scrub(on: bool) {
+    BOOT_SCRUB.store(on, Ordering::Relaxed);
+}
+
 /// Loads the pristine images and resets the domain's devices. Runs on
-/// any pCPU of the domain while none of its vCPUs runs.
-fn load(vm: &Vm) {
-    // The domain's host RAM, used by no one else while all its vCPUs are
-    // stopped: scrubbed, so no data crosses domains or boots.
-    for r in &vm.ram_host {
-        mmu::zero_range(r.start, r.end);
+/// any pCPU of the domain while none of its vCPUs runs. `first`: its first
+/// start (its stage-2 tables are fresh; `bootscrub=0` may skip the scrub).
+fn load(vm: &Vm, first: bool) {
+    let scrub = !first || BOOT_SCRUB.load(Ordering::Relaxed);
+    let r = &vm.restart;
+    if !first {
+        reshare(vm);
     }
-    for l in &vm.loads {
+    // The domain's host RAM that no image overwrites, used by no one else
+    // while all its vCPUs are stopped: scrubbed, so no data crosses
+    // domains or boots.
+    if scrub {
+        for z in &r.zero {
+            mmu::zero_range(z.start, z.end);
+        }
+    }
+    for l in &r.copies {
         // SAFETY: placement made `src` (a boot module, reserved and never
-        // written) and `dst` (guest RAM) disjoint host ranges of `len` bytes.
+        // written, or the domain's DTB on the heap) and `dst` (guest RAM)
+        // disjoint host ranges of `len` bytes.
         unsafe {
             core::ptr::copy_nonoverlapping(l.src as *const u8, l.dst as *mut u8, l.len as usize)
         };
     }
-    // The guest starts with its MMU off: its accesses bypass the caches,
-    // so memory must hold the zeroes and images, and no stale line of its
-    // RAM may stay cached for its first cacheable reads.
-    for r in &vm.ram_host {
-        mmu::clean_invalidate_dcache_range(r.start, r.end);
+    // The guest starts with its MMU off: memory must hold its images, and
+    // the scrubbed RAM must hold zeroes for a guest that reads it
+    // non-cacheably (no stale line of its RAM may stay cached either).
+    for c in r.clean_ranges(scrub) {
+        mmu::clean_invalidate_dcache_range(c.start, c.end);
     }
     // Every CPU may fetch the new images: invalidate the instruction
     // caches of the whole inner-shareable domain.
     // SAFETY: invalidating instruction caches has no memory effects.
     unsafe { core::arch::asm!("ic ialluis", "dsb ish", "isb") };
+    let w = r.work(scrub);
+    let all = {
+        let mut b = WORK.lock();
+        b.add(w);
+        (first && b.domains == VMS.get().map_or(0, |v| v.len())).then_some(b.work)
+    };
+    if !first {
+        let n = vm.cow_pages.swap(0, Ordering::Relaxed);
+        log_vm(
+            vm,
+            format_args!(
+                "its last life copied {n} shared pages on write ({})",
+                Bytes(n as u64 * PAGE)
+            ),
+        );
+    }
+    log_vm(vm, format_args!("{}", WorkLine(w)));
+    if let Some(total) = all {
+        boot_memory_report(total);
+    }
     if let Some(u) = &vm.vpl011 {
         let mut u = u.lock();
         if u.has_partial_line() {
@@ -422,6 +472,121 @@ fn load(vm: &Vm) {
         c.posted.store(false, Ordering::Relaxed);
     }
     vm.cntvoff.store(arch::counter(), Ordering::Release);
+}
+
+/// Bytes moved at boot, by kind, over every domain so far.
+struct BootWork {
+    work: Work,
+    domains: usize,
+}
+
+impl BootWork {
+    fn add(&mut self, w: Work) {
+        self.work += w;
+        self.domains += 1;
+    }
+}
+
+static WORK: Mutex<BootWork> = Mutex::new(BootWork {
+    work: Work {
+        shared: 0,
+        copied: 0,
+        zeroed: 0,
+        cleaned: 0,
+    },
+    domains: 0,
+});
+
+/// "memory: 33554432 B (32.0 MiB) shared with its modules (copy on
+/// write), 6976 B (6.8 KiB) copied, ... zeroed, ... cleaned".
+struct WorkLine(Work);
+
+impl fmt::Display for WorkLine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let w = &self.0;
+        write!(
+            f,
+            "memory: {} shared with its modules (copy on write), {} copied, {} zeroed, {} cleaned",
+            Bytes(w.shared),
+            Bytes(w.copied),
+            Bytes(w.zeroed),
+            Bytes(w.cleaned)
+        )
+    }
+}
+
+/// Once every domain is loaded: what the boot moved, and what the
+/// hypervisor keeps for itself.
+fn boot_memory_report(total: Work) {
+    log::info!("all domains loaded, {}", WorkLine(total));
+    let (used, peak, heap) = crate::hyp::heap_stats();
+    let (start, end) = boot::image_range();
+    let image = end - start;
+    log::info!(
+        "hypervisor memory: image {} + heap {} = {} ({} of the heap in use, at most {}, incl. stage-2 tables and guest device trees); boot modules kept once as the pristine images: {}",
+        Bytes(image),
+        Bytes(heap),
+        Bytes(image + heap),
+        Bytes(used),
+        Bytes(peak),
+        Bytes(MODULES_KEPT.load(Ordering::Relaxed))
+    );
+}
+
+/// Bytes of boot modules kept reserved (each once).
+static MODULES_KEPT: AtomicU64 = AtomicU64::new(0);
+
+/// Maps every shared page back onto its module, read-only (a restart:
+/// the pages copied on write are left behind, unseen).
+fn reshare(vm: &Vm) {
+    let mut t = vm.s2.lock();
+    for s in &vm.restart.shared {
+        let mut p = s.ipa.start;
+        while p < s.ipa.end {
+            let _ = t.unmap_page(p);
+            p += PAGE;
+        }
+    }
+    stage2::invalidate_vmid();
+    for s in &vm.restart.shared {
+        if t.map_shared(s.ipa, s.module).is_err() {
+            arch::early_fatal("stage-2: a shared page cannot be mapped again");
+        }
+    }
+    stage2::tables_updated();
+}
+
+/// A guest access to `ipa` faulted. If the page is shared with a boot
+/// module, the first write copies it into the domain's own RAM and maps
+/// that instead; true: the access is to be retried (also when another
+/// vCPU copied it meanwhile, or the fault was a read in the instant the
+/// page was being switched).
+pub fn shared_fault(vm: &Vm, ipa: u64) -> bool {
+    let Some((page, module, own)) = vm.restart.shared_page(ipa) else {
+        return false;
+    };
+    let mut t = vm.s2.lock();
+    if t.writable(page) == Some(true) {
+        return true;
+    }
+    // SAFETY: `module` is a page of a boot module (reserved, never
+    // written) and `own` the domain's page behind the same guest page,
+    // disjoint host RAM; the guest cannot write `own` until it is mapped.
+    unsafe { core::ptr::copy_nonoverlapping(module as *const u8, own as *mut u8, PAGE as usize) };
+    // The guest may read it with its MMU off, or execute it.
+    mmu::clean_dcache_range(own, own + PAGE);
+    mmu::invalidate_icache_range(own, own + PAGE);
+    // Break before make: invalid, TLBs invalidated, then the new page.
+    if t.unmap_page(page).is_err() {
+        return false;
+    }
+    stage2::invalidate_ipa(page);
+    if t.map_ram_page(page, own).is_err() {
+        return false;
+    }
+    stage2::tables_updated();
+    vm.cow_pages.fetch_add(1, Ordering::Relaxed);
+    true
 }
 
 /// Powers on vCPU 0 at the kernel entry (the domain is running).
@@ -772,6 +937,11 @@ pub fn boot(plat: &Platform, plan: &BootPlan) -> ! {
         }
     };
     print!("{layout}");
+    crate::hyp::donate_free(&layout.free);
+    MODULES_KEPT.store(
+        layout.kept.iter().map(|r| r.size()).sum(),
+        Ordering::Relaxed,
+    );
 
     // The physical GIC: each pCPU finds its redistributor by affinity.
     for (i, &m) in cpus.iter().enumerate() {
@@ -822,6 +992,11 @@ pub fn boot(plat: &Platform, plan: &BootPlan) -> ! {
         for m in &s.layout.ram {
             if s2.map_ram(m.ipa, m.pa).is_err() {
                 crate::hyp::stay_up("stage-2 mapping failed");
+            }
+        }
+        for sh in &s.restart.shared {
+            if s2.map_shared(sh.ipa, sh.module).is_err() {
+                crate::hyp::stay_up("stage-2 mapping of a module's shared pages failed");
             }
         }
         if let (Some(VgicVersion::V2), Some(v)) = (vgic, gicv) {
@@ -886,8 +1061,7 @@ pub fn boot(plat: &Platform, plan: &BootPlan) -> ! {
                 None => "none usable (no interrupts)".into(),
             }
         );
-        let vttbr = s2.into_vttbr(s.layout.vmid);
-        vms.push(Vm::new(s, vtcr, vttbr, vgic));
+        vms.push(Vm::new(s, vtcr, s2, vgic));
     }
     // Every pCPU a vCPU needs is started before any domain is published,
     // so a CPU that fails to start leaves nothing half started.

@@ -124,15 +124,22 @@ fn two_domains_get_their_pcpus_loads_and_device_trees() {
         "nr_spis honoured, 32 at least"
     );
     for (s, dtb_at) in specs.iter().zip([0x7000_0000u64, 0x7020_0000]) {
-        // Kernel from the module itself (the reset source), DTB from where it was kept.
-        assert_eq!(s.loads[0].src, s.layout.pristine[0].start);
-        assert_eq!(s.loads[0].len, 0x20_0000);
-        let last: &Load = s.loads.last().unwrap();
+        // The kernel's pages are the module itself (the reset source),
+        // shared; the DTB is copied from where it was kept.
+        let r = &s.restart;
+        assert_eq!(r.shared.len(), 1);
+        assert_eq!(r.shared[0].module, s.layout.pristine[0].start);
+        assert_eq!(r.shared[0].ipa, Range::new(0x4000_0000, 0x4020_0000));
+        let last: &Load = r.copies.last().unwrap();
         assert_eq!(last.src, dtb_at);
         assert_eq!(s.entry_ipa, 0x4000_0000);
-        // Every copy lands in the domain's own host RAM.
+        // Every copy lands in the domain's own host RAM, and so does what
+        // the shared pages are copied to on write.
         let ram = s.ram_host();
-        for l in &s.loads {
+        assert!(ram
+            .iter()
+            .any(|m| m.contains_range(&r.shared[0].backing_range())));
+        for l in &r.copies {
             assert!(
                 ram.iter()
                     .any(|r| r.contains_range(&Range::new(l.dst, l.dst + l.len))),

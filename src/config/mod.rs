@@ -27,6 +27,7 @@ mod across;
 mod container;
 mod devices;
 pub mod diag;
+pub mod hypopts;
 mod legacy;
 pub mod model;
 mod parse;

@@ -130,6 +130,19 @@ pub enum UartKind {
 }
 
 /// The console UART.
+/// Whether Xen's `dtuart=PATH` (a path or an alias, options after ':')
+/// names the UART [`find_console`] picks (None: it names no node).
+pub fn is_console(fdt: &Fdt<'_>, dtuart: &str) -> Option<bool> {
+    let name = dtuart.split_once(':').map_or(dtuart, |(n, _)| n);
+    let named = if name.starts_with('/') {
+        fdt.find(name)
+    } else {
+        fdt.alias(name)
+    };
+    let named = named?;
+    Some(find_console(fdt).is_some_and(|(loc, _, _)| named.offset() == loc.node.offset()))
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct UartInfo {
     pub kind: UartKind,

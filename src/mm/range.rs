@@ -76,11 +76,39 @@ impl fmt::Display for Size {
     }
 }
 
+/// An exact byte count, with its size in MiB or KiB for reading:
+/// "166831296 B (159.1 MiB)", "6976 B (6.8 KiB)", "512 B".
+pub struct Bytes(pub u64);
+
+impl fmt::Display for Bytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let b = self.0;
+        write!(f, "{b} B")?;
+        if b >= 1 << 20 {
+            let tenths = (b * 10 + (1 << 19)) >> 20;
+            write!(f, " ({}.{} MiB)", tenths / 10, tenths % 10)
+        } else if b >= 1 << 10 {
+            let tenths = (b * 10 + (1 << 9)) >> 10;
+            write!(f, " ({}.{} KiB)", tenths / 10, tenths % 10)
+        } else {
+            Ok(())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     extern crate std;
     use std::format;
+
+    #[test]
+    fn bytes_exact_and_readable() {
+        assert_eq!(format!("{}", Bytes(512)), "512 B");
+        assert_eq!(format!("{}", Bytes(6976)), "6976 B (6.8 KiB)");
+        assert_eq!(format!("{}", Bytes(166_831_296)), "166831296 B (159.1 MiB)");
+        assert_eq!(format!("{}", Bytes(1 << 20)), "1048576 B (1.0 MiB)");
+    }
 
     #[test]
     fn overlap_rules() {

@@ -52,6 +52,12 @@ pub fn ram_attrs() -> Stage2Attributes {
         | Stage2Attributes::ACCESS_FLAG
 }
 
+/// Attributes of a guest page shared with a boot module: guest RAM that
+/// the guest may read and execute; a write faults (copy on write).
+pub fn shared_attrs() -> Stage2Attributes {
+    (ram_attrs() - Stage2Attributes::S2AP_ACCESS_RW) | Stage2Attributes::S2AP_ACCESS_RO
+}
+
 /// Attributes of a device passed through to the guest (Device-nGnRE,
 /// never executable).
 pub fn device_attrs() -> Stage2Attributes {
@@ -69,6 +75,11 @@ pub const IPA_SPACE: Range = Range::new(0, 1 << IPA_BITS);
 pub struct Stage2Tables<S: PageSource> {
     table: RootTable<Stage2, Pages<S>>,
 }
+
+// SAFETY: the tables are plain memory that only this value reaches (the
+// crate's `NonNull`s point into pages it owns); moving it to another CPU
+// moves that ownership, and the image only touches it under a lock.
+unsafe impl<S: PageSource + Send> Send for Stage2Tables<S> {}
 
 /// Why a mapping was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,7 +106,60 @@ impl<S: PageSource> Stage2Tables<S> {
         self.map(ipa, pa, device_attrs())
     }
 
+    /// Maps guest pages `ipa` read-only onto a boot module at host `pa`,
+    /// page by page (no blocks), so that [`Self::unshare_page`] never splits
+    /// a live block.
+    pub fn map_shared(&mut self, ipa: Range, pa: u64) -> Result<(), MapError> {
+        self.map_with(ipa, pa, shared_attrs(), Constraints::NO_BLOCK_MAPPINGS)
+    }
+
+    /// Makes the page at `ipa` invalid (the first half of
+    /// break-before-make: the caller invalidates the TLBs next). Only for
+    /// a page [`Self::map_shared`] mapped, so no table is split.
+    pub fn unmap_page(&mut self, ipa: u64) -> Result<(), MapError> {
+        let r = Range::new(ipa, ipa.wrapping_add(4096));
+        self.map_with(
+            r,
+            0,
+            Stage2Attributes::empty(),
+            Constraints::NO_BLOCK_MAPPINGS,
+        )
+    }
+
+    /// Maps the page at `ipa` read-write onto the domain's own RAM at `pa`
+    /// (after [`Self::unmap_page`] and the TLB invalidation).
+    pub fn map_ram_page(&mut self, ipa: u64, pa: u64) -> Result<(), MapError> {
+        let r = Range::new(ipa, ipa.wrapping_add(4096));
+        self.map_with(r, pa, ram_attrs(), Constraints::NO_BLOCK_MAPPINGS)
+    }
+
+    /// Whether the guest may write the page at `ipa` (None: not mapped).
+    pub fn writable(&self, ipa: u64) -> Option<bool> {
+        let mut out = None;
+        let region = MemoryRegion::new(ipa as usize, ipa as usize + 1);
+        let _ = self
+            .table
+            .walk_range(&region, &mut |_: &MemoryRegion, d, level| {
+                let leaf = level == 3 || !d.is_table_or_page();
+                if level > 0 && d.is_valid() && leaf {
+                    out = Some(d.flags().contains(Stage2Attributes::S2AP_ACCESS_RW));
+                }
+                Ok(())
+            });
+        out
+    }
+
     fn map(&mut self, ipa: Range, pa: u64, attrs: Stage2Attributes) -> Result<(), MapError> {
+        self.map_with(ipa, pa, attrs, Constraints::empty())
+    }
+
+    fn map_with(
+        &mut self,
+        ipa: Range,
+        pa: u64,
+        attrs: Stage2Attributes,
+        constraints: Constraints,
+    ) -> Result<(), MapError> {
         let aligned = ipa.start.is_multiple_of(4096)
             && ipa.end.is_multiple_of(4096)
             && pa.is_multiple_of(4096);
@@ -104,12 +168,7 @@ impl<S: PageSource> Stage2Tables<S> {
         }
         let region = MemoryRegion::new(ipa.start as usize, ipa.end as usize);
         self.table
-            .map_range(
-                &region,
-                PhysicalAddress(pa as usize),
-                attrs,
-                Constraints::empty(),
-            )
+            .map_range(&region, PhysicalAddress(pa as usize), attrs, constraints)
             .map_err(|_| MapError::Range(ipa))
     }
 
@@ -192,6 +251,40 @@ mod tests {
         assert_eq!(t.translate(0x1_0000_3000), None);
         assert_eq!(t.translate(0x2200_0000), None);
         assert_eq!(t.translate(0x3fff_ffff), None);
+    }
+
+    #[test]
+    fn shared_pages_read_only_then_copied_one_by_one() {
+        let mut t = Stage2Tables::new(HostPages(0));
+        // RAM in blocks first, then the module's pages over part of it.
+        t.map_ram(Range::new(0x4000_0000, 0x5000_0000), 0x8000_0000)
+            .unwrap();
+        t.map_shared(Range::new(0x4000_0000, 0x4020_0000), 0x6000_0000)
+            .unwrap();
+        assert_eq!(t.translate(0x4000_1234), Some((0x6000_1234, 4096)));
+        assert_eq!(t.writable(0x4000_1234), Some(false));
+        assert_eq!(t.translate(0x401f_f000), Some((0x601f_f000, 4096)));
+        // Past the shared pages: still RAM, writable, in 2 MiB blocks.
+        assert_eq!(t.translate(0x4020_0000), Some((0x8020_0000, 2 << 20)));
+        assert_eq!(t.writable(0x4020_0000), Some(true));
+        let pages = t.table.translation().0 .0;
+        // Copy on write of one page: break, then make; no table allocated.
+        t.unmap_page(0x4000_1000).unwrap();
+        assert_eq!(t.translate(0x4000_1000), None);
+        assert_eq!(t.writable(0x4000_1000), None);
+        t.map_ram_page(0x4000_1000, 0x8000_1000).unwrap();
+        assert_eq!(t.translate(0x4000_1abc), Some((0x8000_1abc, 4096)));
+        assert_eq!(t.writable(0x4000_1abc), Some(true));
+        assert_eq!(t.table.translation().0 .0, pages);
+        // Its neighbours stay shared.
+        assert_eq!(t.translate(0x4000_0000), Some((0x6000_0000, 4096)));
+        assert_eq!(t.translate(0x4000_2000), Some((0x6000_2000, 4096)));
+        // A restart shares the page again.
+        t.unmap_page(0x4000_1000).unwrap();
+        t.map_shared(Range::new(0x4000_1000, 0x4000_2000), 0x6000_1000)
+            .unwrap();
+        assert_eq!(t.writable(0x4000_1000), Some(false));
+        assert_eq!(t.table.translation().0 .0, pages);
     }
 
     #[test]

@@ -10,21 +10,16 @@ use crate::mm::Range;
 use crate::placement::{self, DomainLayout, Layout, Needs};
 use crate::vm::guest_dtb::{self, GicVersion, GuestDtbSpec, GuestMap};
 use crate::vm::image::ImageHeader;
+use crate::vm::load::{self, Image, Restart};
+pub use crate::vm::load::{loads_for, Load};
 use alloc::format;
 use alloc::string::String;
+use alloc::vec;
 use alloc::vec::Vec;
 
 /// SPIs a guest's vGIC offers unless its node says `nr_spis`: INTIDs
 /// 32..63, for the vPL011 (SPI 0) and the virtio SPIs of Xen's guest map.
 pub const DEFAULT_SPIS: u32 = 32;
-
-/// A copy made when a domain (re)starts: `len` bytes from host `src` to host `dst`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Load {
-    pub src: u64,
-    pub dst: u64,
-    pub len: u64,
-}
 
 /// One domain, ready for the image to run.
 #[derive(Clone, Debug)]
@@ -39,8 +34,9 @@ pub struct DomainSpec {
     pub spis: u32,
     /// Devices assigned to it: MMIO regions mapped, SPIs routed to it.
     pub devices: Vec<Device>,
-    /// What a (re)start copies: kernel, initrd, device tree.
-    pub loads: Vec<Load>,
+    /// What a (re)start does to its memory: the kernel and initrd shared
+    /// with their modules or copied, the device tree copied, the rest zeroed.
+    pub restart: Restart,
     pub entry_ipa: u64,
     pub dtb_ipa: u64,
 }
@@ -118,30 +114,6 @@ pub fn busy(plat: &Platform, plan: &BootPlan) -> Vec<Range> {
     );
     busy.extend(plan.hyp_modules.iter().map(|m| m.range));
     busy
-}
-
-/// Splits a copy of `len` bytes from host `src` to guest `ipa` along the
-/// host blocks that back the guest RAM. None if it leaves guest RAM.
-pub fn loads_for(
-    l: &DomainLayout,
-    src: u64,
-    ipa: u64,
-    len: u64,
-    out: &mut Vec<Load>,
-) -> Option<()> {
-    let mut done = 0;
-    while done < len {
-        let m = l.ram.iter().find(|m| m.ipa.contains(ipa + done))?;
-        let off = ipa + done - m.ipa.start;
-        let n = (m.ipa.size() - off).min(len - done);
-        out.push(Load {
-            src: src + done,
-            dst: m.pa + off,
-            len: n,
-        });
-        done += n;
-    }
-    Some(())
 }
 
 /// Where domain `d` sees its virtual devices: Xen's guest map, or with
@@ -268,23 +240,33 @@ pub fn build<'a>(
         };
         let dtb_len = dtb.len() as u64;
         let dtb_host = keep(dtb);
-        let mut loads = Vec::new();
-        let ok = loads_for(
-            l,
-            l.pristine[0].start,
-            l.kernel_ipa.start,
-            d.kernel.range.size(),
-            &mut loads,
-        )
-        .and_then(|_| match (l.initrd_ipa, l.pristine.get(1)) {
-            (Some(rd), Some(src)) => loads_for(l, src.start, rd.start, rd.size(), &mut loads),
-            _ => Some(()),
-        })
-        .and_then(|_| loads_for(l, dtb_host, l.dtb_ipa.start, dtb_len, &mut loads));
-        if ok.is_none() {
+        let mut images = vec![Image {
+            src: l.pristine[0].start,
+            ipa: l.kernel_ipa.start,
+            len: d.kernel.range.size(),
+            module: true,
+        }];
+        if let (Some(rd), Some(src)) = (l.initrd_ipa, l.pristine.get(1)) {
+            images.push(Image {
+                src: src.start,
+                ipa: rd.start,
+                len: rd.size(),
+                module: true,
+            });
+        }
+        images.push(Image {
+            src: dtb_host,
+            ipa: l.dtb_ipa.start,
+            len: dtb_len,
+            module: false,
+        });
+        // Without an IOMMU an assigned device writes the guest's own RAM,
+        // which a page shared with a module would hide from the guest.
+        let share = d.devices.is_empty() && !d.direct_map;
+        let Some(restart) = load::plan(l, &images, l.kernel_ipa, share) else {
             errors.push(format!("{}: a load falls outside its guest RAM", d.path));
             continue;
-        }
+        };
         out.push(DomainSpec {
             name: d.name.clone(),
             id: d.domid,
@@ -293,7 +275,7 @@ pub fn build<'a>(
             map,
             spis,
             devices: d.devices.clone(),
-            loads,
+            restart,
             entry_ipa: l.kernel_ipa.start,
             dtb_ipa: l.dtb_ipa.start,
         });

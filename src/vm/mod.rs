@@ -4,3 +4,4 @@ pub mod build;
 pub mod guest_dtb;
 pub mod image;
 pub mod lifecycle;
+pub mod load;

@@ -174,6 +174,22 @@ pub fn clean_dcache_range(start: u64, end: u64) {
     });
 }
 
+/// `ic ivau` over `[start, end)`: no CPU fetches stale instructions of it.
+pub fn invalidate_icache_range(start: u64, end: u64) {
+    let ctr: u64;
+    // SAFETY: reading CTR_EL0 has no side effects.
+    unsafe { core::arch::asm!("mrs {}, ctr_el0", out(reg) ctr) };
+    let line = 4u64 << (ctr & 0xf);
+    let mut a = start & !(line - 1);
+    while a < end {
+        // SAFETY: instruction cache invalidation has no memory effects.
+        unsafe { core::arch::asm!("ic ivau, {}", in(reg) a) };
+        a += line;
+    }
+    barrier::dsb(barrier::ISH);
+    barrier::isb(barrier::SY);
+}
+
 /// Cleans and invalidates `[start, end)` to the point of coherency: memory
 /// holds the data, and no line of it stays in the cache to be hit later
 /// (a guest that wrote with its MMU off, then reads cacheably).
