@@ -34,7 +34,7 @@ def two_domains(image, guest, work):
     running the test guest (in this test's work directory) and returns
     QEMU arguments that boot it."""
 
-    def make(name, args1, args2, hyperlaunch=False, cpus=(2, 1), mem=(128, 64), gic=3):
+    def make(name, args1, args2, hyperlaunch=False, cpus=(2, 1), mem=(128, 64), gic=3, xen_args=None):
         doms, mods = "", ""
         prefix = "/chosen/hypervisor" if hyperlaunch else "/chosen"
         for i, (args, c, m) in enumerate(zip((args1, args2), cpus, mem)):
@@ -47,6 +47,8 @@ def two_domains(image, guest, work):
                     ' #address-cells = <2>; #size-cells = <2>;\n' + doms + "};")
         else:
             body = doms
+        if xen_args is not None:
+            body = f'xen,xen-bootargs = "{xen_args}";\n' + body
         frag = os.path.join(work, f"{name}.dtsi")
         with open(frag, "w") as f:
             f.write("/ { chosen { #address-cells = <2>; #size-cells = <2>;\n" + body + "}; };\n")
@@ -86,6 +88,67 @@ def check_two(qemu, two_domains, name, hyperlaunch):
 
 def test_two_guests_dom0less(qemu, two_domains):
     check_two(qemu, two_domains, "two-dom0less", False)
+
+
+STAMP = r"\[\s*(\d+\.\d{6})\] "
+# The boot's own accounting of each domain's memory.
+WORK_LINE = (r"\(dtvisor\) {stamp}{dom}: memory: (\d+) B[^,]* shared with its modules \(copy on write\),"
+             r" (\d+) B[^,]* copied, (\d+) B[^,]* zeroed, (\d+) B[^\n]* cleaned")
+
+
+def boot_work(q, stamp=""):
+    """domain -> (shared, copied, zeroed, cleaned) bytes, once all are loaded."""
+    q.expect(r"all domains loaded, memory:", 120)
+    out = {}
+    for dom in ("domU1", "domU2"):
+        m = re.search(WORK_LINE.format(stamp=stamp, dom=dom), q.text())
+        if not m:
+            q.fail(f"no memory line for {dom}")
+        out[dom] = tuple(int(g) for g in m.groups()[-4:])
+    return out
+
+
+def test_boot_work_is_accounted_and_scrub_covers_the_rest(qemu, two_domains):
+    """Each guest's kernel module is mapped into it (not copied) but for
+    its last partial page, its DTB is copied, and the rest of its RAM is
+    zeroed: together, exactly its RAM."""
+    args = two_domains("work-scrub", "spin", "spin")
+    with qemu("work-scrub", args) as q:
+        work = boot_work(q)
+        for dom, mib in (("domU1", 128), ("domU2", 64)):
+            shared, copied, zeroed, cleaned = work[dom]
+            if not (shared > 0 and 0 < copied < 2 * 4096 and shared + copied + zeroed == mib << 20
+                    and cleaned >= zeroed):
+                q.fail(f"{dom}: {work[dom]}")
+        q.expect(r"hypervisor memory: image \d+ B[^+]*\+ heap \d+ B", 30)
+        q.expect_all([r"\(domU1\) guest: tick 1", r"\(domU2\) guest: tick 1"], 120)
+
+
+def test_bootscrub_timestamps_and_ignored_options(qemu, two_domains):
+    """Xen's bootscrub=0 skips the scrub, console_timestamps=boot stamps
+    every line (the hypervisor's and the guests'), in order; an option
+    dtvisor does not act on is listed once as ignored."""
+    args = two_domains("opts", "spin", "spin",
+                       xen_args="bootscrub=0 console_timestamps=boot dom0_mem=1G sched=credit2 loglvl=info")
+    with qemu("opts", args) as q:
+        q.expect(r"\(dtvisor\) " + STAMP + r"hypervisor command line: ignored \(no effect in dtvisor\):"
+                 r" dom0_mem=1G sched=credit2\r?\n", 60)
+        q.expect(r"\(dtvisor\) " + STAMP + "bootscrub=0: guest RAM is not scrubbed", 30)
+        for dom, (shared, copied, zeroed, _) in boot_work(q, STAMP).items():
+            if zeroed != 0 or shared == 0:
+                q.fail(f"{dom} was scrubbed: {(shared, copied, zeroed)}")
+        q.expect_all([r"\(domU1\) " + STAMP + r"guest: tick 1", r"\(domU2\) " + STAMP + r"guest: tick 1"], 120)
+        t = q.text()
+        if t.count("ignored (no effect in dtvisor)") != 1:
+            q.fail("the ignored options were listed more than once")
+        stamps = [float(x) for x in re.findall(r"^(?:\(\w+\) )?" + STAMP, t, re.M)]
+        if len(stamps) < 20 or stamps != sorted(stamps):
+            q.fail(f"{len(stamps)} timestamps, not in order: {stamps[:40]}")
+        lines = t.splitlines()
+        banner = next(i for i, l in enumerate(lines) if "(EL2)" in l)
+        unstamped = [l for l in lines[banner:] if l.strip() and not re.match(r"^(\(\w+\) )?" + STAMP, l)]
+        if unstamped:
+            q.fail(f"lines without a timestamp: {unstamped[:5]}")
 
 
 def test_two_guests_hyperlaunch(qemu, two_domains):
