@@ -24,14 +24,29 @@ const GROW_STEP: u64 = 256 << 10;
 
 /// Hands RAM that placement left free to the heap's reserve.
 pub fn donate_free(free: &[Range]) {
-    let mut spare = SPARE.lock();
-    for (slot, r) in spare
-        .iter_mut()
-        .zip(free.iter().filter(|r| r.size() >= GROW_STEP))
     {
-        *slot = *r;
+        let mut spare = SPARE.lock();
+        for (slot, r) in spare
+            .iter_mut()
+            .zip(free.iter().filter(|r| r.size() >= GROW_STEP))
+        {
+            *slot = *r;
+        }
+    }
+    if SELFTEST_HEAP.load(Ordering::Relaxed) {
+        // dtvisor.selftest=heap-grow: more than the whole heap at once.
+        let (_, _, before) = heap_stats();
+        let v: alloc::vec::Vec<u8> = alloc::vec![1; before as usize + (1 << 20)];
+        let (_, _, after) = heap_stats();
+        log::info!(
+            "dtvisor.selftest=heap-grow: the heap grew from {before} B to {after} B for {} B",
+            v.len()
+        );
     }
 }
+
+/// `dtvisor.selftest=heap-grow` (tests only).
+static SELFTEST_HEAP: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
 /// The allocator's rescue (it holds the heap lock; nothing here allocates).
 fn grow_heap(heap: &mut buddy_system_allocator::Heap<32>, layout: &core::alloc::Layout) {
@@ -297,6 +312,7 @@ extern "C" fn primary_main(dtb_pa: u64, load: u64, t_entry: u64) -> ! {
 
     // dtvisor.selftest=el2-fault: an EL2 data abort on purpose, so the
     // tests can see the unexpected-exception report (never in production).
+    SELFTEST_HEAP.store(early_opts.selftest == Some("heap-grow"), Ordering::Relaxed);
     if early_opts.selftest == Some("el2-fault") {
         log::warn!("dtvisor.selftest=el2-fault: reading an unmapped address");
         // SAFETY: deliberately faults; the exception handler halts this CPU.

@@ -267,3 +267,16 @@ def test_reset_right_after_cpu_on_does_not_hang(qemu, two_domains):
             q.expect(r"\(dtvisor\) domU1: SYSTEM_RESET: restarting the domain", 30)
         q.expect(r"\(domU2\) guest: tick 1", 60, "domU2 running throughout")
         q.not_seen(r"still waiting for its other vCPUs")
+
+
+def test_heap_grows_from_ram_left_free(qemu, two_domains):
+    """The heap is sized from the DTB (1 MiB and up); once the domains are
+    placed, it grows from RAM that placement left free: a request larger
+    than the whole heap succeeds and the guests keep running."""
+    args = two_domains("heap-grow", "spin", "spin", xen_args="dtvisor.selftest=heap-grow")
+    with qemu("heap-grow", args) as q:
+        m = q.expect(r"dtvisor.selftest=heap-grow: the heap grew from (\d+) B to (\d+) B for (\d+) B", 120)
+        before, after, asked = map(int, m.groups())
+        if not (before < (4 << 20) and after >= before + asked):
+            q.fail(m.group(0))
+        q.expect_all([r"\(domU1\) guest: tick 1", r"\(domU2\) guest: tick 1"], 120)
