@@ -677,9 +677,15 @@ fn vgic_mmio(vm: &Vm, vi: usize, a: &Access, val: u64) -> Option<Option<u64>> {
         size: a.size,
         write: a.write.then_some(val),
     };
+    // A write, or a read of pending/active state, needs this vCPU's list
+    // registers taken back first; other reads leave them alone (and need
+    // no refill).
+    let sync = a.write || dtvisor::vgic::read_sees_list_registers(version, dist, off);
     let out = {
         let mut g = vg.lock();
-        sync_here(&mut g, vi);
+        if sync {
+            sync_here(&mut g, vi);
+        }
         let out = match (version, dist) {
             (VgicVersion::V2, _) => v2::distributor(&mut g, vi, &acc),
             (VgicVersion::V3, true) => v3::distributor(&mut g, vi, &acc),
@@ -691,7 +697,9 @@ fn vgic_mmio(vm: &Vm, vi: usize, a: &Access, val: u64) -> Option<Option<u64>> {
         out
     };
     // Our own list registers were taken back: refill them before entry.
-    vm.vcpus[vi].posted.store(true, Ordering::Relaxed);
+    if sync {
+        vm.vcpus[vi].posted.store(true, Ordering::Relaxed);
+    }
     match out {
         v3::Outcome::Done { value, changed } => {
             post(vm, changed, Some(vi));

@@ -53,6 +53,24 @@ pub enum Version {
     V3,
 }
 
+/// Whether a read at `off` of the distributor (`dist`) or of the GICv3
+/// redistributor region shows pending or active state, which list
+/// registers hold while the guest runs: only then must the reader's list
+/// registers be taken back first (and refilled after). Every other read
+/// (TYPER, CTLR, enables, priorities, routing...) sees state the list
+/// registers never change, and leaves them in place.
+pub fn read_sees_list_registers(version: Version, dist: bool, off: u64) -> bool {
+    let pending_active = |o: u64| (0x200..0x400).contains(&o);
+    match (version, dist) {
+        (Version::V2, _) => pending_active(off) || (0xf10..0xf30).contains(&off),
+        (Version::V3, true) => pending_active(off),
+        (Version::V3, false) => {
+            let local = off % v3::GICR_STRIDE;
+            local >= 0x1_0000 && pending_active(local - 0x1_0000)
+        }
+    }
+}
+
 /// The state field of a list register.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum LrState {

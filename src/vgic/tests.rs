@@ -778,3 +778,25 @@ fn clearing_a_linked_spi_asks_for_its_physical_deactivation() {
         "a reset forgets the request"
     );
 }
+
+#[test]
+fn only_pending_and_active_reads_need_the_list_registers() {
+    use super::read_sees_list_registers as sees;
+    for off in [0x200, 0x27c, 0x280, 0x300, 0x3fc] {
+        assert!(sees(Version::V3, true, off), "{off:#x}");
+        assert!(sees(Version::V2, true, off), "{off:#x}");
+        // The same registers in any vCPU's SGI frame.
+        assert!(sees(Version::V3, false, 0x1_0000 + off), "{off:#x}");
+        assert!(sees(Version::V3, false, 0x3_0000 + off), "{off:#x}");
+        assert!(!sees(Version::V3, false, off), "{off:#x} in RD_base");
+    }
+    for off in [
+        0x0, 0x4, 0x8, 0x100, 0x180, 0x1fc, 0x400, 0x800, 0xc00, 0x6100, 0xffe8,
+    ] {
+        assert!(!sees(Version::V3, true, off), "{off:#x}");
+    }
+    assert!(sees(Version::V2, true, 0xf10) && sees(Version::V2, true, 0xf2c));
+    assert!(!sees(Version::V2, true, 0xf00) && !sees(Version::V2, true, 0xf30));
+    assert!(!sees(Version::V3, true, 0xf10));
+    assert!(!sees(Version::V3, false, 0x1_0100) && !sees(Version::V3, false, 0x0014));
+}

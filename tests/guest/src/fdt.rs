@@ -19,6 +19,10 @@ pub struct Info {
     /// The first root-level node with `interrupt-controller` and a GIC
     /// `compatible` whose `reg` has at least two entries.
     pub gic: Option<Gic>,
+    /// The INTIDs of the root-level `arm,armv8-timer` (or armv7) node's
+    /// `interrupts` (3-cell GIC specifiers), in the binding's order:
+    /// secure physical, non-secure physical, virtual, hypervisor.
+    pub timer: [Option<u32>; 4],
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -84,6 +88,25 @@ fn gic_version(compatible: &[u8]) -> Option<GicVersion> {
     })
 }
 
+/// The INTID a 3-cell GIC interrupt specifier at cell `idx` names
+/// (type 0: SPI, 1: PPI).
+fn gic_intid(v: &[u8], idx: usize) -> Option<u32> {
+    let num = be32(v, idx.checked_add(1)?.checked_mul(4)?)?;
+    match be32(v, idx.checked_mul(4)?)? {
+        0 => num.checked_add(32),
+        1 if num < 16 => Some(num + 16),
+        _ => None,
+    }
+}
+
+fn timer_intids(v: &[u8]) -> [Option<u32>; 4] {
+    let mut out = [None; 4];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = gic_intid(v, i * 3);
+    }
+    out
+}
+
 impl Info {
     /// The MPIDRs of the first `MAX_CPUS` CPUs.
     pub fn cpus(&self) -> &[u64] {
@@ -147,6 +170,7 @@ impl Info {
             uart: 0,
             smc: false,
             gic: None,
+            timer: [None; 4],
         };
         let mut path: [&str; 8] = [""; 8];
         let mut depth = 0usize;
@@ -159,6 +183,9 @@ impl Info {
         let mut pending_uart = false;
         let mut pending_reg: Option<usize> = None;
         let mut pending_gic = PendingGic::NONE;
+        // A root-level node's: an armv8/armv7 timer `compatible`, its
+        // `interrupts` (either may come first).
+        let mut pending_timer = (false, None::<&[u8]>);
         let mut off = 0usize;
         loop {
             let tok = be32(st, off)?;
@@ -172,6 +199,7 @@ impl Info {
                         info.gic = pending_gic.gic();
                     }
                     pending_gic = PendingGic::NONE;
+                    pending_timer = (false, None);
                     let name = cstr(st.get(off..)?)?;
                     off = align4(off + name.len() + 1)?;
                     if let Some(p) = path.get_mut(depth) {
@@ -195,7 +223,13 @@ impl Info {
                     if depth == 2 && info.gic.is_none() {
                         info.gic = pending_gic.gic();
                     }
+                    if let (2, (true, Some(v))) = (depth, pending_timer) {
+                        if info.timer == [None; 4] {
+                            info.timer = timer_intids(v);
+                        }
+                    }
                     pending_gic = PendingGic::NONE;
+                    pending_timer = (false, None);
                     depth = depth.checked_sub(1)?;
                     pending_uart = false;
                     pending_reg = None;
@@ -247,11 +281,15 @@ impl Info {
                             pending_gic.reg = gic_reg(v, root_ac, root_sc);
                         }
                         (2, _, "interrupt-controller") => pending_gic.intc = true,
+                        (2, _, "interrupts") => pending_timer.1 = Some(v),
                         (2, _, "compatible") => {
                             pending_uart = v
                                 .split(|&c| c == 0)
                                 .any(|s| s == b"arm,sbsa-uart" || s == b"arm,pl011");
                             pending_gic.version = gic_version(v);
+                            pending_timer.0 = v
+                                .split(|&c| c == 0)
+                                .any(|s| s == b"arm,armv8-timer" || s == b"arm,armv7-timer");
                         }
                         _ => {}
                     }

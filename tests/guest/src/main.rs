@@ -29,6 +29,42 @@ static mut CAUGHT: u64 = 0;
 /// `hold`: secondaries spin forever (no traps) instead of CPU_OFF.
 static mut HOLD: u64 = 0;
 
+/// A 32-bit device register read as one plain `ldr` from a base register.
+/// A volatile access in a loop may otherwise become a writeback
+/// (post-indexed) form, whose data abort has no instruction syndrome (ESR
+/// ISV = 0), so a hypervisor cannot emulate it.
+///
+/// # Safety
+/// `a` is a 4-byte-aligned device register (or memory) the guest may read.
+pub unsafe fn mmio_read32(a: usize) -> u32 {
+    let v: u32;
+    // SAFETY: the caller's; a single load.
+    unsafe {
+        core::arch::asm!("ldr {v:w}, [{a}]", a = in(reg) a, v = out(reg) v, options(nostack))
+    };
+    v
+}
+
+/// `mmio_read32`, 64 bits.
+///
+/// # Safety
+/// `a` is an 8-byte-aligned device register the guest may read.
+pub unsafe fn mmio_read64(a: usize) -> u64 {
+    let v: u64;
+    // SAFETY: the caller's; a single load.
+    unsafe { core::arch::asm!("ldr {v}, [{a}]", a = in(reg) a, v = out(reg) v, options(nostack)) };
+    v
+}
+
+/// A 32-bit device register write as one plain `str` (see `mmio_read32`).
+///
+/// # Safety
+/// `a` is a 4-byte-aligned device register (or memory) the guest may write.
+pub unsafe fn mmio_write32(a: usize, v: u32) {
+    // SAFETY: the caller's; a single store.
+    unsafe { core::arch::asm!("str {v:w}, [{a}]", a = in(reg) a, v = in(reg) v, options(nostack)) };
+}
+
 fn uart() -> usize {
     // SAFETY: written once by the boot vCPU before anything reads it.
     unsafe { read_volatile(&raw const UART) }
@@ -46,8 +82,8 @@ impl Write for Console {
             // SAFETY: the UART the DTB names; FR (0x18) and DR (0x00) are
             // the SBSA UART registers.
             unsafe {
-                while read_volatile((base + 0x18) as *const u32) & (1 << 5) != 0 {}
-                write_volatile(base as *mut u32, b as u32);
+                while mmio_read32(base + 0x18) & (1 << 5) != 0 {}
+                mmio_write32(base, b as u32);
             }
         }
         Ok(())
@@ -58,17 +94,18 @@ macro_rules! say {
     ($($a:tt)*) => {{ let _ = writeln!(Console, $($a)*); }};
 }
 
-// After `say!`, which it uses.
+// After `say!`, which they use.
+mod bench;
 mod irq;
 
 fn getc() -> Option<u8> {
     let base = uart();
     // SAFETY: as in Console.
     unsafe {
-        if read_volatile((base + 0x18) as *const u32) & (1 << 4) != 0 {
+        if mmio_read32(base + 0x18) & (1 << 4) != 0 {
             None
         } else {
-            Some(read_volatile(base as *const u32) as u8)
+            Some(mmio_read32(base) as u8)
         }
     }
 }
@@ -127,6 +164,32 @@ fn parse_hex(s: &str) -> Option<u64> {
 /// (the CPU_ON context id is the slot).
 const SLOTS: u64 = 8;
 
+/// Waits up to 5 s for `done()` (IRQs masked: before `irqs` or `bench`
+/// there is no GIC set up), in `wfe` (irq::wait_wfe).
+fn wait_event(done: impl FnMut() -> bool) -> bool {
+    irq::wait_wfe(done, irq::five_seconds(), false)
+}
+
+/// Turns on this CPU's event stream from the virtual counter: an event
+/// each time its bit 6 goes from 0 to 1 (every 128 ticks), so `wfe` never
+/// waits longer than that.
+fn event_stream() {
+    // SAFETY: CNTKCTL_EL1 is the guest's own; only EVNTEN (bit 2), EVNTDIR
+    // (bit 3, 0 = rising) and EVNTI (bits 7:4) change.
+    unsafe {
+        core::arch::asm!(
+            "mrs {t}, cntkctl_el1",
+            "bic {t}, {t}, #0xfc",
+            "mov {u}, #(1 << 2 | 6 << 4)",
+            "orr {t}, {t}, {u}",
+            "msr cntkctl_el1, {t}",
+            "isb",
+            t = out(reg) _,
+            u = out(reg) _,
+        );
+    }
+}
+
 /// Loop iterations between two `spin` ticks.
 const TICK_SPINS: u32 = 1 << 26;
 
@@ -146,6 +209,7 @@ extern "C" fn guest_main(dtb: usize, base: usize, relocs: usize) -> ! {
         write_volatile(&raw mut UART, info.uart);
         write_volatile(&raw mut USE_SMC, info.smc);
     }
+    event_stream();
     let args = info.bootargs;
     let mem = info.memory;
     if mem % (1 << 20) == 0 {
@@ -194,17 +258,9 @@ extern "C" fn guest_main(dtb: usize, base: usize, relocs: usize) -> ! {
             continue;
         }
         let r = psci(CPU_ON, mpidr, entry, slot);
-        let mut online = false;
-        if r == 0 {
-            for _ in 0..50_000_000u64 {
-                // SAFETY: written by the secondary, read here (no MMU: device memory).
-                if unsafe { read_volatile(&raw const ONLINE[slot as usize]) } != 0 {
-                    online = true;
-                    break;
-                }
-                core::hint::spin_loop();
-            }
-        }
+        // SAFETY: written by the secondary, read here (no MMU: device memory).
+        let online = r == 0
+            && wait_event(|| unsafe { read_volatile(&raw const ONLINE[slot as usize]) } != 0);
         c.check(
             r == 0 && online,
             format_args!("cpu_on {mpidr:#x} (psci {r})"),
@@ -212,13 +268,7 @@ extern "C" fn guest_main(dtb: usize, base: usize, relocs: usize) -> ! {
         if hold {
             continue;
         }
-        let mut off = false;
-        for _ in 0..50_000_000u64 {
-            if psci(AFFINITY_INFO, mpidr, 0, 0) == 1 {
-                off = true;
-                break;
-            }
-        }
+        let off = wait_event(|| psci(AFFINITY_INFO, mpidr, 0, 0) == 1);
         c.check(off, format_args!("cpu_off {mpidr:#x}"));
     }
     let r = psci(CPU_ON, 0xff00, entry, SLOTS - 1);
@@ -230,6 +280,9 @@ extern "C" fn guest_main(dtb: usize, base: usize, relocs: usize) -> ! {
 
     if has_word(args, "irqs") {
         irq::run(&info, args, hold, entry);
+    }
+    if has_word(args, "bench") {
+        bench::run(&info, entry);
     }
 
     if has_word(args, "fault") {
@@ -281,6 +334,11 @@ unsafe extern "C" {
 
 #[unsafe(no_mangle)]
 extern "C" fn secondary_main(slot: u64) -> ! {
+    event_stream();
+    if bench::is_bench_slot(slot) {
+        // Started again, after the checks, for `bench`'s SGIs.
+        bench::secondary(slot)
+    }
     if irq::is_irq_slot(slot) {
         // Started again, after the checks, for the `irqs` SGI test.
         irq::secondary(slot)
@@ -291,9 +349,12 @@ extern "C" fn secondary_main(slot: u64) -> ! {
     // SAFETY: written by the boot vCPU before CPU_ON.
     if unsafe { read_volatile(&raw const HOLD) } != 0 {
         loop {
-            // `irqs` picks up a held CPU for its SGI test.
+            // `irqs` and `bench` pick up a held CPU for their SGIs.
             if irq::is_irq_slot(slot) {
                 irq::secondary(slot)
+            }
+            if bench::is_bench_slot(slot) {
+                bench::secondary(slot)
             }
             core::hint::spin_loop();
         }
