@@ -823,16 +823,25 @@ pub fn mmio(vm: &Vm, vi: usize, a: &Access, val: u64) -> Option<u64> {
     let base = vm.map.vpl011;
     if a.ipa >= base && a.ipa < base + vpl011::SIZE {
         let u = vm.vpl011.as_ref()?;
-        poll_console();
+        // Input comes by the console's interrupt; only while that is
+        // masked (a full FIFO) or absent does a guest's access fetch it.
+        if RX_MASKED.load(Ordering::Relaxed) || CONSOLE_IRQ.load(Ordering::Relaxed) == 0 {
+            poll_console();
+        }
         let off = a.ipa - base;
         let mut u = u.lock();
+        let before = u.irq_pending();
         let v = if a.write {
             u.write(off, val as u32, &mut |line| print_line(vm, line));
             0
         } else {
             u.read(off) as u64
         };
-        uart_line(vm, &u, Some(vi));
+        // Every other change of its line is followed by uart_line, so only
+        // an access that changed it here needs the vGIC.
+        if u.irq_pending() != before {
+            uart_line(vm, &u, Some(vi));
+        }
         return Some(v);
     }
     None
