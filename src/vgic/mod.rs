@@ -662,13 +662,14 @@ impl Vgic {
         let mut waiting = 0;
         let groups = self.groups;
         for id in 0..self.intid_end() {
-            if id >= PRIVATE && self.spi_target(id) != Some(v) {
-                continue;
-            }
             let Some(i) = self.irq(v, id) else { continue };
             // In another vCPU's list registers (an SPI routed elsewhere
-            // since): it comes back at that vCPU's next sync.
+            // since): it comes back at that vCPU's next sync. The cheap
+            // tests first: most interrupts are idle.
             if i.in_lr || !i.candidate(groups) {
+                continue;
+            }
+            if id >= PRIVATE && self.spi_target(id) != Some(v) {
                 continue;
             }
             waiting += 1;

@@ -1,22 +1,31 @@
 #!/usr/bin/env python3
-"""Boot figures under QEMU -icount (virtual time = instructions), printed
-by scripts/bench. Figures, not assertions.
+"""dtvisor against Xen 4.17 on identical work, under QEMU -icount (virtual
+time = instructions executed, so every figure is deterministic), printed by
+scripts/bench and written to target/bench/ (bench.md, bench.json,
+boot-timeline.png). Figures, not assertions.
 
-The Linux figures ("linux:" lines) are virtual time from QEMU start to a
-console line, measured outside the guest; see `uart_clock` for how."""
+Virtual time is read outside the guests and hypervisors: a TCG plugin
+(`uart_clock`) records QEMU's virtual clock at each console UART store and
+at the first guest instruction; the hypervisors' own console timestamps
+(`console_timestamps=boot`, on both) are reported beside it."""
 import hashlib
+import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import LOGDIR, ROOT, Qemu, conformance_dtb  # noqa: E402
+from harness import LOGDIR, ROOT, Qemu  # noqa: E402
 import system  # noqa: E402
+import xen  # noqa: E402
 
 IMAGE = os.environ.get("DTVISOR_IMAGE") or os.path.join(ROOT, "target/aarch64/release/dtvisor.bin")
 LINUX = os.environ.get("DTVISOR_LINUX") or os.path.join(ROOT, "cache/linux")
+GUEST = os.environ.get("DTVISOR_GUEST") or os.path.join(ROOT, "target/guest/dtvisor-test-guest.bin")
 WORK = os.path.join(ROOT, "cache/qemu/bench")
 # A TCG boot of two Debian kernels with the plugin below takes ~15 s of
 # host time; the limit only bounds a hung run.
@@ -101,6 +110,13 @@ static uint64_t uart = 0x09000000;
 static uint64_t hyp_lo, hyp_hi; /* [lo, hi): the hypervisor image, if any */
 static unsigned ncpu;
 static uint64_t insns[64], hyp[64];
+/* entry=ADDR: the first block at ADDR after any hypervisor block (the
+ * first guest instruction, MMU off: address = guest-physical), recorded
+ * once to entry_out as "insns insns vcpu" (instructions of all vCPUs
+ * before it). */
+static FILE *entry_out;
+static uint64_t entry_pc = ~0ull;
+static bool armed, entered;
 
 /* A UART data register store: one record. */
 static void on_store(unsigned vcpu, qemu_plugin_meminfo_t info, uint64_t va, void *u)
@@ -117,12 +133,27 @@ static void on_store(unsigned vcpu, qemu_plugin_meminfo_t info, uint64_t va, voi
 
 struct block {
     uint64_t n;
+    uint64_t pc;
     bool hyp;
 };
 
 static void on_tb(unsigned vcpu, void *b)
 {
     const struct block *tb = b;
+    if (tb->hyp)
+        armed = true;
+    else if (armed && !entered && tb->pc == entry_pc && entry_out) {
+        /* QEMU's clock cannot be read here (only at an I/O access): the
+         * plugin's own count of all vCPUs' instructions so far stands in
+         * (under icount, shift=0, the same as virtual ns until a CPU
+         * idles; the UART records say when they differ). */
+        uint64_t all = 0;
+        for (unsigned i = 0; i < ncpu; i++)
+            all += insns[i];
+        entered = true;
+        fprintf(entry_out, "%llu %llu %u\n", (unsigned long long)all, (unsigned long long)all, vcpu);
+        fflush(entry_out);
+    }
     insns[vcpu & 63] += tb->n;
     if (tb->hyp)
         hyp[vcpu & 63] += tb->n;
@@ -135,6 +166,7 @@ static void on_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
     /* One per translation, kept: QEMU keeps calling it with this pointer. */
     struct block *b = malloc(sizeof *b);
     b->n = n;
+    b->pc = pc;
     b->hyp = pc >= hyp_lo && pc < hyp_hi;
     qemu_plugin_register_vcpu_tb_exec_cb(tb, on_tb, CB_NO_REGS, b);
     for (size_t i = 0; i < n; i++)
@@ -150,6 +182,10 @@ EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const void *info, int argc, 
             path = argv[i] + 4;
         else if (!strncmp(argv[i], "cpus=", 5))
             ncpu = (unsigned)atoi(argv[i] + 5);
+        else if (!strncmp(argv[i], "entry=", 6))
+            entry_pc = strtoull(argv[i] + 6, NULL, 0);
+        else if (!strncmp(argv[i], "entry_out=", 10))
+            entry_out = fopen(argv[i] + 10, "w");
         else if (!strncmp(argv[i], "uart=", 5))
             uart = strtoull(argv[i] + 5, NULL, 0);
         else if (!strncmp(argv[i], "hyp=", 4)) {
@@ -200,13 +236,17 @@ class Point:
         return (self.ns, self.insns, self.vcpu, tuple(self.per_cpu), tuple(self.hyp))
 
 
-def clocked(name, args, lines, smp, hyp=None, **kw):
+def clocked(name, args, lines, smp, hyp=None, entry=None, **kw):
     """Runs QEMU with the plugin until every pattern in `lines` (label ->
-    regex for one whole console line) has been printed; returns label ->
-    Point for the first such line's last byte. `hyp`: (start, end) of the
-    hypervisor's image, whose instructions are counted apart."""
+    regex for one whole console line) has been printed; returns (label ->
+    Point for the first such line's last byte, the Point of the first
+    guest instruction at `entry` or None, the console text). `hyp`:
+    (start, end) of the hypervisor's image, whose instructions are counted
+    apart (and whose first block arms `entry`)."""
     rec = os.path.join(LOGDIR, f"{name}.uart-clock")
     plugin = f"{uart_clock()},out={rec},cpus={smp}" + (f",hyp={hyp[0]:#x}:{hyp[1]:#x}" if hyp else "")
+    if entry is not None:
+        plugin += f",entry={entry:#x},entry_out={rec}.entry"
     with Qemu(name, list(args) + ["-plugin", plugin], smp=smp, icount=True, limit=LIMIT, **kw) as q:
         # One byte more than the line: QEMU writes a byte to the console
         # before the plugin records it, but records it before the guest can
@@ -218,15 +258,18 @@ def clocked(name, args, lines, smp, hyp=None, **kw):
             ends[label] = m.end() - 1
             if b"qemu-system" in q.buf[:m.end()]:
                 q.fail("QEMU printed to the console: its bytes and the plugin's records no longer line up")
-        if hyp:
-            m = re.search(rb"image \[(0x[0-9a-f]+), (0x[0-9a-f]+)\)", q.buf)
-            if not m or (int(m.group(1), 16), int(m.group(2), 16)) != hyp:
-                q.fail(f"dtvisor's image is not at [{hyp[0]:#x}, {hyp[1]:#x}) as its header says")
+        text = q.text()
     recs = [list(map(int, line.split())) for line in open(rec) if line.endswith("\n")]
     missing = [label for label, k in ends.items() if k >= len(recs)]
     if missing:
         raise SystemExit(f"bench: {rec}: no record for {missing} ({len(recs)} records)")
-    return {label: Point(recs[k]) for label, k in ends.items()}
+    first = None
+    if entry is not None:
+        e = [list(map(int, line.split())) for line in open(rec + ".entry") if line.endswith("\n")]
+        if not e:
+            raise SystemExit(f"bench: {rec}.entry: no guest instruction at {entry:#x} was recorded")
+        first = Point(e[0] + [0] * (2 * smp))
+    return {label: Point(recs[k]) for label, k in ends.items()}, first, text
 
 
 def ms(ns):
@@ -238,6 +281,13 @@ def mi(n):
 
 
 DOMAINS = ("domU0", "domU1")
+# Both hypervisors put a domU's kernel at guest 0x40000000 (Xen's guest
+# map): the first block there, after hypervisor code ran, is the first
+# guest instruction.
+GUEST_ENTRY = 0x4000_0000
+TS = r"\[\s*(\d+\.\d+)\] "
+# console_timestamps=boot on both; bootscrub as each run says.
+ARGS = "console=dtuart bootscrub={scrub} console_timestamps=boot"
 
 
 def image_range(image):
@@ -250,21 +300,64 @@ def image_range(image):
     return start, start + size
 
 
-def xen_style(image, smp, run):
-    """The Xen-dom0less-style system of test_linux (two domUs, 1 vCPU and
-    256 MiB each, own kernel and ramdisk) on dtvisor, QEMU -smp `smp`.
-    dtvisor gives each vCPU a pCPU of its own, so 2 are enough; with 4,
-    pCPUs 2 and 3 stay powered off (PSCI) and run no instruction."""
-    frag = system.xen_style_fragment(WORK, LINUX)
-    dtb = os.path.join(WORK, f"xen-style-smp{smp}.dtb")
-    loaders = system.system_dtb(frag, dtb, env={"LINUX": LINUX}, smp=smp)
-    lines = {}
+class Hyp:
+    """One hypervisor under test: how its console shows a domU's line."""
+
+    def __init__(self, name, image, smp):
+        self.name, self.image, self.smp = name, image, smp
+
+    def guest_line(self, dom, body):
+        """Regex for a console line of domU `dom` (0 or 1) whose text
+        matches `body`; group 1 is the hypervisor's timestamp."""
+        if self.name == "dtvisor":
+            return rf"\(domU{dom}\) {TS}{body}[^\n]*\n".encode()
+        # Xen without dom0 prints the domUs' vpl011 lines itself: DOM<id>.
+        return rf"\(XEN\) {TS}DOM{dom + 1}: {body}[^\n]*\n".encode()
+
+    def dtb(self, scrub, fragment=None):
+        """The Xen-style system DTB (or `fragment`'s) for this machine, with
+        the benchmark command line; (path, QEMU loader args)."""
+        work = os.path.join(WORK, self.name)
+        os.makedirs(work, exist_ok=True)
+        args = ARGS.format(scrub=1 if scrub else 0)
+        if fragment is None:
+            return xen.system(work, LINUX, args, smp=self.smp)
+        out = os.path.join(work, os.path.basename(fragment).replace(".dtsi", f"-smp{self.smp}.dtb"))
+        extra = "\n/ {\n    chosen {\n        xen,xen-bootargs = " + xen.dts_string(args) + ";\n    };\n};\n"
+        return out, system.system_dtb(fragment, out, smp=self.smp, extra_dts=extra)
+
+    def run(self, label, scrub, lines, fragment=None):
+        dtb, loaders = self.dtb(scrub, fragment)
+        return clocked(f"bench-{self.name}-{label}", ["-kernel", self.image, "-dtb", dtb] + loaders, lines,
+                       self.smp, hyp=image_range(self.image), entry=GUEST_ENTRY)
+
+
+def stamp(text, rx):
+    """The hypervisor's own timestamp (seconds) on the first line `rx` matches."""
+    m = re.search(rx.decode(), text)
+    return float(m.group(1)) if m else None
+
+
+def linux_run(h, scrub, label):
+    """The Xen-style system on `h`: boot figure and both markers."""
+    lines = {f"{d} up": h.guest_line(i, r"dtvisor-linux: up domain=" + d) for i, d in enumerate(DOMAINS)}
+    pts, first, text = h.run(label, scrub, lines)
+    out = {"first_guest_ns": first.ns, "first_guest_insns": first.insns}
     for i, d in enumerate(DOMAINS):
-        lines[f"{d} loaded"] = rf"\(dtvisor\) {d} \(id {i + 1}\): loaded, [^\n]*\n".encode()
-        lines[f"{d} init"] = rf"\({d}\) \[[ \d.]+\] Run /init as init process\r?\n".encode()
-        lines[f"{d} up"] = rf"\({d}\) dtvisor-linux: up domain={d} [^\n]*\n".encode()
-    return clocked(f"bench-linux-xen-smp{smp}-{run}", ["-kernel", image, "-dtb", dtb] + loaders, lines, smp,
-                   hyp=image_range(image))
+        out[f"{d}_up_ns"] = pts[f"{d} up"].ns
+        out[f"{d}_up_stamp_s"] = stamp(text, lines[f"{d} up"])
+    out["both_up_ns"] = max(out[f"{d}_up_ns"] for d in DOMAINS)
+    out["warp_ns"] = max(p.ns - p.insns for p in pts.values())
+    return out, text
+
+
+def boot_run(h, scrub, label):
+    """The Xen-style system on `h` until its first guest writes a line:
+    the boot figure only."""
+    lines = {"booting": (rf"\(domU[01]\) {TS}\[\s*0\.000000\] Booting Linux[^\n]*\n" if h.name == "dtvisor"
+                         else rf"\(XEN\) {TS}DOM[12]: \[\s*0\.000000\] Booting Linux[^\n]*\n").encode()}
+    pts, first, text = h.run(label, scrub, lines)
+    return {"first_guest_ns": first.ns, "first_guest_insns": first.insns}, text
 
 
 def bare(run):
@@ -272,92 +365,267 @@ def bare(run):
     and a virtual-clock RTC keep the boot deterministic (QEMU's DTB would
     carry fresh rng-seed and kaslr-seed values each run, which turn on
     KASLR, and the PL031 would read the host's time); system.py drops the
-    same seeds from the DTB dtvisor gets, so neither kernel has KASLR.
+    same seeds from the DTB the hypervisors get, so no kernel has KASLR.
     GICv3 like the domUs' virtual GIC (plain -machine virt is GICv2)."""
     args = ["-rtc", "base=2000-01-01T00:00:00,clock=vm",
             "-kernel", os.path.join(LINUX, "Image"), "-initrd", os.path.join(LINUX, "initramfs.cpio.gz"),
             "-append", "console=ttyAMA0 domain=bare"]
-    lines = {"init": rb"\[[ \d.]+\] Run /init as init process\r?\n",
-             "up": rb"dtvisor-linux: up domain=bare [^\n]*\n"}
-    return clocked(f"bench-linux-bare-{run}", args, lines, 1, mem="256M", virt=False,
-                   machine_extra=",dtb-randomness=off")
+    lines = {"up": rb"dtvisor-linux: up domain=bare [^\n]*\n"}
+    pts, _, _ = clocked(f"bench-linux-bare-{run}", args, lines, 1, mem="256M", virt=False,
+                        machine_extra=",dtb-randomness=off")
+    return pts["up"].ns
 
 
-def same(runs):
-    """Whether two runs' records are identical, or what differs."""
-    a, b = runs
-    diff = [k for k in a if a[k].key() != b[k].key()]
-    if not diff:
-        return "2 runs identical to the ns"
-    return "runs DIFFER: " + ", ".join(f"{k} {ms(a[k].ns)} / {ms(b[k].ns)}" for k in diff)
+# ---- micro-benchmarks: the test guest's `bench` word ---------------------
+
+MICRO = ("hvc", "mmio-uart", "mmio-gicd", "eoi", "sgi", "sgi-wfi", "timer")
+MICRO_TEXT = {
+    "hvc": "HVC round trip (PSCI_VERSION)",
+    "mmio-uart": "emulated device register read (vPL011 UARTFR)",
+    "mmio-gicd": "vGIC distributor register read (GICD_TYPER)",
+    "eoi": "EOI of a virtual interrupt",
+    "sgi": "SGI to another vCPU, send to handler (receiver spinning)",
+    "sgi-wfi": "SGI to another vCPU, send to handler (receiver in WFI)",
+    "timer": "virtual timer deadline to handler",
+}
+GUEST_FRAGMENT = """
+/ {{
+    chosen {{
+        bench {{
+            compatible = "xen,domain";
+            #address-cells = <1>;
+            #size-cells = <1>;
+            memory = <0 65536>;
+            cpus = <2>;
+            vpl011;
+            module@{k:x} {{
+                compatible = "multiboot,kernel", "multiboot,module";
+                reg = <0x{k:x} 0x200000>;
+                bootargs = "bench";
+            }};
+        }};
+    }};
+}};
+"""
 
 
-def markers(x):
-    up = {d: x[f"{d} up"].ns for d in DOMAINS}
-    return max(up.values()), up
+def micro(h):
+    """The test guest with `bench`, one domain of 2 vCPUs: figure -> ns."""
+    work = os.path.join(WORK, h.name)
+    os.makedirs(work, exist_ok=True)
+    frag = os.path.join(work, "micro.dtsi")
+    k = 0x5000_0000
+    with open(frag, "w") as f:
+        f.write(GUEST_FRAGMENT.format(k=k))
+    with open(os.path.join(work, "micro.modules"), "w") as f:
+        f.write(f"/chosen/bench/module@{k:x} {GUEST} {k:#x}\n")
+    line = (rb"\(bench\) " + TS.encode() if h.name == "dtvisor" else rb"\(XEN\) " + TS.encode() + rb"DOM1: ")
+    lines = {"done": line + rb"guest: bench done[^\n]*\n"}
+    _, _, text = h.run("micro", False, lines, fragment=frag)
+    out = {}
+    for name in MICRO:
+        m = re.search(rf"guest: bench {re.escape(name)} n=(\d+) mean=([\d.]+)ns", text)
+        out[name] = float(m.group(2)) if m else None
+    return out
 
 
-def linux_figures(image):
-    for f in ("Image", "initramfs.cpio.gz"):
-        if not os.path.isfile(os.path.join(LINUX, f)):
-            raise SystemExit(f"bench: {LINUX}/{f} missing: scripts/build-linux-guest makes it")
-    print("  linux: virtual time from QEMU start to the UART write of a console line's last byte"
-          " (QEMU_CLOCK_VIRTUAL, read by a TCG plugin); marker = /init's 'dtvisor-linux: up' line")
-    xs = [xen_style(image, 2, r) for r in (1, 2)]
-    x = xs[0]
-    both, up = markers(x)
-    print(f"  linux: Xen-style 2 domUs (1 vCPU, 256 MiB each) on -smp 2, QEMU start to both markers: {ms(both)}"
-          f" (domU0 {ms(up['domU0'])}, domU1 {ms(up['domU1'])}); {same(xs)}")
-    for d in DOMAINS:
-        ld, ini, u = x[f"{d} loaded"], x[f"{d} init"], x[f"{d} up"]
-        c = u.vcpu  # the pCPU that printed the domain's line runs its vCPU
-        print(f"    {d}: loaded at {ms(ld.ns)} (pCPU{c} {mi(ld.per_cpu[c])} instructions by then),"
-              f" Run /init at {ms(ini.ns)}, marker at {ms(u.ns)}; load to marker: pCPU{c} ran"
-              f" {mi(u.per_cpu[c] - ld.per_cpu[c])} instructions, {mi(u.hyp[c] - ld.hyp[c])} of them in dtvisor")
-    last = max((x[f"{d} up"] for d in DOMAINS), key=lambda p: p.ns)
-    warp = last.ns - last.insns
-    print("    instructions to the last marker: " + ", ".join(f"pCPU{i} {mi(n)}" for i, n in enumerate(last.per_cpu))
-          + "; virtual time is their sum (icount runs one CPU at a time)"
-          + (f" plus {ms(warp)} warped over with every CPU idle" if warp else ", never every CPU idle at once"))
-    x4 = xen_style(image, 4, 1)
-    both4, up4 = markers(x4)
-    print(f"  linux: same on -smp 4 (pCPUs 2 and 3 stay off): both markers {ms(both4)}"
-          f" (domU0 {ms(up4['domU0'])}, domU1 {ms(up4['domU1'])})")
-    bs = [bare(r) for r in (1, 2)]
-    b = bs[0]
-    warp = b["up"].ns - b["up"].insns
-    print(f"  linux: bare kernel (-smp 1, 256 MiB, GICv3, no hypervisor), QEMU start to marker: {ms(b['up'].ns)}"
-          f" (Run /init at {ms(b['init'].ns)}; {mi(b['up'].insns)} instructions"
-          + (f", {ms(warp)} warped over idle" if warp else "") + f"); {same(bs)}")
-    print(f"  linux: difference, Xen-style both markers - bare: {ms(both - b['up'].ns)}"
-          f" (domU0's marker - bare: {ms(up['domU0'] - b['up'].ns)})")
+# ---- wall clock -------------------------------------------------------------
+
+def wall(h, runs=5):
+    """Host seconds from QEMU start to both markers (no plugin, no icount:
+    TCG as fast as it goes), median of `runs`."""
+    dtb, loaders = h.dtb(False)
+    lines = [h.guest_line(i, r"dtvisor-linux: up domain=" + d) for i, d in enumerate(DOMAINS)]
+    times = []
+    for r in range(runs):
+        t0 = time.monotonic()
+        with Qemu(f"bench-wall-{h.name}-{r}", ["-kernel", h.image, "-dtb", dtb] + loaders, smp=h.smp,
+                  limit=LIMIT) as q:
+            q.expect_all(lines, LIMIT - 20)
+            times.append(time.monotonic() - t0)
+    return statistics.median(times), times
+
+
+def wall_bare(runs=5):
+    times = []
+    for r in range(runs):
+        t0 = time.monotonic()
+        with Qemu(f"bench-wall-bare-{r}", ["-kernel", os.path.join(LINUX, "Image"), "-initrd",
+                  os.path.join(LINUX, "initramfs.cpio.gz"), "-append", "console=ttyAMA0 domain=bare"],
+                  smp=1, mem="256M", virt=False, limit=LIMIT) as q:
+            q.expect(rb"dtvisor-linux: up domain=bare", LIMIT - 20)
+            times.append(time.monotonic() - t0)
+    return statistics.median(times), times
+
+
+# ---- output -------------------------------------------------------------------
+
+def memory_kept(text):
+    """dtvisor's own report: (bytes it keeps, bytes of modules kept)."""
+    m = re.search(r"hypervisor memory: image \d+ B[^+]*\+ heap \d+ B[^=]*= (\d+) B", text)
+    k = re.search(r"boot modules kept once as the pristine images: (\d+) B", text)
+    return (int(m.group(1)) if m else None), (int(k.group(1)) if k else None)
+
+
+def boot_work(text):
+    m = re.search(r"all domains loaded, memory: (\d+) B[^,]* shared with its modules \(copy on write\), (\d+) B[^,]*"
+                  r" copied, (\d+) B[^,]* zeroed, (\d+) B[^\n]* cleaned", text)
+    return dict(zip(("shared", "copied", "zeroed", "cleaned"), map(int, m.groups()))) if m else {}
+
+
+def ratio(a, b):
+    return f"{a / b:.3f}" if a and b else "n/a"
+
+
+def table(r):
+    d, x, b = r["dtvisor"], r["xen"], r["bare"]
+    rows = [("Figure", "dtvisor", "Xen 4.17", "bare Linux", "dtvisor / Xen")]
+
+    def row(name, dv, xv, bv=None, fmt=ms):
+        rows.append((name, fmt(dv) if dv is not None else "n/a", fmt(xv) if xv is not None else "n/a",
+                     fmt(bv) if bv is not None else "", ratio(dv, xv)))
+
+    row("hypervisor boot, QEMU start to first guest instruction (bootscrub=0)",
+        d["linux"]["first_guest_ns"], x["linux"]["first_guest_ns"])
+    row("hypervisor boot, QEMU start to first guest instruction (bootscrub=1)",
+        d["scrub"]["first_guest_ns"], x["scrub"]["first_guest_ns"])
+    for dom in DOMAINS:
+        row(f"QEMU start to {dom} in userspace", d["linux"][f"{dom}_up_ns"], x["linux"][f"{dom}_up_ns"])
+    row("QEMU start to both domUs in userspace", d["linux"]["both_up_ns"], x["linux"]["both_up_ns"],
+        2 * b["up_ns"])
+    for name in MICRO:
+        row(f"{MICRO_TEXT[name]} (mean)", d["micro"].get(name), x["micro"].get(name),
+            fmt=lambda v: f"{v:.1f} ns")
+    row("image size", d["image_bytes"], x["image_bytes"], fmt=lambda v: f"{v:,} B")
+    row("memory the hypervisor keeps of 2 GiB", d["kept_bytes"], None, fmt=lambda v: f"{v / 2**20:.2f} MiB")
+    row("wall clock to both markers, median of 5 (no icount)", d["wall_s"], x["wall_s"], b["wall_s"],
+        fmt=lambda v: f"{v:.2f} s")
+    out = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+    out += ["| " + " | ".join(c) + " |" for c in rows[1:]]
+    return "\n".join(out)
+
+
+def chart(js, path):
+    """Both boot timelines as a PNG, with matplotlib from a venv in the cache."""
+    venv = os.path.join(ROOT, "cache", "bench-venv")
+    py = os.path.join(venv, "bin", "python3")
+    if not os.path.exists(os.path.join(venv, ".ready")):
+        subprocess.run([sys.executable, "-m", "venv", venv], check=True)
+        subprocess.run([py, "-m", "pip", "install", "-q", "matplotlib"], check=True)
+        open(os.path.join(venv, ".ready"), "w").close()
+    script = r"""
+import json, sys
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+r = json.load(open(sys.argv[1]))
+fig, ax = plt.subplots(figsize=(10, 3.6))
+rows = [("dtvisor", r["dtvisor"]["linux"]), ("Xen 4.17", r["xen"]["linux"])]
+colors = {"hypervisor boot": "#d62728", "domU0 to userspace": "#1f77b4", "domU1 to userspace": "#2ca02c"}
+for y, (name, x) in enumerate(rows):
+    boot = x["first_guest_ns"] / 1e6
+    ax.barh(y, boot, color=colors["hypervisor boot"], label="hypervisor boot" if y == 0 else None)
+    for i, d in enumerate(("domU0", "domU1")):
+        up = x[d + "_up_ns"] / 1e6
+        ax.barh(y + (i - 0.5) * 0.35, up - boot, left=boot, height=0.3, color=colors[d + " to userspace"],
+                label=d + " to userspace" if y == 0 else None)
+        ax.text(up, y + (i - 0.5) * 0.35, f" {up:.0f} ms", va="center", fontsize=8)
+    ax.text(boot, y + 0.42, f"{boot:.1f} ms", fontsize=8)
+bare = r["bare"]["up_ns"] / 1e6
+ax.axvline(bare, color="gray", ls="--", lw=1)
+ax.axvline(2 * bare, color="gray", ls=":", lw=1)
+ax.text(bare, 1.6, " bare Linux", fontsize=8, color="gray")
+ax.text(2 * bare, 1.6, " two bare boots", fontsize=8, color="gray")
+ax.set_yticks([0, 1], [n for n, _ in rows])
+ax.set_ylim(-0.6, 1.9)
+ax.set_xlabel("virtual time from QEMU start, ms (icount: 1 ms = 1 M instructions)")
+ax.set_title("Two Linux domUs, 256 MiB each, bootscrub=0 (" + r["date"] + ")")
+ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=3, fontsize=8, frameon=False)
+fig.tight_layout()
+fig.savefig(sys.argv[2], dpi=120)
+"""
+    p = subprocess.run([py, "-c", script, js, path], capture_output=True, text=True)
+    if p.returncode != 0:
+        raise OSError(f"matplotlib: {p.stderr.strip().splitlines()[-1] if p.stderr.strip() else p.returncode}")
 
 
 def main():
-    # A copy, so that a rebuild while the bench runs changes no figure.
+    global GUEST
+    out_dir = os.path.join(ROOT, "target", "bench")
+    os.makedirs(out_dir, exist_ok=True)
     os.makedirs(WORK, exist_ok=True)
+    # Copies, so that a rebuild while the bench runs changes no figure.
     image = os.path.join(WORK, "dtvisor.bin")
     shutil.copyfile(IMAGE, image)
-    size = os.path.getsize(image)
-    with open(image, "rb") as f:
-        hdr = f.read(64)
-    print("dtvisor boot figures (QEMU virt, cortex-a57, 4 CPUs, 2 GiB, GICv3; icount: 1 us = 1000 instructions)")
-    print(f"  image: {size} bytes raw; header image_size {int.from_bytes(hdr[16:24], 'little')} bytes")
-    dtb = os.path.join(ROOT, "cache/qemu/bench-dom0less.dtb")
-    loaders = system.system_dtb(os.path.join(ROOT, "dts/qemu-virt/dom0less.dtsi"), dtb)
-    with Qemu("bench-dom0less", ["-kernel", image, "-dtb", dtb] + loaders, icount=True) as q:
-        d = figure(q, rb"discovery took (\d+) us", "discovery")
-        p = figure(q, rb"boot plan parsed in (\d+) us", "parse")
-        g = figure(q, rb"hypervisor entry to first guest instruction: (\d+) us", "first guest instruction")
-        q.expect(rb"\(domU1\) guest: summary", 120)
-    print(f"  entry to end of host discovery and banner: {d} us")
-    print(f"  boot plan parse, 2 domains: {p} us")
-    print(f"  entry to first guest instruction (2 domains, 192 MiB scrubbed): {g} us")
-    dtb = conformance_dtb("dl-many-domains", os.path.join(ROOT, "cache/qemu"))
-    with Qemu("bench-16", ["-kernel", image, "-dtb", dtb], icount=True) as q:
-        p16 = figure(q, rb"boot plan parsed in (\d+) us", "parse")
-    print(f"  boot plan parse, 16 domains: {p16} us")
-    linux_figures(image)
+    guest = os.path.join(WORK, "dtvisor-test-guest.bin")
+    shutil.copyfile(GUEST, guest)
+    GUEST = guest
+    for f in ("Image", "initramfs.cpio.gz"):
+        if not os.path.isfile(os.path.join(LINUX, f)):
+            raise SystemExit(f"bench: {LINUX}/{f} missing: scripts/build-linux-guest makes it")
+    xen_image = xen.fetch()
+    dv = Hyp("dtvisor", image, 2)  # one pCPU per vCPU
+    xn = Hyp("xen", xen_image, 1)  # Xen 4.17 hangs under icount with more than one CPU
+    r = {"date": time.strftime("%Y-%m-%d"), "command": "scripts/bench",
+         "machine": "QEMU virt,virtualization=on,gic-version=3, cortex-a57, 2 GiB; -icount shift=0,align=off,sleep=off",
+         "dtvisor": {"smp": 2}, "xen": {"smp": 1, "package": xen.installed_version()}, "bare": {"smp": 1}}
+    print(f"bench: {r['machine']}; dtvisor -smp 2 (one pCPU per vCPU), Xen -smp 1; icount: 1 ms = 1 M instructions")
+    for h in (dv, xn):
+        step = f"bench: {h.name}:"
+        print(f"{step} Xen-style system, bootscrub=0 ...", flush=True)
+        res, text = linux_run(h, False, "linux")
+        again, _ = linux_run(h, False, "linux-2")
+        res["deterministic"] = again == res
+        r[h.name]["linux"] = res
+        if h.name == "dtvisor":
+            r[h.name]["kept_bytes"], r[h.name]["modules_kept_bytes"] = memory_kept(text)
+            r[h.name]["boot_work"] = boot_work(text)
+        print(f"{step} first guest instruction at {ms(res['first_guest_ns'])}, both domUs up at"
+              f" {ms(res['both_up_ns'])} (domU0 {ms(res['domU0_up_ns'])}, domU1 {ms(res['domU1_up_ns'])});"
+              f" {'2 runs identical' if res['deterministic'] else 'runs DIFFER'}", flush=True)
+        print(f"{step} bootscrub=1 ...", flush=True)
+        r[h.name]["scrub"], stext = boot_run(h, True, "scrub")
+        if h.name == "dtvisor":
+            r[h.name]["boot_work_scrub"] = boot_work(stext) or None
+        print(f"{step} first guest instruction at {ms(r[h.name]['scrub']['first_guest_ns'])}", flush=True)
+        print(f"{step} micro-benchmarks ...", flush=True)
+        r[h.name]["micro"] = micro(h)
+        print(f"{step} " + ", ".join(f"{k} {v:.1f} ns" if v else f"{k} n/a" for k, v in r[h.name]["micro"].items()),
+              flush=True)
+        r[h.name]["image_bytes"] = os.path.getsize(h.image)
+    print("bench: bare Linux ...", flush=True)
+    b1, b2 = bare(1), bare(2)
+    r["bare"]["up_ns"], r["bare"]["deterministic"] = b1, b1 == b2
+    print(f"bench: bare Linux up at {ms(b1)}", flush=True)
+    print("bench: wall clock, 5 runs each ...", flush=True)
+    r["dtvisor"]["wall_s"], r["dtvisor"]["wall_runs"] = wall(dv)
+    r["xen"]["wall_s"], r["xen"]["wall_runs"] = wall(xn)
+    r["bare"]["wall_s"], r["bare"]["wall_runs"] = wall_bare()
+    # The ratios the goals are stated in.
+    d, x = r["dtvisor"], r["xen"]
+    r["ratios"] = {
+        "boot_bootscrub0": d["linux"]["first_guest_ns"] / x["linux"]["first_guest_ns"],
+        "boot_bootscrub1": d["scrub"]["first_guest_ns"] / x["scrub"]["first_guest_ns"],
+        "both_up_vs_xen": d["linux"]["both_up_ns"] / x["linux"]["both_up_ns"],
+        "both_up_vs_two_bare": d["linux"]["both_up_ns"] / (2 * r["bare"]["up_ns"]),
+        "image": d["image_bytes"] / x["image_bytes"],
+        "micro": {k: (d["micro"][k] / x["micro"][k]) if d["micro"].get(k) and x["micro"].get(k) else None
+                  for k in MICRO},
+    }
+    js = os.path.join(out_dir, "bench.json")
+    with open(js, "w") as f:
+        json.dump(r, f, indent=2)
+    md = table(r)
+    with open(os.path.join(out_dir, "bench.md"), "w") as f:
+        f.write(f"Measured {r['date']} with `{r['command']}` ({r['machine']}; Xen {r['xen']['package']}).\n\n")
+        f.write(md + "\n")
+    print(md)
+    print("ratios: " + json.dumps(r["ratios"]))
+    try:
+        chart(js, os.path.join(out_dir, "boot-timeline.png"))
+        print(f"bench: wrote {out_dir}/bench.md, bench.json, boot-timeline.png")
+    except (subprocess.CalledProcessError, OSError) as e:
+        print(f"bench: the chart was not drawn ({e}); wrote {out_dir}/bench.md and bench.json")
 
 
 if __name__ == "__main__":

@@ -206,6 +206,19 @@ pub fn clean_invalidate_dcache_range(start: u64, end: u64) {
 fn for_each_line(start: u64, end: u64, op: impl Fn(u64)) {
     let line = dcache_line();
     let mut a = start & !(line - 1);
+    // Eight lines per round where they fit: the loop's own instructions
+    // were most of the cost (a scrub cleans hundreds of MiB).
+    while a + 8 * line <= end {
+        op(a);
+        op(a + line);
+        op(a + 2 * line);
+        op(a + 3 * line);
+        op(a + 4 * line);
+        op(a + 5 * line);
+        op(a + 6 * line);
+        op(a + 7 * line);
+        a += 8 * line;
+    }
     while a < end {
         op(a);
         a += line;
@@ -239,6 +252,33 @@ pub fn zero_range(start: u64, end: u64) {
     // SAFETY (all three): the caller owns `[start, end)`, mapped RAM.
     unsafe { core::ptr::write_bytes(start as *mut u8, 0, (a.min(end) - start) as usize) };
     let mut p = a;
+    // Eight blocks per round where they fit (see for_each_line).
+    while p + 8 * block <= b {
+        // SAFETY: as above; eight whole, aligned cache blocks.
+        unsafe {
+            core::arch::asm!(
+                "dc zva, {p}",
+                "add {q}, {p}, {s}",
+                "dc zva, {q}",
+                "add {q}, {q}, {s}",
+                "dc zva, {q}",
+                "add {q}, {q}, {s}",
+                "dc zva, {q}",
+                "add {q}, {q}, {s}",
+                "dc zva, {q}",
+                "add {q}, {q}, {s}",
+                "dc zva, {q}",
+                "add {q}, {q}, {s}",
+                "dc zva, {q}",
+                "add {q}, {q}, {s}",
+                "dc zva, {q}",
+                p = in(reg) p,
+                q = out(reg) _,
+                s = in(reg) block,
+            )
+        };
+        p += 8 * block;
+    }
     while p < b {
         // SAFETY: as above; one whole, aligned cache block.
         unsafe { core::arch::asm!("dc zva, {}", in(reg) p) };
