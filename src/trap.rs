@@ -137,11 +137,6 @@ fn data_abort(vm: &vmm::Vm, vi: usize, frame: &mut TrapFrame, esr: u64) {
     let far = sysreg!(read "far_el2");
     let hpfar = sysreg!(read "hpfar_el2");
     let ipa = ((hpfar >> 4) << 12) | (far & 0xfff);
-    // A page shared with a boot module: copied on the first write, then
-    // the access is retried.
-    if vmm::shared_fault(vm, ipa) {
-        return;
-    }
     if let Some(a) = Access::decode(esr, hpfar, far) {
         let src = if a.reg == 31 {
             0
@@ -155,6 +150,11 @@ fn data_abort(vm: &vmm::Vm, vi: usize, frame: &mut TrapFrame, esr: u64) {
             frame.elr += 4;
             return;
         }
+    }
+    // A page shared with a boot module (after the devices: MMIO is the
+    // hot path): copied on the first write, then the access is retried.
+    if vmm::shared_fault(vm, ipa) {
+        return;
     }
     let what = if esr & (1 << 6) != 0 { "write" } else { "read" };
     vmm::log_vm(

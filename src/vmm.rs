@@ -806,23 +806,13 @@ pub fn irq(vm: &Vm, vi: usize) {
 
 /// Emulated MMIO: Some(value read) if the access hit a device.
 pub fn mmio(vm: &Vm, vi: usize, a: &Access, val: u64) -> Option<u64> {
-    if let Some(r) = vgic_mmio(vm, vi, a, val) {
-        if r.is_none() {
-            log_vm(
-                vm,
-                format_args!(
-                    "{}-byte {} at vGIC address {:#x}: not an access the GIC allows, abort injected",
-                    a.size,
-                    if a.write { "write" } else { "read" },
-                    a.ipa
-                ),
-            );
-        }
-        return r;
-    }
+    // The vPL011 first: the hottest device (console output).
     let base = vm.map.vpl011;
-    if a.ipa >= base && a.ipa < base + vpl011::SIZE {
-        let u = vm.vpl011.as_ref()?;
+    let uart = vm
+        .vpl011
+        .as_ref()
+        .filter(|_| a.ipa >= base && a.ipa < base + vpl011::SIZE);
+    if let Some(u) = uart {
         // Input comes by the console's interrupt; only while that is
         // masked (a full FIFO) or absent does a guest's access fetch it.
         if RX_MASKED.load(Ordering::Relaxed) || CONSOLE_IRQ.load(Ordering::Relaxed) == 0 {
@@ -843,6 +833,20 @@ pub fn mmio(vm: &Vm, vi: usize, a: &Access, val: u64) -> Option<u64> {
             uart_line(vm, &u, Some(vi));
         }
         return Some(v);
+    }
+    if let Some(r) = vgic_mmio(vm, vi, a, val) {
+        if r.is_none() {
+            log_vm(
+                vm,
+                format_args!(
+                    "{}-byte {} at vGIC address {:#x}: not an access the GIC allows, abort injected",
+                    a.size,
+                    if a.write { "write" } else { "read" },
+                    a.ipa
+                ),
+            );
+        }
+        return r;
     }
     None
 }

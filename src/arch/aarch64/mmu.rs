@@ -207,7 +207,9 @@ fn for_each_line(start: u64, end: u64, op: impl Fn(u64)) {
     let line = dcache_line();
     let mut a = start & !(line - 1);
     // Eight lines per round where they fit: the loop's own instructions
-    // were most of the cost (a scrub cleans hundreds of MiB).
+    // were most of the cost (a scrub cleans hundreds of MiB). Written out:
+    // an inner `for` over the eight measured 2.5 times slower (opt-level s
+    // does not unroll it).
     while a + 8 * line <= end {
         op(a);
         op(a + line);

@@ -196,7 +196,21 @@ pub fn wait_wfi_bounded(done: impl Fn() -> bool, ticks: u64) -> bool {
 /// another CPU: where CPUs take turns on one host thread (QEMU's icount)
 /// or vCPUs share a pCPU, a spinning waiter holds up the CPU it waits for,
 /// while `wfe` yields (QEMU) or traps (hypervisors that trap it yield).
-pub fn wait_wfe(mut done: impl FnMut() -> bool, ticks: u64, irqs: bool) -> bool {
+pub fn wait_wfe(done: impl FnMut() -> bool, ticks: u64, irqs: bool) -> bool {
+    wait(done, ticks, irqs, || {
+        // SAFETY: waiting for an event has no memory effects.
+        unsafe { core::arch::asm!("wfe") }
+    })
+}
+
+/// Spins with IRQs unmasked until `done()` or `ticks` pass.
+pub fn wait_spin(done: impl FnMut() -> bool, ticks: u64) -> bool {
+    wait(done, ticks, true, core::hint::spin_loop)
+}
+
+/// Until `done()` or `ticks` pass, `pause()` between looks; IRQs unmasked
+/// meanwhile if `irqs`, masked after.
+fn wait(mut done: impl FnMut() -> bool, ticks: u64, irqs: bool, pause: impl Fn()) -> bool {
     let end = now().saturating_add(ticks);
     if irqs {
         // SAFETY: the IRQ handler saves what it clobbers.
@@ -209,27 +223,7 @@ pub fn wait_wfe(mut done: impl FnMut() -> bool, ticks: u64, irqs: bool) -> bool 
         if now() > end {
             break false;
         }
-        // SAFETY: waiting for an event has no memory effects.
-        unsafe { core::arch::asm!("wfe") };
-    };
-    // SAFETY: masking IRQs again.
-    unsafe { core::arch::asm!("msr daifset, #2") };
-    ok
-}
-
-/// Spins with IRQs unmasked until `done()` or `ticks` pass.
-pub fn wait_spin(done: impl Fn() -> bool, ticks: u64) -> bool {
-    let end = now().saturating_add(ticks);
-    // SAFETY: the IRQ handler saves what it clobbers.
-    unsafe { core::arch::asm!("msr daifclr, #2", "isb") };
-    let ok = loop {
-        if done() {
-            break true;
-        }
-        if now() > end {
-            break false;
-        }
-        core::hint::spin_loop();
+        pause();
     };
     // SAFETY: masking IRQs again.
     unsafe { core::arch::asm!("msr daifset, #2") };
