@@ -491,7 +491,7 @@ def table(r):
         d["scrub"]["first_guest_ns"], x["scrub"]["first_guest_ns"])
     for dom in DOMAINS:
         row(f"QEMU start to {dom} in userspace", d["linux"][f"{dom}_up_ns"], x["linux"][f"{dom}_up_ns"])
-    row("QEMU start to both domUs in userspace", d["linux"]["both_up_ns"], x["linux"]["both_up_ns"],
+    row("QEMU start to both domUs in userspace (bare: two boots)", d["linux"]["both_up_ns"], x["linux"]["both_up_ns"],
         2 * b["up_ns"])
     for name in MICRO:
         row(f"{MICRO_TEXT[name]} (mean)", d["micro"].get(name), x["micro"].get(name),
