@@ -34,14 +34,15 @@ def two_domains(image, guest, work):
     running the test guest (in this test's work directory) and returns
     QEMU arguments that boot it."""
 
-    def make(name, args1, args2, hyperlaunch=False, cpus=(2, 1), mem=(128, 64), gic=3, xen_args=None):
+    def make(name, args1, args2, hyperlaunch=False, cpus=(2, 1), mem=(128, 64), gic=3, xen_args=None, kernel=None):
         doms, mods = "", ""
         prefix = "/chosen/hypervisor" if hyperlaunch else "/chosen"
         for i, (args, c, m) in enumerate(zip((args1, args2), cpus, mem)):
             addr = 0x5000_0000 + i * 0x40_0000
             extra = f"domid = <{i + 1}>;" if hyperlaunch else ""
             doms += DOMAIN.format(name=f"domU{i + 1}", extra=extra, kib=m * 1024, cpus=c, addr=addr, args=args)
-            mods += f"{prefix}/domU{i + 1}/kernel {guest} {addr:#x}\n"
+            k = kernel if (kernel and i == 0) else guest
+            mods += f"{prefix}/domU{i + 1}/kernel {k} {addr:#x}\n"
         if hyperlaunch:
             body = ('hypervisor { compatible = "hypervisor,xen", "hypervisor,dtvisor";'
                     ' #address-cells = <2>; #size-cells = <2>;\n' + doms + "};")
@@ -280,3 +281,24 @@ def test_heap_grows_from_ram_left_free(qemu, two_domains):
         if not (before < (4 << 20) and after >= before + asked):
             q.fail(m.group(0))
         q.expect_all([r"\(domU1\) guest: tick 1", r"\(domU2\) guest: tick 1"], 120)
+
+
+@pytest.mark.parametrize("case", ["not-an-image", "more-vcpus-than-pcpus", "ram-does-not-fit"])
+def test_a_domain_that_cannot_be_built_starts_nothing(qemu, two_domains, work, case):
+    """Errors found only once the machine is known (the kernel's Image
+    header, pCPUs, free RAM) name the domain's node, and no domain starts,
+    not even the one that would fit; the hypervisor stays up."""
+    kw, want = {
+        "not-an-image": ({"kernel": os.path.join(work, "not-an-image.bin")},
+                         r"error: /chosen/domU1/kernel: [^\n]*(Image|magic)"),
+        "more-vcpus-than-pcpus": ({"cpus": (4, 1)}, r"error: [^\n]*(pCPU|CPU)[^\n]*"),
+        "ram-does-not-fit": ({"mem": (2048, 64)}, r"error: [^\n]*/chosen/domU\d[^\n]*memory[^\n]*"),
+    }[case]
+    with open(os.path.join(work, "not-an-image.bin"), "wb") as f:
+        f.write(b"this is not an arm64 Image, only text\n" * 64)
+    args = two_domains(f"unbuildable-{case}", "spin", "spin", **kw)
+    with qemu(f"unbuildable-{case}", args) as q:
+        q.expect(want, 60, "the error naming the domain")
+        q.expect(r"no domain started; dtvisor stays up on its console", 30)
+        q.not_seen(r"\(domU\d\) guest:")
+        q.not_seen(r"loaded, vCPU 0 starts")
