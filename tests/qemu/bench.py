@@ -491,6 +491,9 @@ def table(r):
         d["scrub"]["first_guest_ns"], x["scrub"]["first_guest_ns"])
     for dom in DOMAINS:
         row(f"QEMU start to {dom} in userspace", d["linux"][f"{dom}_up_ns"], x["linux"][f"{dom}_up_ns"])
+    for dom in DOMAINS:
+        row(f"{dom}'s marker line, the hypervisor's own console timestamp", d["linux"][f"{dom}_up_stamp_s"],
+            x["linux"][f"{dom}_up_stamp_s"], fmt=lambda v: f"{v:.6f} s")
     row("QEMU start to both domUs in userspace (bare: two boots)", d["linux"]["both_up_ns"], x["linux"]["both_up_ns"],
         2 * b["up_ns"])
     for name in MICRO:
@@ -503,6 +506,13 @@ def table(r):
     out = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
     out += ["| " + " | ".join(c) + " |" for c in rows[1:]]
     return "\n".join(out)
+
+
+def write_md(r, out_dir):
+    """target/bench/bench.md from the results (also: bench.py md, from bench.json)."""
+    with open(os.path.join(out_dir, "bench.md"), "w") as f:
+        f.write(f"Measured {r['date']} with `{r['command']}` ({r['machine']}; Xen {r['xen']['package']}).\n\n")
+        f.write(table(r) + "\n")
 
 
 def chart(js, path):
@@ -616,9 +626,7 @@ def main():
     with open(js, "w") as f:
         json.dump(r, f, indent=2)
     md = table(r)
-    with open(os.path.join(out_dir, "bench.md"), "w") as f:
-        f.write(f"Measured {r['date']} with `{r['command']}` ({r['machine']}; Xen {r['xen']['package']}).\n\n")
-        f.write(md + "\n")
+    write_md(r, out_dir)
     print(md)
     print("ratios: " + json.dumps(r["ratios"]))
     try:
@@ -629,4 +637,9 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:] == ["md"]:  # tables and chart again from target/bench/bench.json
+        out = os.path.join(ROOT, "target", "bench")
+        write_md(json.load(open(os.path.join(out, "bench.json"))), out)
+        chart(os.path.join(out, "bench.json"), os.path.join(out, "boot-timeline.png"))
+    else:
+        main()
