@@ -777,4 +777,6 @@ impl Vgic {
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_prop;
+#[cfg(test)]
 mod tests_v2;

@@ -534,4 +534,63 @@ mod tests {
             vec![Range::new(0, 12), Range::new(20, 30)]
         );
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+            /// For any kernel and initrd (aligned or not, any length, host
+            /// RAM in one or two blocks): every image byte is shared or
+            /// copied exactly once, to where the guest sees it; the shared,
+            /// copied and zeroed host bytes tile the domain's RAM exactly;
+            /// no shared page shows a byte beyond its module.
+            #[test]
+            fn images_and_scrub_tile_the_guest_ram(
+                split in proptest::option::of(1u64..128),
+                k_src in 0u64..0x10_0000, k_len in 1u64..(40 << 20),
+                r_src in 0u64..0x10_0000, r_len in 1u64..(8 << 20), r_page_off in 0u64..4096,
+                dtb_len in 1u64..(64 << 10), share: bool,
+            ) {
+                let l = layout(split.map(|s| s << 21));
+                let kernel = Image { src: 0x6000_0000 + k_src, ipa: 0x4000_0000, len: k_len, module: true };
+                let rd_ipa = 0x4c00_0000 + r_page_off;
+                let rd = Image { src: 0x6800_0000 + r_src, ipa: rd_ipa, len: r_len, module: true };
+                let dt = dtb(dtb_len);
+                let r = plan(&l, &[kernel, rd, dt], K, share).unwrap();
+                let mut covered: Vec<Range> = r.zero.clone();
+                covered.extend(r.copies.iter().map(|c| Range::new(c.dst, c.dst + c.len)));
+                covered.extend(r.shared.iter().map(|s| s.backing_range()));
+                let total: u64 = covered.iter().map(|c| c.size()).sum();
+                prop_assert_eq!(total, 256 * MIB, "{:?}", r);
+                prop_assert_eq!(union(covered).len(), if split.is_some() { 2 } else { 1 });
+                for im in [kernel, rd, dt] {
+                    let end = im.ipa + im.len;
+                    let mut bytes = 0;
+                    for c in &r.copies {
+                        if c.src >= im.src && c.src < im.src + im.len {
+                            let ipa = im.ipa + (c.src - im.src);
+                            prop_assert_eq!(l.ipa_to_pa(ipa), Some(c.dst));
+                            bytes += c.len;
+                        }
+                    }
+                    for s in &r.shared {
+                        if s.module >= im.src && s.module < im.src + im.len {
+                            prop_assert!(s.ipa.start % PAGE == 0 && s.ipa.end % PAGE == 0);
+                            prop_assert!(s.module + s.ipa.size() <= im.src + im.len);
+                            prop_assert!(s.ipa.end <= end);
+                            prop_assert_eq!(l.ipa_to_pa(s.ipa.start), Some(s.backing));
+                            bytes += s.ipa.size();
+                        }
+                    }
+                    prop_assert_eq!(bytes, im.len);
+                }
+                if !share {
+                    prop_assert!(r.shared.is_empty());
+                }
+            }
+        }
+    }
 }
