@@ -117,6 +117,14 @@ pub struct DomainLayout {
 }
 
 impl DomainLayout {
+    /// Host RAM behind the guest's RAM, block by block.
+    pub fn host_ram(&self) -> Vec<Range> {
+        self.ram
+            .iter()
+            .map(|m| Range::new(m.pa, m.pa + m.ipa.size()))
+            .collect()
+    }
+
     /// Host address backing guest address `ipa`.
     pub fn ipa_to_pa(&self, ipa: u64) -> Option<u64> {
         self.ram

@@ -6,7 +6,7 @@
 use crate::arch::exception::{exception_class_name, TrapFrame};
 use crate::arch::vcpu::{self, sysreg};
 use crate::vmm;
-use dtvisor::emul::mmio::Access;
+use dtvisor::emul::mmio::{fault_ipa, Access};
 use dtvisor::emul::sysreg::{SysReg, SysRegAccess};
 use dtvisor::psci::{self, Call};
 
@@ -66,7 +66,7 @@ pub fn handle(kind: u64, frame: &mut TrapFrame) -> Option<bool> {
             let far = sysreg!(read "far_el2");
             let hpfar = sysreg!(read "hpfar_el2");
             // A fetch in the instant a shared page is switched: retry.
-            if vmm::shared_fault(vm, ((hpfar >> 4) << 12) | (far & 0xfff)) {
+            if vmm::shared_fault(vm, fault_ipa(hpfar, far)) {
                 vmm::resume(vm, vi);
                 return Some(true);
             }
@@ -136,7 +136,7 @@ fn undefined(frame: &mut TrapFrame) {
 fn data_abort(vm: &vmm::Vm, vi: usize, frame: &mut TrapFrame, esr: u64) {
     let far = sysreg!(read "far_el2");
     let hpfar = sysreg!(read "hpfar_el2");
-    let ipa = ((hpfar >> 4) << 12) | (far & 0xfff);
+    let ipa = fault_ipa(hpfar, far);
     if let Some(a) = Access::decode(esr, hpfar, far) {
         let src = if a.reg == 31 {
             0

@@ -93,7 +93,7 @@ impl Vm {
         s2: Stage2Tables<HeapPages>,
         vgic: Option<VgicVersion>,
     ) -> Vm {
-        let vttbr = s2.root() | ((s.layout.vmid as u64) << 48);
+        let vttbr = s2.vttbr(s.layout.vmid);
         let affinities: Vec<u64> = (0..s.layout.pcpus.len() as u64).map(vmpidr_aff).collect();
         let vcpus = s
             .layout
@@ -431,11 +431,14 @@ fn load(vm: &Vm, first: bool) {
     // SAFETY: invalidating instruction caches has no memory effects.
     unsafe { core::arch::asm!("ic ialluis", "dsb ish", "isb") };
     let w = r.work(scrub);
-    let all = {
-        let mut b = WORK.lock();
-        b.add(w);
-        (first && b.domains == VMS.get().map_or(0, |v| v.len())).then_some(b.work)
-    };
+    // The boot's totals count each domain's first load only.
+    let all = first
+        .then(|| {
+            let mut b = WORK.lock();
+            b.add(w);
+            (b.domains == VMS.get().map_or(0, |v| v.len())).then_some(b.work)
+        })
+        .flatten();
     if !first {
         let n = vm.cow_pages.swap(0, Ordering::Relaxed);
         log_vm(
@@ -474,7 +477,7 @@ fn load(vm: &Vm, first: bool) {
     vm.cntvoff.store(arch::counter(), Ordering::Release);
 }
 
-/// Bytes moved at boot, by kind, over every domain so far.
+/// Bytes moved by the first loads, by kind, over every domain loaded so far.
 struct BootWork {
     work: Work,
     domains: usize,

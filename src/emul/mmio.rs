@@ -16,6 +16,12 @@ pub struct Access {
     pub sixty_four: bool,
 }
 
+/// The guest-physical address of a stage-2 fault: the page from
+/// HPFAR_EL2.FIPA, the offset in it from FAR_EL2.
+pub fn fault_ipa(hpfar: u64, far: u64) -> u64 {
+    ((hpfar >> 4) & 0xff_ffff_ffff) << 12 | (far & 0xfff)
+}
+
 impl Access {
     /// Decodes the ISS of a data abort (ESR_EL2 EC 0x24). None without a
     /// valid syndrome (ISV clear: e.g. load/store pair, post-index), which
@@ -24,7 +30,7 @@ impl Access {
         if esr & (1 << 24) == 0 {
             return None;
         }
-        let ipa = ((hpfar >> 4) & 0xff_ffff_ffff) << 12 | (far & 0xfff);
+        let ipa = fault_ipa(hpfar, far);
         Some(Access {
             ipa,
             size: 1 << ((esr >> 22) & 3),

@@ -130,16 +130,21 @@ pub enum UartKind {
 }
 
 /// The console UART.
+/// The node `name` names: a path if it starts with '/', else an alias
+/// (as `stdout-path` and Xen's `dtuart=` are read).
+fn by_path_or_alias<'a>(fdt: &Fdt<'a>, name: &str) -> Option<Node<'a>> {
+    if name.starts_with('/') {
+        fdt.find(name)
+    } else {
+        fdt.alias(name)
+    }
+}
+
 /// Whether Xen's `dtuart=PATH` (a path or an alias, options after ':')
 /// names the UART [`find_console`] picks (None: it names no node).
 pub fn is_console(fdt: &Fdt<'_>, dtuart: &str) -> Option<bool> {
     let name = dtuart.split_once(':').map_or(dtuart, |(n, _)| n);
-    let named = if name.starts_with('/') {
-        fdt.find(name)
-    } else {
-        fdt.alias(name)
-    };
-    let named = named?;
+    let named = by_path_or_alias(fdt, name)?;
     Some(find_console(fdt).is_some_and(|(loc, _, _)| named.offset() == loc.node.offset()))
 }
 
@@ -206,11 +211,7 @@ pub fn find_console<'a>(fdt: &Fdt<'a>) -> Option<(Located<'a>, Option<UartInfo>,
             None => (s, None),
         };
         options = opts;
-        let target = if name.starts_with('/') {
-            fdt.find(name)
-        } else {
-            fdt.alias(name)
-        }?;
+        let target = by_path_or_alias(fdt, name)?;
         find_located(fdt, &mut |n| n.offset() == target.offset())
     });
     // A node marked `xen,passthrough` is meant for a domain: never ours.

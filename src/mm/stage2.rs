@@ -194,12 +194,9 @@ impl<S: PageSource> Stage2Tables<S> {
         self.table.to_physical().0 as u64
     }
 
-    /// VTTBR_EL2 for this domain's VMID; the tables then live as long as
-    /// the domain (they are never freed).
-    pub fn into_vttbr(self, vmid: u16) -> u64 {
-        let v = self.root() | ((vmid as u64) << 48);
-        core::mem::forget(self);
-        v
+    /// VTTBR_EL2 for these tables and the domain's VMID.
+    pub fn vttbr(&self, vmid: u16) -> u64 {
+        self.root() | ((vmid as u64) << 48)
     }
 }
 

@@ -44,11 +44,7 @@ pub struct DomainSpec {
 impl DomainSpec {
     /// Host RAM of the guest (zeroed before each start).
     pub fn ram_host(&self) -> Vec<Range> {
-        self.layout
-            .ram
-            .iter()
-            .map(|m| Range::new(m.pa, m.pa + m.ipa.size()))
-            .collect()
+        self.layout.host_ram()
     }
 }
 

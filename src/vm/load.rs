@@ -111,18 +111,11 @@ impl Restart {
     /// zeroed, and cleaned with it (without `bootscrub=0` at boot, and at
     /// every SYSTEM_RESET).
     pub fn work(&self, scrub: bool) -> Work {
-        let clean = if scrub {
-            total(&union(
-                self.clean.iter().chain(&self.zero).copied().collect(),
-            ))
-        } else {
-            total(&self.clean)
-        };
         Work {
             shared: self.shared.iter().map(|s| s.ipa.size()).sum(),
             copied: self.copies.iter().map(|c| c.len).sum(),
             zeroed: if scrub { total(&self.zero) } else { 0 },
-            cleaned: clean,
+            cleaned: total(&self.clean_ranges(scrub)),
         }
     }
 
@@ -245,11 +238,7 @@ pub fn plan(l: &DomainLayout, images: &[Image], kernel: Range, share: bool) -> O
         }
         loads_for(l, src_at(last), last, end - last, &mut r.copies)?;
     }
-    let ram: Vec<Range> = l
-        .ram
-        .iter()
-        .map(|m| Range::new(m.pa, m.pa + m.ipa.size()))
-        .collect();
+    let ram = l.host_ram();
     let copied: Vec<Range> = r
         .copies
         .iter()

@@ -32,11 +32,6 @@ WORK = os.path.join(ROOT, "cache/qemu/bench")
 LIMIT = 300
 
 
-def figure(q, rx, label):
-    m = q.expect(rx, 120, label)
-    return int(m.group(1))
-
-
 # ---- virtual time at console output, from a QEMU TCG plugin -------------
 #
 # Why a plugin: the guests cannot tell us. Linux's printk timestamps are
@@ -232,9 +227,6 @@ class Point:
         self.per_cpu = fields[3::2]
         self.hyp = fields[4::2]
 
-    def key(self):
-        return (self.ns, self.insns, self.vcpu, tuple(self.per_cpu), tuple(self.hyp))
-
 
 def clocked(name, args, lines, smp, hyp=None, entry=None, **kw):
     """Runs QEMU with the plugin until every pattern in `lines` (label ->
@@ -274,10 +266,6 @@ def clocked(name, args, lines, smp, hyp=None, entry=None, **kw):
 
 def ms(ns):
     return f"{ns / 1e6:.3f} ms"
-
-
-def mi(n):
-    return f"{n / 1e6:.1f} M"
 
 
 DOMAINS = ("domU0", "domU1")
@@ -323,8 +311,7 @@ class Hyp:
         if fragment is None:
             return xen.system(work, LINUX, args, smp=self.smp)
         out = os.path.join(work, os.path.basename(fragment).replace(".dtsi", f"-smp{self.smp}.dtb"))
-        extra = "\n/ {\n    chosen {\n        xen,xen-bootargs = " + xen.dts_string(args) + ";\n    };\n};\n"
-        return out, system.system_dtb(fragment, out, smp=self.smp, extra_dts=extra)
+        return out, system.system_dtb(fragment, out, smp=self.smp, extra_dts=xen.bootargs_dts(args))
 
     def run(self, label, scrub, lines, fragment=None):
         dtb, loaders = self.dtb(scrub, fragment)

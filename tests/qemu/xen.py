@@ -295,6 +295,12 @@ def dts_string(s):
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def bootargs_dts(bootargs):
+    """DTS text that sets /chosen xen,xen-bootargs (appended after a
+    fragment, it overrides the fragment's own)."""
+    return "\n/ {\n    chosen {\n        xen,xen-bootargs = " + dts_string(bootargs) + ";\n    };\n};\n"
+
+
 def system(work, linux=LINUX, bootargs=BOOTARGS, smp=1):
     """bench.py's Xen-style system DTB (two domUs, 1 vCPU and 256 MiB each,
     vpl011, own kernel and ramdisk: system.xen_style_fragment) for QEMU
@@ -304,8 +310,7 @@ def system(work, linux=LINUX, bootargs=BOOTARGS, smp=1):
     os.makedirs(work, exist_ok=True)
     frag = sysdtb.xen_style_fragment(work, linux)
     dtb = os.path.join(work, f"xen-style-smp{smp}.dtb")
-    extra = "\n/ {\n    chosen {\n        xen,xen-bootargs = " + dts_string(bootargs) + ";\n    };\n};\n"
-    loaders = sysdtb.system_dtb(frag, dtb, env={"LINUX": linux}, smp=smp, extra_dts=extra)
+    loaders = sysdtb.system_dtb(frag, dtb, env={"LINUX": linux}, smp=smp, extra_dts=bootargs_dts(bootargs))
     return dtb, loaders
 
 
