@@ -407,10 +407,21 @@ pub fn t_entry() -> u64 {
     T_ENTRY.load(Ordering::Relaxed)
 }
 
-/// Nothing to run: keep the console alive (a later shell reads input here).
+/// Nothing to run: the hypervisor stays up and answers on its console.
+/// Each byte of input repeats why nothing started, so whoever attaches to
+/// the console later (the errors scrolled by before it was opened) learns
+/// what is wrong and that the machine is not hung.
 pub fn stay_up(why: &str) -> ! {
     log::error!("{why}: no domain started; dtvisor stays up on its console");
+    crate::console::set_rx_irq(false);
+    // Its event stream wakes `wfe` below to poll the UART.
+    crate::arch::vcpu::timer_access_and_event_stream();
     loop {
+        if crate::console::try_getc().is_some() {
+            // Whatever else was typed with it is answered by this one line.
+            while crate::console::try_getc().is_some() {}
+            log::error!("{why}: no domain started (the errors are above; any key repeats this)");
+        }
         // SAFETY: waiting for an event has no memory effects.
         unsafe { core::arch::asm!("wfe") };
     }

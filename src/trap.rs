@@ -70,10 +70,14 @@ pub fn handle(kind: u64, frame: &mut TrapFrame) -> Option<bool> {
                 vmm::resume(vm, vi);
                 return Some(true);
             }
-            vmm::log_vm(
-                vm,
-                format_args!("instruction fetch from {far:#x} outside its memory: abort injected"),
-            );
+            if let Some(n) = vm.faults.due() {
+                vmm::log_vm(
+                    vm,
+                    format_args!(
+                        "instruction fetch from {far:#x} outside its memory: abort injected ({n} faults so far)"
+                    ),
+                );
+            }
             let ec = if vcpu::from_el1(frame) {
                 EC_IABT_CUR
             } else {
@@ -83,7 +87,7 @@ pub fn handle(kind: u64, frame: &mut TrapFrame) -> Option<bool> {
         }
         EC_SYSREG => sysreg(vm, vi, frame, esr),
         _ => {
-            if let Some(n) = vm.unhandled_trap_due() {
+            if let Some(n) = vm.unhandled.due() {
                 vmm::log_vm(
                     vm,
                     format_args!(
@@ -115,7 +119,7 @@ fn sysreg(vm: &vmm::Vm, vi: usize, frame: &mut TrapFrame, esr: u64) {
             frame.elr += 4;
         }
         _ => {
-            if let Some(n) = vm.unhandled_trap_due() {
+            if let Some(n) = vm.unhandled.due() {
                 vmm::log_vm(
                     vm,
                     format_args!(
@@ -156,14 +160,16 @@ fn data_abort(vm: &vmm::Vm, vi: usize, frame: &mut TrapFrame, esr: u64) {
     if vmm::shared_fault(vm, ipa) {
         return;
     }
-    let what = if esr & (1 << 6) != 0 { "write" } else { "read" };
-    vmm::log_vm(
-        vm,
-        format_args!(
-            "{what} at IPA {ipa:#x} (pc {:#x}) hits nothing: external abort injected",
-            frame.elr
-        ),
-    );
+    if let Some(n) = vm.faults.due() {
+        let what = if esr & (1 << 6) != 0 { "write" } else { "read" };
+        vmm::log_vm(
+            vm,
+            format_args!(
+                "{what} at IPA {ipa:#x} (pc {:#x}) hits nothing: external abort injected ({n} faults so far)",
+                frame.elr
+            ),
+        );
+    }
     let ec = if vcpu::from_el1(frame) {
         EC_DABT_CUR
     } else {
@@ -202,7 +208,16 @@ fn hypercall(vm: &vmm::Vm, vi: usize, frame: &mut TrapFrame) {
             vmm::system_reset(vm, vi)
         }
         Call::SmcccVersion => psci::SMCCC_1_1,
-        Call::ArchFeatures(_) | Call::Unknown(_) => psci::NOT_SUPPORTED,
+        Call::ArchFeatures(_) => psci::NOT_SUPPORTED,
+        Call::Unknown(fid) => {
+            if let Some(n) = vm.unknown_calls.due() {
+                vmm::log_vm(
+                    vm,
+                    format_args!("SMCCC function {fid:#x} is not implemented: NOT_SUPPORTED ({n} such calls so far)"),
+                );
+            }
+            psci::NOT_SUPPORTED
+        }
     };
     frame.x[0] = ret as u64;
 }

@@ -24,6 +24,7 @@ use dtvisor::vm::build::{self, DomainSpec};
 use dtvisor::vm::guest_dtb::{self, GuestMap};
 use dtvisor::vm::lifecycle::{self, After, DomainState, Entry, Lifecycle, Request};
 use dtvisor::vm::load::{Restart, Work, PAGE};
+use dtvisor::vm::ratelimit::LogLimit;
 use spin::{Mutex, Once};
 
 /// One vCPU: its power state (PSCI), the pCPU it is pinned to, and
@@ -77,8 +78,12 @@ pub struct Vm {
     /// CNTVOFF_EL2: the system counter when the domain last started, so
     /// its virtual counter starts at zero at every (re)start.
     cntvoff: AtomicU64,
-    /// Unhandled traps so far (their log lines are rate limited).
-    unhandled: AtomicU32,
+    /// Log lines a guest can cause, rate limited: unhandled traps and
+    /// stray interrupts, its accesses that hit nothing, SMCCC calls it
+    /// made with function ids nothing implements.
+    pub unhandled: LogLimit,
+    pub faults: LogLimit,
+    pub unknown_calls: LogLimit,
     /// Loading (built; the pCPU of vCPU 0 loads it, domains load in
     /// parallel, each on its own pCPU), running, stopping, off, resetting.
     life: Lifecycle,
@@ -138,7 +143,9 @@ impl Vm {
             entry_ipa: s.entry_ipa,
             dtb_ipa: s.dtb_ipa,
             cntvoff: AtomicU64::new(0),
-            unhandled: AtomicU32::new(0),
+            unhandled: LogLimit::new(),
+            faults: LogLimit::new(),
+            unknown_calls: LogLimit::new(),
             life: Lifecycle::new(),
         }
     }
@@ -151,13 +158,6 @@ impl Vm {
 
     fn powers(&self) -> impl Iterator<Item = &VcpuPower> + Clone {
         self.vcpus.iter().map(|c| &c.power)
-    }
-
-    /// Whether a log line for the `n`-th unhandled trap is due: the first
-    /// ten, then every power of two.
-    pub fn unhandled_trap_due(&self) -> Option<u32> {
-        let n = self.unhandled.fetch_add(1, Ordering::Relaxed) + 1;
-        (n <= 10 || n.is_power_of_two()).then_some(n)
     }
 }
 
@@ -795,7 +795,7 @@ pub fn irq(vm: &Vm, vi: usize) {
                 }
             }
             _ => {
-                if let Some(n) = vm.unhandled_trap_due() {
+                if let Some(n) = vm.unhandled.due() {
                     log_vm(
                         vm,
                         format_args!("stray physical interrupt {id} ({n} unhandled so far)"),

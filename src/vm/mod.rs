@@ -5,3 +5,4 @@ pub mod guest_dtb;
 pub mod image;
 pub mod lifecycle;
 pub mod load;
+pub mod ratelimit;

@@ -81,6 +81,13 @@ macro_rules! sysreg {
 }
 pub(crate) use sysreg;
 
+/// CNTHCTL_EL2: the EL1 physical counter and timer not trapped; an event
+/// stream from counter bit 15 (about 0.5 ms at 62.5 MHz) wakes idle WFE
+/// loops.
+pub fn timer_access_and_event_stream() {
+    sysreg!(write "cnthctl_el2", 3 | (1 << 2) | (15 << 4));
+}
+
 /// The EL1 (and EL0) system registers of one vCPU.
 #[derive(Clone, Copy, Default)]
 pub struct El1Regs {
@@ -215,9 +222,7 @@ pub fn configure_el2(vtcr: u64, vttbr: u64, cntvoff: u64) {
     // MDCR_EL2.HPMN = every counter to EL1 (HPMN = 0 is UNPREDICTABLE
     // without FEAT_HPMN0); no debug or PMU traps.
     sysreg!(write "mdcr_el2", f.pmu_counters.unwrap_or(0));
-    // EL1 physical counter and timer not trapped; an event stream from
-    // counter bit 15 (about 0.5 ms at 62.5 MHz) wakes idle WFE loops.
-    sysreg!(write "cnthctl_el2", 3 | (1 << 2) | (15 << 4));
+    timer_access_and_event_stream();
     sysreg!(write "cntvoff_el2", cntvoff);
     sysreg!(write "vtcr_el2", vtcr);
     sysreg!(write "vttbr_el2", vttbr);

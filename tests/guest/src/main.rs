@@ -25,6 +25,7 @@ static mut UART: usize = 0;
 static mut USE_SMC: bool = false;
 /// Set by a secondary vCPU once it runs (index = its context id).
 static mut ONLINE: [u64; SLOTS as usize] = [0; SLOTS as usize];
+/// Data aborts the exception handler caught and skipped.
 static mut CAUGHT: u64 = 0;
 /// `hold`: secondaries spin forever (no traps) instead of CPU_OFF.
 static mut HOLD: u64 = 0;
@@ -95,6 +96,7 @@ macro_rules! say {
 }
 
 // After `say!`, which they use.
+mod attack;
 mod bench;
 mod irq;
 
@@ -297,6 +299,28 @@ extern "C" fn guest_main(dtb: usize, base: usize, relocs: usize) -> ! {
         let caught = unsafe { read_volatile(&raw const CAUGHT) };
         say!("guest: after fault value={v:#x} caught={caught}");
     }
+    attack::probe(args);
+    if has_word(args, "cross") {
+        attack::cross(&info);
+    }
+    if word_value(args, "guard").is_some() {
+        attack::guard(&info, args)
+    }
+    if has_word(args, "measure") || word_value(args, "measure").is_some() {
+        attack::measure(args)
+    }
+    if has_word(args, "exc-loop") {
+        attack::exc_loop(args)
+    }
+    if has_word(args, "hvc-loop") {
+        attack::hvc_loop()
+    }
+    if has_word(args, "hammer") {
+        attack::hammer(&info)
+    }
+    if has_word(args, "flood") {
+        attack::flood()
+    }
     if has_word(args, "reset") {
         say!("guest: calling SYSTEM_RESET");
         let r = psci(SYSTEM_RESET, 0, 0, 0);
@@ -384,12 +408,15 @@ fn sysreg_esr_far_elr() -> (u64, u64, u64) {
 #[unsafe(no_mangle)]
 extern "C" fn on_sync_exception() {
     let (esr, far, elr) = sysreg_esr_far_elr();
+    if attack::quiet_exception(esr, elr) {
+        return;
+    }
     say!("guest: exception esr={esr:#x} far={far:#x} elr={elr:#x}");
     if esr >> 26 == 0x25 {
         say!("guest: caught data abort");
         // SAFETY: skipping the faulting load; flag for the main flow.
         unsafe {
-            write_volatile(&raw mut CAUGHT, 1);
+            write_volatile(&raw mut CAUGHT, caught() + 1);
             core::arch::asm!("msr elr_el1, {}", in(reg) elr + 4);
         }
     } else {
@@ -401,6 +428,11 @@ extern "C" fn on_sync_exception() {
 extern "C" fn on_unexpected_exception() {
     let (esr, far, elr) = sysreg_esr_far_elr();
     say!("guest: unexpected exception esr={esr:#x} far={far:#x} elr={elr:#x}");
+}
+
+fn caught() -> u64 {
+    // SAFETY: written only by the exception handler, on this CPU.
+    unsafe { read_volatile(&raw const CAUGHT) }
 }
 
 fn halt() -> ! {
