@@ -34,13 +34,19 @@ def two_domains(image, guest, work):
     running the test guest (in this test's work directory) and returns
     QEMU arguments that boot it."""
 
-    def make(name, args1, args2, hyperlaunch=False, cpus=(2, 1), mem=(128, 64), gic=3, xen_args=None, kernel=None):
+    def make(name, args1, args2, hyperlaunch=False, cpus=(2, 1), mem=(128, 64), gic=3, xen_args=None, kernel=None,
+             partial=None):
         doms, mods = "", ""
         prefix = "/chosen/hypervisor" if hyperlaunch else "/chosen"
         for i, (args, c, m) in enumerate(zip((args1, args2), cpus, mem)):
             addr = 0x5000_0000 + i * 0x40_0000
             extra = f"domid = <{i + 1}>;" if hyperlaunch else ""
-            doms += DOMAIN.format(name=f"domU{i + 1}", extra=extra, kib=m * 1024, cpus=c, addr=addr, args=args)
+            dom = DOMAIN.format(name=f"domU{i + 1}", extra=extra, kib=m * 1024, cpus=c, addr=addr, args=args)
+            if partial and i == 0:  # domU1's partial device tree, at 0x51000000
+                dom = dom.rstrip()[:-2] + ('    dtb { compatible = "multiboot,device-tree", "multiboot,module";'
+                                           ' reg = <0x0 0x51000000 0x0 0x1000>; };\n        };\n')
+                mods += f"{prefix}/domU1/dtb {partial} 0x51000000\n"
+            doms += dom
             k = kernel if (kernel and i == 0) else guest
             mods += f"{prefix}/domU{i + 1}/kernel {k} {addr:#x}\n"
         if hyperlaunch:
@@ -283,7 +289,7 @@ def test_heap_grows_from_ram_left_free(qemu, two_domains):
         q.expect_all([r"\(domU1\) guest: tick 1", r"\(domU2\) guest: tick 1"], 120)
 
 
-@pytest.mark.parametrize("case", ["not-an-image", "more-vcpus-than-pcpus", "ram-does-not-fit"])
+@pytest.mark.parametrize("case", ["not-an-image", "more-vcpus-than-pcpus", "ram-does-not-fit", "partial-not-a-dtb"])
 def test_a_domain_that_cannot_be_built_starts_nothing(qemu, two_domains, work, case):
     """Errors found only once the machine is known (the kernel's Image
     header, pCPUs, free RAM) name the domain's node, and no domain starts,
@@ -293,6 +299,8 @@ def test_a_domain_that_cannot_be_built_starts_nothing(qemu, two_domains, work, c
                          r"error: /chosen/domU1/kernel: [^\n]*(Image|magic)"),
         "more-vcpus-than-pcpus": ({"cpus": (4, 1)}, r"error: [^\n]*(pCPU|CPU)[^\n]*"),
         "ram-does-not-fit": ({"mem": (2048, 64)}, r"error: [^\n]*/chosen/domU\d[^\n]*memory[^\n]*"),
+        "partial-not-a-dtb": ({"partial": os.path.join(work, "not-an-image.bin")},
+                              r"error: /chosen/domU1/dtb[^\n]*"),
     }[case]
     with open(os.path.join(work, "not-an-image.bin"), "wb") as f:
         f.write(b"this is not an arm64 Image, only text\n" * 64)
@@ -300,5 +308,8 @@ def test_a_domain_that_cannot_be_built_starts_nothing(qemu, two_domains, work, c
     with qemu(f"unbuildable-{case}", args) as q:
         q.expect(want, 60, "the error naming the domain")
         q.expect(r"no domain started; dtvisor stays up on its console", 30)
+        q.send("x")
+        q.expect(r"no domain started \(the errors are above; any key repeats this\)", 10,
+                 "the hypervisor's answer on its console")
         q.not_seen(r"\(domU\d\) guest:")
         q.not_seen(r"loaded, vCPU 0 starts")

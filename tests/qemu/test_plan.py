@@ -69,6 +69,11 @@ def boot_and_compare(qemu, image, guest, plan_tool, work, case):
         console = q.text().replace("\r\n", "\n")
         if text not in console:
             q.fail(f"the image's output differs from dtvisor-plan's:\n--- dtvisor-plan (exit {status})\n{text}")
+        if status != 0:
+            # Still answering on its console: a key repeats why.
+            q.send("\r")
+            q.expect(r"no domain started \(the errors are above; any key repeats this\)", 10,
+                     "the hypervisor's answer on its console")
         m = re.search(r"boot plan parsed in (\d+) us", console)
         return status, int(m.group(1)) if m else None
 
