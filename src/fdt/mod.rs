@@ -245,11 +245,16 @@ impl<'a> Fdt<'a> {
         let mut depth = 0usize;
         let mut off = 0usize;
         let mut seen_root = false;
+        // Whether the open node has had a subnode: the specification puts
+        // a node's properties before its subnodes, and `props()` stops at
+        // the first subnode, so a property after one would be hidden.
+        let mut after_child = false;
         loop {
             let at = off;
             let (tok, next) = self.token(off)?;
             match tok {
                 Token::Begin => {
+                    after_child = false;
                     if depth == 0 && seen_root {
                         return Err(FdtError::BadToken {
                             offset: at,
@@ -266,9 +271,10 @@ impl<'a> Fdt<'a> {
                     depth = depth
                         .checked_sub(1)
                         .ok_or(FdtError::Unbalanced { offset: at })?;
+                    after_child = true;
                 }
                 Token::Prop => {
-                    if depth == 0 {
+                    if depth == 0 || after_child {
                         return Err(FdtError::BadToken {
                             offset: at,
                             token: FDT_PROP,

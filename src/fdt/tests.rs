@@ -138,3 +138,27 @@ fn deep_nesting_is_refused() {
     let blob = dtc(&src);
     assert!(matches!(Fdt::new(&blob), Err(FdtError::TooDeep { .. })));
 }
+
+/// A property after a subnode breaks the specification's order (a node's
+/// properties, then its subnodes), and `props()` would never show it: the
+/// blob is refused up front.
+#[test]
+fn property_after_subnode_is_refused() {
+    let blob = dtc("/dts-v1/;\n/ { p = <1>; a { }; };");
+    assert!(Fdt::new(&blob).is_ok());
+    let st = u32::from_be_bytes(blob[8..12].try_into().unwrap()) as usize;
+    // Root BEGIN_NODE "" (8 bytes), PROP p (16), BEGIN_NODE "a" (8),
+    // END_NODE (4): move the property after the subnode.
+    let mut bad = blob.clone();
+    let (prop, child) = (st + 8..st + 24, st + 24..st + 36);
+    let mut moved = blob[child.clone()].to_vec();
+    moved.extend_from_slice(&blob[prop]);
+    bad[st + 8..st + 36].copy_from_slice(&moved);
+    assert_eq!(
+        Fdt::new(&bad).unwrap_err(),
+        FdtError::BadToken {
+            offset: 20,
+            token: FDT_PROP
+        }
+    );
+}
