@@ -38,37 +38,8 @@ use dtvisor::mm::Range;
 use dtvisor::vm::guest_dtb::{self, GicVersion, GuestDtbSpec, GuestMap, GICR_STRIDE};
 use libfuzzer_sys::fuzz_target;
 
-/// Reads the input front to back; past its end every byte is 0.
-struct Bytes<'a>(&'a [u8]);
-
-impl<'a> Bytes<'a> {
-    fn u8(&mut self) -> u8 {
-        match self.0.split_first() {
-            Some((b, rest)) => {
-                self.0 = rest;
-                *b
-            }
-            None => 0,
-        }
-    }
-    fn u16(&mut self) -> u16 {
-        u16::from_le_bytes([self.u8(), self.u8()])
-    }
-    fn u32(&mut self) -> u32 {
-        u32::from_le_bytes([self.u8(), self.u8(), self.u8(), self.u8()])
-    }
-    fn u64(&mut self) -> u64 {
-        self.u32() as u64 | (self.u32() as u64) << 32
-    }
-    fn bytes(&mut self, n: usize) -> &'a [u8] {
-        let (a, b) = self.0.split_at(n.min(self.0.len()));
-        self.0 = b;
-        a
-    }
-    fn rest(&mut self) -> &'a [u8] {
-        core::mem::take(&mut self.0)
-    }
-}
+mod bytes;
+use bytes::Bytes;
 
 const STRIPPED: [&str; 3] = ["xen,reg", "xen,path", "xen,force-assign-without-iommu"];
 
@@ -124,7 +95,11 @@ fuzz_target!(|data: &[u8]| {
     // Mostly a few vCPUs (each costs a cpu node and a redistributor, and
     // the run's speed goes with them); with the top bit, up to 127.
     let v = b.u8();
-    let vcpus = if v & 0x80 != 0 { (v & 0x7f) as u32 } else { (v % 9) as u32 };
+    let vcpus = if v & 0x80 != 0 {
+        (v & 0x7f) as u32
+    } else {
+        (v % 9) as u32
+    };
     let nbanks = b.u8() as usize % 5;
     let ram: Vec<Range> = (0..nbanks)
         .map(|_| {
@@ -163,7 +138,11 @@ fuzz_target!(|data: &[u8]| {
         None if flags & 0x80 != 0 => (None, own_phandle),
         None => (None, guest_dtb::GIC_PHANDLE),
     };
-    let gic = if flags & 4 != 0 { GicVersion::V2 } else { GicVersion::V3 };
+    let gic = if flags & 4 != 0 {
+        GicVersion::V2
+    } else {
+        GicVersion::V3
+    };
     let vpl011 = flags & 2 != 0;
     let spec = GuestDtbSpec {
         map,
@@ -179,9 +158,14 @@ fuzz_target!(|data: &[u8]| {
         vpl011,
     };
     let d = guest_dtb::describe(&spec);
-    assert!(d.starts_with(&format!("{vcpus} vCPUs, {} RAM banks", ram.len())), "{d}");
+    assert!(
+        d.starts_with(&format!("{vcpus} vCPUs, {} RAM banks", ram.len())),
+        "{d}"
+    );
 
-    let nul_bootargs = spec.bootargs.is_some_and(|s| !s.is_empty() && s.contains('\0'));
+    let nul_bootargs = spec
+        .bootargs
+        .is_some_and(|s| !s.is_empty() && s.contains('\0'));
     let nul_compat = vcpus > 0 && cpu_compatible.contains('\0');
     let blob = match guest_dtb::build(&spec) {
         Ok(blob) => blob,
@@ -210,7 +194,10 @@ fuzz_target!(|data: &[u8]| {
     if want_args.is_none() {
         assert!(chosen.prop("bootargs").is_none());
     }
-    assert_eq!(prop_u64(&chosen, "linux,initrd-start"), initrd.map(|r| r.start));
+    assert_eq!(
+        prop_u64(&chosen, "linux,initrd-start"),
+        initrd.map(|r| r.start)
+    );
     assert_eq!(prop_u64(&chosen, "linux,initrd-end"), initrd.map(|r| r.end));
     let uart_path = format!("/sbsa-uart@{:x}", map.vpl011);
     let stdout = str_of(&chosen, "stdout-path");
@@ -230,7 +217,10 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(c.name(), format!("cpu@{mpidr:x}"));
         assert_eq!(u32_of(&c, "reg"), Some(mpidr), "cpu {n} reg");
         assert!(seen.insert(mpidr), "two vCPUs with MPIDR {mpidr:#x}");
-        assert_eq!(c.prop("compatible").map(|p| p.value), Some(format!("{cpu_compatible}\0").as_bytes()));
+        assert_eq!(
+            c.prop("compatible").map(|p| p.value),
+            Some(format!("{cpu_compatible}\0").as_bytes())
+        );
         assert_eq!(str_of(&c, "device_type"), Some("cpu"));
         assert_eq!(str_of(&c, "enable-method"), Some("psci"));
         n += 1;
@@ -239,10 +229,16 @@ fuzz_target!(|data: &[u8]| {
 
     // /memory
     let first = ram.first().map_or(0, |r| r.start);
-    let mem = f.find(&format!("/memory@{first:x}")).expect("the memory node");
+    let mem = f
+        .find(&format!("/memory@{first:x}"))
+        .expect("the memory node");
     assert_eq!(str_of(&mem, "device_type"), Some("memory"));
     let regs: Vec<u64> = ram.iter().flat_map(|r| [r.start, r.size()]).collect();
-    assert_eq!(mem.prop("reg").map(|p| p.value.to_vec()), Some(be64s(&regs)), "memory reg");
+    assert_eq!(
+        mem.prop("reg").map(|p| p.value.to_vec()),
+        Some(be64s(&regs)),
+        "memory reg"
+    );
     if !ram.is_empty() {
         let got: Vec<(u64, u64)> = mem.prop("reg").unwrap().ranges(2, 2).unwrap().collect();
         let want: Vec<(u64, u64)> = ram.iter().map(|r| (r.start, r.size())).collect();
@@ -257,18 +253,32 @@ fuzz_target!(|data: &[u8]| {
         GicVersion::V3 => {
             assert!(gicn.is_compatible("arm,gic-v3"));
             assert_eq!(u32_of(&gicn, "#redistributor-regions"), Some(1));
-            vec![map.gicd, 0x1_0000, map.gicr, vcpus.max(1) as u64 * GICR_STRIDE]
+            vec![
+                map.gicd,
+                0x1_0000,
+                map.gicr,
+                vcpus.max(1) as u64 * GICR_STRIDE,
+            ]
         }
         GicVersion::V2 => {
             assert!(gicn.is_compatible("arm,gic-400"));
             vec![map.gicd, 0x1000, map.gicc, 0x2000]
         }
     };
-    assert_eq!(gicn.prop("reg").map(|p| p.value.to_vec()), Some(be64s(&want_reg)), "GIC reg");
+    assert_eq!(
+        gicn.prop("reg").map(|p| p.value.to_vec()),
+        Some(be64s(&want_reg)),
+        "GIC reg"
+    );
     assert_eq!(u32_of(&gicn, "#interrupt-cells"), Some(3));
-    assert!(gicn.prop("interrupt-controller").is_some_and(|p| p.value.is_empty()));
+    assert!(gicn
+        .prop("interrupt-controller")
+        .is_some_and(|p| p.value.is_empty()));
     assert_eq!(u32_of(&gicn, "phandle"), Some(gic_phandle));
-    assert_eq!(f.find_phandle(gic_phandle).map(|n| n.offset()), Some(gicn.offset()));
+    assert_eq!(
+        f.find_phandle(gic_phandle).map(|n| n.offset()),
+        Some(gicn.offset())
+    );
 
     // Timer, PSCI
     let t = f.find("/timer").expect("/timer");
@@ -284,7 +294,10 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(uart.is_some(), vpl011, "the vPL011 node iff asked");
     if let Some(u) = uart {
         assert!(u.is_compatible("arm,sbsa-uart"));
-        assert_eq!(u.prop("reg").map(|p| p.value.to_vec()), Some(be64s(&[map.vpl011, vpl011::SIZE])));
+        assert_eq!(
+            u.prop("reg").map(|p| p.value.to_vec()),
+            Some(be64s(&[map.vpl011, vpl011::SIZE]))
+        );
         assert_eq!(
             u.prop("interrupts").map(|p| p.value.to_vec()),
             Some(be32s(&[0, map.vpl011_intid - 32, 4]))
@@ -303,7 +316,10 @@ fuzz_target!(|data: &[u8]| {
                 .iter()
                 .find(|c| c.name.eq_ignore_ascii_case(name))
         };
-        for (name, has, strip) in [("aliases", p.has_aliases, false), ("passthrough", p.has_passthrough, true)] {
+        for (name, has, strip) in [
+            ("aliases", p.has_aliases, false),
+            ("passthrough", p.has_passthrough, true),
+        ] {
             let src = top(name);
             assert_eq!(src.is_some(), has, "{name}");
             let Some(src) = src else { continue };
@@ -313,12 +329,23 @@ fuzz_target!(|data: &[u8]| {
             want_children += 1;
         }
         assert!(
-            tree.root.children.iter().all(|c| !c.name.eq_ignore_ascii_case("gic")),
+            tree.root
+                .children
+                .iter()
+                .all(|c| !c.name.eq_ignore_ascii_case("gic")),
             "the /gic placeholder is not copied"
         );
     }
-    assert_eq!(tree.root.children.len(), want_children, "root nodes: {:?}",
-        tree.root.children.iter().map(|c| &c.name).collect::<Vec<_>>());
+    assert_eq!(
+        tree.root.children.len(),
+        want_children,
+        "root nodes: {:?}",
+        tree.root
+            .children
+            .iter()
+            .map(|c| &c.name)
+            .collect::<Vec<_>>()
+    );
     let mut ph = Vec::new();
     phandles(&tree.root, &mut ph);
     ph.sort_unstable();

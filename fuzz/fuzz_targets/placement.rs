@@ -40,9 +40,9 @@ use dtvisor::fdt::Fdt;
 use dtvisor::hw::{self, Platform};
 use dtvisor::mm::Range;
 use dtvisor::placement::{self, free_ram, guest_banks, Layout, Needs, DTB_MAX};
+use dtvisor::vgic::Vgic;
 use dtvisor::vm::build;
 use dtvisor::vm::guest_dtb::GicVersion;
-use dtvisor::vgic::Vgic;
 use libfuzzer_sys::fuzz_target;
 
 const MIB2: u64 = 2 << 20;
@@ -61,29 +61,8 @@ const DEFAULT_HEADER: [u8; 64] = {
     h
 };
 
-/// Reads the input front to back; past its end every byte is 0.
-struct Bytes<'a>(&'a [u8]);
-
-impl Bytes<'_> {
-    fn u8(&mut self) -> u8 {
-        match self.0.split_first() {
-            Some((b, rest)) => {
-                self.0 = rest;
-                *b
-            }
-            None => 0,
-        }
-    }
-    fn u16(&mut self) -> u16 {
-        u16::from_le_bytes([self.u8(), self.u8()])
-    }
-    fn u32(&mut self) -> u32 {
-        u32::from_le_bytes([self.u8(), self.u8(), self.u8(), self.u8()])
-    }
-    fn u64(&mut self) -> u64 {
-        self.u32() as u64 | (self.u32() as u64) << 32
-    }
-}
+mod bytes;
+use bytes::Bytes;
 
 fn align_up(x: u64, a: u64) -> Option<u64> {
     Some(x.checked_add(a - 1)? & !(a - 1))
@@ -111,7 +90,9 @@ fn available(free: &[Range]) -> u64 {
 fn disjoint(rs: &[Range]) -> Option<(Range, Range)> {
     let mut v: Vec<Range> = rs.iter().copied().filter(|r| !r.is_empty()).collect();
     v.sort();
-    v.windows(2).find(|w| w[0].overlaps(&w[1])).map(|w| (w[0], w[1]))
+    v.windows(2)
+        .find(|w| w[0].overlaps(&w[1]))
+        .map(|w| (w[0], w[1]))
 }
 
 /// `rs` sorted, touching ranges joined.
@@ -130,8 +111,15 @@ fn merged(rs: &[Range]) -> Vec<Range> {
 
 /// The invariants of a layout `place` returned for `needs`.
 fn check_layout(ram: &[Range], busy: &[Range], pcpus: usize, needs: &[Needs], l: &Layout) {
-    assert_eq!(l.domains.len(), needs.len(), "Ok, but not every domain is placed");
-    let statics: Vec<Range> = needs.iter().flat_map(|n| n.static_mem.iter().copied()).collect();
+    assert_eq!(
+        l.domains.len(),
+        needs.len(),
+        "Ok, but not every domain is placed"
+    );
+    let statics: Vec<Range> = needs
+        .iter()
+        .flat_map(|n| n.static_mem.iter().copied())
+        .collect();
     let mut taken: Vec<Range> = Vec::new();
     let mut cpus_used: Vec<usize> = Vec::new();
     for (i, (d, n)) in l.domains.iter().zip(needs).enumerate() {
@@ -145,25 +133,36 @@ fn check_layout(ram: &[Range], busy: &[Range], pcpus: usize, needs: &[Needs], l:
             .iter()
             .map(|m| {
                 assert!(!m.ipa.is_empty(), "{who}: empty RAM map {m:?}");
-                let end = m.pa.checked_add(m.ipa.size()).unwrap_or_else(|| panic!("{who}: host range wraps {m:?}"));
+                let end =
+                    m.pa.checked_add(m.ipa.size())
+                        .unwrap_or_else(|| panic!("{who}: host range wraps {m:?}"));
                 Range::new(m.pa, end)
             })
             .collect();
         assert_eq!(host, d.host_ram(), "{who}: host_ram");
         for h in &host {
-            assert!(ram.iter().any(|b| b.contains_range(h)), "{who}: host {h} not inside one RAM bank {ram:?}");
+            assert!(
+                ram.iter().any(|b| b.contains_range(h)),
+                "{who}: host {h} not inside one RAM bank {ram:?}"
+            );
             for b in busy {
                 assert!(!h.overlaps(b), "{who}: host {h} overlaps busy {b}");
             }
             for t in &taken {
-                assert!(!h.overlaps(t), "{who}: host {h} overlaps another domain's {t}");
+                assert!(
+                    !h.overlaps(t),
+                    "{who}: host {h} overlaps another domain's {t}"
+                );
             }
             if n.static_mem.is_empty() {
                 for s in &statics {
                     assert!(!h.overlaps(s), "{who}: host {h} overlaps static memory {s}");
                 }
             } else {
-                assert!(n.static_mem.iter().any(|s| s.contains_range(h)), "{who}: {h} outside its static memory");
+                assert!(
+                    n.static_mem.iter().any(|s| s.contains_range(h)),
+                    "{who}: {h} outside its static memory"
+                );
             }
         }
         if let Some((a, b)) = disjoint(&host) {
@@ -172,16 +171,26 @@ fn check_layout(ram: &[Range], busy: &[Range], pcpus: usize, needs: &[Needs], l:
         let total: u64 = host.iter().map(|h| h.size()).sum();
 
         // Guest RAM: the banks, each byte mapped once.
-        let want_banks = if n.direct_map { n.static_mem.clone() } else { guest_banks(n.memory) };
+        let want_banks = if n.direct_map {
+            n.static_mem.clone()
+        } else {
+            guest_banks(n.memory)
+        };
         assert_eq!(d.banks, want_banks, "{who}: guest banks");
         let bank_total: u64 = d.banks.iter().map(|b| b.size()).sum();
-        assert_eq!(total, bank_total, "{who}: RAM mapped {total:#x} != banks {bank_total:#x}");
+        assert_eq!(
+            total, bank_total,
+            "{who}: RAM mapped {total:#x} != banks {bank_total:#x}"
+        );
         let ipas: Vec<Range> = d.ram.iter().map(|m| m.ipa).collect();
         if let Some((a, b)) = disjoint(&ipas) {
             panic!("{who}: guest RAM mapped twice: {a} {b}");
         }
         for m in &d.ram {
-            assert!(d.banks.iter().any(|b| b.contains_range(&m.ipa)), "{who}: {m:?} outside the banks");
+            assert!(
+                d.banks.iter().any(|b| b.contains_range(&m.ipa)),
+                "{who}: {m:?} outside the banks"
+            );
             if n.direct_map {
                 assert_eq!(m.ipa.start, m.pa, "{who}: direct map is the identity");
             }
@@ -189,11 +198,17 @@ fn check_layout(ram: &[Range], busy: &[Range], pcpus: usize, needs: &[Needs], l:
         if n.static_mem.is_empty() {
             assert_eq!(total, n.memory, "{who}: memory");
             for m in &d.ram {
-                assert_eq!(m.pa % MIB2, 0, "{who}: host block {:#x} not 2 MiB aligned", m.pa);
+                assert_eq!(
+                    m.pa % MIB2,
+                    0,
+                    "{who}: host block {:#x} not 2 MiB aligned",
+                    m.pa
+                );
             }
             // One block, 1 GiB aligned where the free RAM had room for
             // one, else 2 MiB aligned where one fits (first fit both).
-            let mut busy_now: Vec<Range> = busy.iter().chain(&statics).chain(&taken).copied().collect();
+            let mut busy_now: Vec<Range> =
+                busy.iter().chain(&statics).chain(&taken).copied().collect();
             busy_now.sort();
             let free = free_ram(ram, &busy_now);
             let want = (n.memory >= GIB)
@@ -208,12 +223,19 @@ fn check_layout(ram: &[Range], busy: &[Range], pcpus: usize, needs: &[Needs], l:
                     n.memory
                 );
             } else {
-                assert!(available(&free) >= n.memory, "{who}: placed more than is free");
+                assert!(
+                    available(&free) >= n.memory,
+                    "{who}: placed more than is free"
+                );
             }
         } else {
             // Static memory is used as given: its ranges exactly (split
             // at the guest banks' boundaries when not direct-mapped).
-            assert_eq!(merged(&host), merged(&n.static_mem), "{who}: static memory as given");
+            assert_eq!(
+                merged(&host),
+                merged(&n.static_mem),
+                "{who}: static memory as given"
+            );
             let st: u64 = n.static_mem.iter().map(|r| r.size()).sum();
             assert_eq!(total, st, "{who}: static memory used whole");
         }
@@ -223,21 +245,47 @@ fn check_layout(ram: &[Range], busy: &[Range], pcpus: usize, needs: &[Needs], l:
         let bank0 = d.banks[0];
         let base = align_up(bank0.start, MIB2).expect("bank 0 base");
         let ksize = n.image_size.max(n.kernel.size());
-        assert_eq!(d.kernel_ipa.start, base + n.text_offset, "{who}: kernel at bank 0 + text_offset");
+        assert_eq!(
+            d.kernel_ipa.start,
+            base + n.text_offset,
+            "{who}: kernel at bank 0 + text_offset"
+        );
         assert_eq!(d.kernel_ipa.size(), ksize, "{who}: kernel slot size");
         assert!(d.kernel_ipa.start <= d.kernel_ipa.end);
-        assert!(bank0.contains_range(&d.kernel_ipa), "{who}: kernel {} outside bank 0 {bank0}", d.kernel_ipa);
+        assert!(
+            bank0.contains_range(&d.kernel_ipa),
+            "{who}: kernel {} outside bank 0 {bank0}",
+            d.kernel_ipa
+        );
         assert_eq!(d.dtb_ipa.size(), DTB_MAX, "{who}: DTB slot");
         assert_eq!(d.dtb_ipa.start % MIB2, 0, "{who}: DTB slot aligned");
-        assert!(bank0.contains_range(&d.dtb_ipa), "{who}: DTB {} outside bank 0 {bank0}", d.dtb_ipa);
+        assert!(
+            bank0.contains_range(&d.dtb_ipa),
+            "{who}: DTB {} outside bank 0 {bank0}",
+            d.dtb_ipa
+        );
         match (d.initrd_ipa, n.ramdisk) {
-            (None, None) => assert!(d.kernel_ipa.end <= d.dtb_ipa.start, "{who}: kernel over the DTB"),
+            (None, None) => assert!(
+                d.kernel_ipa.end <= d.dtb_ipa.start,
+                "{who}: kernel over the DTB"
+            ),
             (Some(r), Some(m)) => {
                 assert_eq!(r.size(), m.size(), "{who}: initrd size");
                 assert!(r.start <= r.end && r.start % 4096 == 0, "{who}: initrd {r}");
-                assert!(bank0.contains_range(&r), "{who}: initrd {r} outside bank 0 {bank0}");
-                assert!(d.kernel_ipa.end <= r.start, "{who}: kernel {} over the initrd {r}", d.kernel_ipa);
-                assert!(r.end <= d.dtb_ipa.start, "{who}: initrd {r} over the DTB {}", d.dtb_ipa);
+                assert!(
+                    bank0.contains_range(&r),
+                    "{who}: initrd {r} outside bank 0 {bank0}"
+                );
+                assert!(
+                    d.kernel_ipa.end <= r.start,
+                    "{who}: kernel {} over the initrd {r}",
+                    d.kernel_ipa
+                );
+                assert!(
+                    r.end <= d.dtb_ipa.start,
+                    "{who}: initrd {r} over the DTB {}",
+                    d.dtb_ipa
+                );
             }
             (a, b) => panic!("{who}: initrd slot {a:?} for ramdisk {b:?}"),
         }
@@ -252,7 +300,10 @@ fn check_layout(ram: &[Range], busy: &[Range], pcpus: usize, needs: &[Needs], l:
             cpus_used.push(c);
         }
     }
-    let mut kept: Vec<Range> = needs.iter().flat_map(|n| core::iter::once(n.kernel).chain(n.ramdisk)).collect();
+    let mut kept: Vec<Range> = needs
+        .iter()
+        .flat_map(|n| core::iter::once(n.kernel).chain(n.ramdisk))
+        .collect();
     kept.sort();
     kept.dedup();
     assert_eq!(l.kept, kept, "kept modules");
@@ -260,7 +311,10 @@ fn check_layout(ram: &[Range], busy: &[Range], pcpus: usize, needs: &[Needs], l:
         if f.is_empty() {
             continue;
         }
-        assert!(ram.iter().any(|b| b.contains_range(f)), "free {f} outside RAM");
+        assert!(
+            ram.iter().any(|b| b.contains_range(f)),
+            "free {f} outside RAM"
+        );
         for t in taken.iter().chain(busy).chain(&statics) {
             assert!(!f.overlaps(t), "free {f} overlaps {t}, which is in use");
         }
@@ -276,8 +330,12 @@ fn pipeline(data: &[u8]) {
     } else {
         (&DEFAULT_HEADER, tail)
     };
-    let Ok(plat) = Platform::discover(&fdt) else { return };
-    if disjoint(&plat.memory.ram).is_some() { return; } // TEMP
+    let Ok(plat) = Platform::discover(&fdt) else {
+        return;
+    };
+    if disjoint(&plat.memory.ram).is_some() {
+        return;
+    } // TEMP
     let ram = plat.memory.ram.clone();
     let contents = |_: &str, r: Range, visit: &mut dyn FnMut(&[u8])| {
         if !ram.iter().any(|b| b.contains_range(&r)) {
@@ -295,7 +353,11 @@ fn pipeline(data: &[u8]) {
         Some(hw::GicVersion::V2) => GicVersion::V2,
         _ => GicVersion::V3,
     };
-    let is_dt = |r: Range| plan.domains.iter().any(|d| d.device_tree.as_ref().is_some_and(|m| m.range == r));
+    let is_dt = |r: Range| {
+        plan.domains
+            .iter()
+            .any(|d| d.device_tree.as_ref().is_some_and(|m| m.range == r))
+    };
     let head = |r: Range| -> &[u8] {
         if is_dt(r) {
             &frag[..frag.len().min(r.size() as usize)]
@@ -303,8 +365,12 @@ fn pipeline(data: &[u8]) {
             &header[..64.min(r.size() as usize)]
         }
     };
-    if u64::from_le_bytes(header[16..24].try_into().unwrap()) > 1 << 48 { return; } // TEMP
-    if build::needs(&plan, &head).is_ok_and(|n| known(&n)) { return; } // TEMP
+    if u64::from_le_bytes(header[16..24].try_into().unwrap()) > 1 << 48 {
+        return;
+    } // TEMP
+    if build::needs(&plan, &head).is_ok_and(|n| known(&n)) {
+        return;
+    } // TEMP
     let mut dtbs = Vec::new();
     let built = build::build(&plat, &plan, usable, gic, &head, &mut |b| {
         dtbs.push(b);
@@ -313,7 +379,10 @@ fn pipeline(data: &[u8]) {
     let (layout, specs) = match built {
         Ok(b) => b,
         Err(errs) => {
-            assert!(!errs.is_empty() && errs.iter().all(|e| !e.is_empty()), "{errs:?}");
+            assert!(
+                !errs.is_empty() && errs.iter().all(|e| !e.is_empty()),
+                "{errs:?}"
+            );
             return;
         }
     };
@@ -322,17 +391,33 @@ fn pipeline(data: &[u8]) {
     check_layout(&plat.memory.ram, &busy, usable, &needs, &layout);
     assert_eq!(specs.len(), plan.domains.len());
     assert_eq!(dtbs.len(), specs.len());
-    for (((s, d), l), dtb) in specs.iter().zip(&plan.domains).zip(&layout.domains).zip(&dtbs) {
+    for (((s, d), l), dtb) in specs
+        .iter()
+        .zip(&plan.domains)
+        .zip(&layout.domains)
+        .zip(&dtbs)
+    {
         let who = &d.path;
         assert_eq!(s.name, l.name);
-        assert!(dtb.len() as u64 <= DTB_MAX, "{who}: guest DTB of {} bytes", dtb.len());
+        assert!(
+            dtb.len() as u64 <= DTB_MAX,
+            "{who}: guest DTB of {} bytes",
+            dtb.len()
+        );
         let f = Fdt::new(dtb).unwrap_or_else(|e| panic!("{who}: guest DTB does not parse: {e}"));
         let first = l.banks.first().map_or(0, |b| b.start);
         let mem = f.find(&format!("/memory@{first:x}")).expect("memory node");
-        let regs: Vec<(u64, u64)> = mem.prop("reg").and_then(|p| p.ranges(2, 2)).map(|r| r.collect()).unwrap_or_default();
+        let regs: Vec<(u64, u64)> = mem
+            .prop("reg")
+            .and_then(|p| p.ranges(2, 2))
+            .map(|r| r.collect())
+            .unwrap_or_default();
         let want: Vec<(u64, u64)> = l.banks.iter().map(|b| (b.start, b.size())).collect();
         assert_eq!(regs, want, "{who}: guest DTB memory");
-        assert_eq!(f.find("/cpus").map(|c| c.children().count()), Some(d.vcpus as usize));
+        assert_eq!(
+            f.find("/cpus").map(|c| c.children().count()),
+            Some(d.vcpus as usize)
+        );
         assert_eq!(s.entry_ipa, l.kernel_ipa.start);
         assert_eq!(s.dtb_ipa, l.dtb_ipa.start);
 
@@ -345,11 +430,18 @@ fn pipeline(data: &[u8]) {
             assert!(inside(dst), "{who}: copy to {dst} outside its RAM {own:?}");
         }
         for sh in &s.restart.shared {
-            assert!(inside(sh.backing_range()), "{who}: shared backing {:?} outside its RAM", sh);
+            assert!(
+                inside(sh.backing_range()),
+                "{who}: shared backing {:?} outside its RAM",
+                sh
+            );
             assert_eq!(sh.ipa.start % 4096, 0, "{who}: shared page {:?}", sh);
             assert_eq!(sh.ipa.end % 4096, 0, "{who}: shared page {:?}", sh);
             let m = Range::from_base_size(sh.module, sh.ipa.size()).expect("shared wraps");
-            assert!(l.pristine.iter().any(|p| p.contains_range(&m)), "{who}: shares {m}, not its module's");
+            assert!(
+                l.pristine.iter().any(|p| p.contains_range(&m)),
+                "{who}: shares {m}, not its module's"
+            );
         }
         for z in &s.restart.zero {
             assert!(inside(*z), "{who}: zeroes {z} outside its RAM");
@@ -394,8 +486,12 @@ fn direct(data: &[u8]) {
             _ => (b.u16() as u64) << 12,
         };
         let size = ((b.u16() as u64) + 1) << [12, 20, 21, 26][((s >> 2) & 3) as usize];
-        let Some(start) = at.checked_add(gap) else { break };
-        let Some(end) = start.checked_add(size) else { break };
+        let Some(start) = at.checked_add(gap) else {
+            break;
+        };
+        let Some(end) = start.checked_add(size) else {
+            break;
+        };
         let r = Range::new(start, end);
         ram.push(r);
         at = end;
@@ -432,9 +528,15 @@ fn direct(data: &[u8]) {
     for i in 0..1 + (head >> 4) % 4 {
         let f = b.u8();
         let size = ((b.u16() as u64) + 1) << 12;
-        let Some(kernel) = inside(&mut b, size, 4096) else { return };
+        let Some(kernel) = inside(&mut b, size, 4096) else {
+            return;
+        };
         let size = ((b.u16() as u64) + 1) << 14;
-        let ramdisk = if f & 1 != 0 { inside(&mut b, size, 4096) } else { None };
+        let ramdisk = if f & 1 != 0 {
+            inside(&mut b, size, 4096)
+        } else {
+            None
+        };
         busy.push(kernel);
         busy.extend(ramdisk);
         let (text_offset, image_size) = match (f >> 1) & 3 {
@@ -453,8 +555,14 @@ fn direct(data: &[u8]) {
         if f & 0x20 != 0 {
             for _ in 0..1 + (f >> 6) % 2 {
                 let size = ((b.u16() as u64) + 1) << 14;
-                let Some(r) = inside(&mut b, size, 4096) else { continue };
-                if statics.iter().chain(&static_mem).all(|s: &Range| !s.overlaps(&r)) {
+                let Some(r) = inside(&mut b, size, 4096) else {
+                    continue;
+                };
+                if statics
+                    .iter()
+                    .chain(&static_mem)
+                    .all(|s: &Range| !s.overlaps(&r))
+                {
                     static_mem.push(r);
                 }
             }
@@ -477,7 +585,9 @@ fn direct(data: &[u8]) {
             direct_map,
         });
     }
-    if known(&needs) { return; } // TEMP
+    if known(&needs) {
+        return;
+    } // TEMP
     match placement::place(&ram, &busy, pcpus, &needs) {
         Ok(l) => {
             let _ = l.to_string();
@@ -489,7 +599,9 @@ fn direct(data: &[u8]) {
             let first = needs.iter().position(|n| n.static_mem.is_empty());
             if let Some(i) = first {
                 let n = &needs[i];
-                let short = errs.iter().any(|e| e.path == n.path && e.message.contains("does not fit"));
+                let short = errs
+                    .iter()
+                    .any(|e| e.path == n.path && e.message.contains("does not fit"));
                 if short {
                     let all: Vec<Range> = busy.iter().chain(&statics).copied().collect();
                     let free = free_ram(&ram, &all);
@@ -505,10 +617,17 @@ fn direct(data: &[u8]) {
     }
 }
 
-fn known(needs: &[Needs]) -> bool { // TEMP
+fn known(needs: &[Needs]) -> bool {
+    // TEMP
     needs.iter().any(|n| {
-        let bank0 = if n.direct_map { n.static_mem[0] } else { guest_banks(n.memory)[0] };
-        n.text_offset > 1 << 48 || n.image_size > 1 << 48 || bank0.end < 4 * MIB2
+        let bank0 = if n.direct_map {
+            n.static_mem[0]
+        } else {
+            guest_banks(n.memory)[0]
+        };
+        n.text_offset > 1 << 48
+            || n.image_size > 1 << 48
+            || bank0.end < 4 * MIB2
             || n.ramdisk.is_some_and(|r| r.size() + 4 * MIB2 > bank0.end)
     })
 }

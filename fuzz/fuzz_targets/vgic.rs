@@ -36,32 +36,8 @@
 use dtvisor::vgic::{self, v2, v3, Fill, Lr, LrState, Version, Vgic, MAX_LRS, PRIVATE, SGIS};
 use libfuzzer_sys::fuzz_target;
 
-/// Reads the input front to back; past its end every byte is 0.
-struct Bytes<'a>(&'a [u8]);
-
-impl Bytes<'_> {
-    fn u8(&mut self) -> u8 {
-        match self.0.split_first() {
-            Some((b, rest)) => {
-                self.0 = rest;
-                *b
-            }
-            None => 0,
-        }
-    }
-    fn u16(&mut self) -> u16 {
-        u16::from_le_bytes([self.u8(), self.u8()])
-    }
-    fn u32(&mut self) -> u32 {
-        u32::from_le_bytes([self.u8(), self.u8(), self.u8(), self.u8()])
-    }
-    fn u64(&mut self) -> u64 {
-        self.u32() as u64 | (self.u32() as u64) << 32
-    }
-    fn done(&self) -> bool {
-        self.0.is_empty()
-    }
-}
+mod bytes;
+use bytes::Bytes;
 
 /// Which register frame an access goes to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -177,7 +153,12 @@ impl Machine {
 
     fn check_fill(&self, v: usize, out: &[Lr], f: &Fill) {
         let g = &self.g;
-        assert!(f.used <= out.len() && f.used <= MAX_LRS, "fill used {} of {}", f.used, out.len());
+        assert!(
+            f.used <= out.len() && f.used <= MAX_LRS,
+            "fill used {} of {}",
+            f.used,
+            out.len()
+        );
         assert!(
             out[f.used..].iter().all(|l| *l == Lr::default()),
             "unused list registers not cleared: {out:?}"
@@ -190,12 +171,27 @@ impl Machine {
         }
         let lrs = &out[..f.used];
         for (n, l) in lrs.iter().enumerate() {
-            assert!(l.intid < g.intid_end(), "LR{n} INTID {} not offered", l.intid);
+            assert!(
+                l.intid < g.intid_end(),
+                "LR{n} INTID {} not offered",
+                l.intid
+            );
             assert_ne!(l.state, LrState::Invalid, "LR{n} filled Invalid: {l:?}");
-            assert_eq!(l.priority & !vgic::PRIORITY_MASK, 0, "LR{n} priority {:#x}", l.priority);
-            assert!(!(l.pintid.is_some() && l.eoi_maintenance), "LR{n}: HW and EOI maintenance");
+            assert_eq!(
+                l.priority & !vgic::PRIORITY_MASK,
+                0,
+                "LR{n} priority {:#x}",
+                l.priority
+            );
+            assert!(
+                !(l.pintid.is_some() && l.eoi_maintenance),
+                "LR{n}: HW and EOI maintenance"
+            );
             if let Some(p) = l.pintid {
-                assert!(self.hw_ids.contains(&p), "LR{n} linked to {p}, never hardware-linked");
+                assert!(
+                    self.hw_ids.contains(&p),
+                    "LR{n} linked to {p}, never hardware-linked"
+                );
             }
             assert!(
                 lrs[..n].iter().all(|o| o.intid != l.intid),
@@ -211,7 +207,11 @@ impl Machine {
                 assert_eq!(v2::lr_state(e2), l.state);
                 assert_eq!(e2 & 0x3ff, l.intid);
                 if l.intid < SGIS && l.pintid.is_none() {
-                    assert!((l.source as usize) < v2::MAX_V2_VCPUS, "SGI source {}", l.source);
+                    assert!(
+                        (l.source as usize) < v2::MAX_V2_VCPUS,
+                        "SGI source {}",
+                        l.source
+                    );
                 }
             }
         }
@@ -250,7 +250,11 @@ impl Machine {
     /// After a change that returned `mask`: those it leaves out would be
     /// refilled as before; those it names are posted to.
     fn changed(&mut self, what: &str, before: Vec<(usize, (Vec<Lr>, Fill))>, mask: u64) {
-        assert_eq!(mask & !self.all(), 0, "{what}: mask {mask:#x} names absent vCPUs");
+        assert_eq!(
+            mask & !self.all(),
+            0,
+            "{what}: mask {mask:#x} names absent vCPUs"
+        );
         for (w, was) in before {
             if mask & (1 << w) == 0 {
                 assert_eq!(
@@ -277,7 +281,11 @@ impl Machine {
             self.posted[v] = true;
         }
         let a = v3::Access { off, size, write };
-        let watched = if write.is_some() { self.watched(Some(v)) } else { Vec::new() };
+        let watched = if write.is_some() {
+            self.watched(Some(v))
+        } else {
+            Vec::new()
+        };
         let fp = fingerprint(&self.g);
         let debug = last.then(|| format!("{:?}", self.g));
         let out = match (version, frame) {
@@ -292,7 +300,11 @@ impl Machine {
         }
         match out {
             v3::Outcome::Abort => {
-                assert_eq!(fingerprint(&self.g), fp, "{what}: refused, but changed the state");
+                assert_eq!(
+                    fingerprint(&self.g),
+                    fp,
+                    "{what}: refused, but changed the state"
+                );
             }
             v3::Outcome::Done { value, changed } => {
                 if size < 8 {
@@ -317,7 +329,10 @@ impl Machine {
         // Distributor writes: the image deactivates what the guest cleared.
         if dist && write.is_some() {
             for id in self.g.take_spi_deactivate() {
-                assert!(self.hw_ids.contains(&id), "deactivate SPI {id}: never hardware-linked");
+                assert!(
+                    self.hw_ids.contains(&id),
+                    "deactivate SPI {id}: never hardware-linked"
+                );
             }
         }
         // The guest goes on: its own list registers are refilled.
@@ -328,13 +343,19 @@ impl Machine {
 fuzz_target!(|data: &[u8]| {
     let mut b = Bytes(data);
     let head = b.u8();
-    let version = if head & 1 != 0 { Version::V2 } else { Version::V3 };
+    let version = if head & 1 != 0 {
+        Version::V2
+    } else {
+        Version::V3
+    };
     // GICv2 names 8 vCPUs; one more checks the ninth. GICv3: past 16, Aff1.
     let max_vcpus = if version == Version::V2 { 9 } else { 20 };
     let vcpus = 1 + (b.u8() as usize % max_vcpus);
     let spis = (b.u16() % 1024) as u32;
     let nr_lrs = 1 + (b.u8() as usize % MAX_LRS);
-    let affinities: Vec<u64> = (0..vcpus as u64).map(|n| (n & 0xf) | ((n >> 4) << 8)).collect();
+    let affinities: Vec<u64> = (0..vcpus as u64)
+        .map(|n| (n & 0xf) | ((n >> 4) << 8))
+        .collect();
     let mut g = Vgic::new(version, &affinities, spis);
     assert_eq!(g.vcpus(), vcpus);
     assert!(g.spis() % 32 == 0 && g.spis() >= spis.min(960) && g.intid_end() <= vgic::SPI_END);
@@ -381,7 +402,11 @@ fuzz_target!(|data: &[u8]| {
                     off &= !3;
                 }
                 let s = b.u8();
-                let size = if s & 0x80 == 0 { [4, 1, 8, 2][(s & 3) as usize] } else { s & 0x7f };
+                let size = if s & 0x80 == 0 {
+                    [4, 1, 8, 2][(s & 3) as usize]
+                } else {
+                    s & 0x7f
+                };
                 let write = (op & 0x40 != 0).then(|| b.u64());
                 let last = b.done();
                 m.mmio(v, frame, off, size, write, last);
