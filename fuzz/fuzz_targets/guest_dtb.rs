@@ -65,15 +65,16 @@ fn be32s(v: &[u32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_be_bytes()).collect()
 }
 
-fn phandles(n: &Node, out: &mut Vec<u32>) {
-    // A node's phandle: `phandle`, else `linux,phandle` (both may be there).
+/// Every node's phandle (`phandle`, else `linux,phandle`; both may be
+/// there) with the node's path.
+fn phandles(n: &Node, path: &str, out: &mut Vec<(u32, String)>) {
     if let Some(v) = n.prop("phandle").or_else(|| n.prop("linux,phandle")) {
         if v.len() == 4 {
-            out.push(u32::from_be_bytes([v[0], v[1], v[2], v[3]]));
+            out.push((u32::from_be_bytes([v[0], v[1], v[2], v[3]]), path.into()));
         }
     }
     for c in &n.children {
-        phandles(c, out);
+        phandles(c, &format!("{}/{}", path.trim_end_matches('/'), c.name), out);
     }
 }
 
@@ -347,11 +348,17 @@ fuzz_target!(|data: &[u8]| {
             .collect::<Vec<_>>()
     );
     let mut ph = Vec::new();
-    phandles(&tree.root, &mut ph);
+    phandles(&tree.root, "/", &mut ph);
     ph.sort_unstable();
-    let n = ph.len();
-    ph.dedup();
-    assert_eq!(ph.len(), n, "a phandle given twice in the guest DTB");
+    for w in ph.windows(2) {
+        assert!(
+            w[0].0 != w[1].0,
+            "phandle {:#x} given twice in the guest DTB: {} and {}",
+            w[0].0,
+            w[0].1,
+            w[1].1
+        );
+    }
 
     // It writes out and reads back the same (the reader and the writer agree).
     let again = tree.to_dtb().expect("the guest tree writes");

@@ -31,6 +31,10 @@
 //! - No `phandle` / `linux,phandle` anywhere in it may be 65000 or above:
 //!   Xen reserves that range for the nodes it creates. `/gic` alone may
 //!   use exactly 65000, the value the guest's GIC gets anyway.
+//! - No two nodes may have the same phandle, and a node with both
+//!   properties must give both the same value (the specification's rule;
+//!   Xen copies such a fragment, and the guest then resolves a reference
+//!   to whichever node its kernel finds first).
 //! - `xen,reg` is decoded with the `#address-cells` / `#size-cells` of the
 //!   node's parent (2 and 1 where the parent has none, Xen's defaults),
 //!   each of which must then be 1 or 2. It must hold a whole, non-zero
@@ -61,7 +65,7 @@
 
 use crate::fdt::{Fdt, Node, Prop};
 use crate::mm::Range;
-use alloc::collections::BTreeSet;
+use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
@@ -274,6 +278,8 @@ struct Checker {
     /// A scratch writer: vm-fdt is asked about every name `copy_into`
     /// would give it, so its rules are not restated here.
     names: Option<FdtWriter>,
+    /// The node each phandle seen so far belongs to.
+    phandle_at: BTreeMap<u32, String>,
 }
 
 impl Checker {
@@ -288,6 +294,7 @@ impl Checker {
             errors: Vec::new(),
             devices: Vec::new(),
             names,
+            phandle_at: BTreeMap::new(),
         }
     }
 
@@ -299,8 +306,9 @@ impl Checker {
         });
     }
 
-    /// Rule: every phandle in the whole fragment is below 65000, except
-    /// that `/gic` may have exactly 65000. A walk without recursion.
+    /// Rules: every phandle in the whole fragment is below 65000, except
+    /// that `/gic` may have exactly 65000; each belongs to one node. A
+    /// walk without recursion.
     fn phandles(&mut self, root: &Node<'_>) {
         self.node_phandles(root, || "/".into(), false);
         let mut stack: Vec<&str> = Vec::new();
@@ -314,6 +322,32 @@ impl Checker {
     }
 
     fn node_phandles(&mut self, n: &Node<'_>, path: impl Fn() -> String, gic: bool) {
+        let values: Vec<u32> = PHANDLE_PROPS
+            .iter()
+            .filter_map(|p| n.prop(p).and_then(|p| p.u32()))
+            .collect();
+        if let [a, b] = values[..] {
+            if a != b {
+                self.error(
+                    &path(),
+                    Some("linux,phandle"),
+                    format!("{b} differs from the node's phandle {a}"),
+                );
+            }
+        }
+        if let Some(v) = phandle_of(n) {
+            let here = path();
+            if let Some(first) = self.phandle_at.get(&v) {
+                let message = format!("{v} is also the phandle of {first}");
+                self.error(
+                    &here,
+                    PHANDLE_PROPS.iter().copied().find(|p| n.prop(p).is_some()),
+                    message,
+                );
+            } else {
+                self.phandle_at.insert(v, here);
+            }
+        }
         for name in PHANDLE_PROPS {
             let Some(p) = n.prop(name) else { continue };
             match p.u32() {
@@ -875,6 +909,52 @@ mod tests {
         ok(&dtc(
             "/dts-v1/;\n/ { passthrough { clock { phandle = <64999>; }; }; };",
         ));
+    }
+
+    #[test]
+    fn a_phandle_given_twice_is_refused() {
+        // dtc refuses duplicate phandles: write it with vm-fdt. The
+        // second owner is named, with the first.
+        let mut w = FdtWriter::new().unwrap();
+        let root = w.begin_node("").unwrap();
+        let g = w.begin_node("gic").unwrap();
+        w.property_u32("phandle", 1).unwrap();
+        w.end_node(g).unwrap();
+        let p = w.begin_node("passthrough").unwrap();
+        let a = w.begin_node("a").unwrap();
+        w.property_u32("linux,phandle", 1).unwrap();
+        w.end_node(a).unwrap();
+        let b = w.begin_node("b").unwrap();
+        w.property_u32("phandle", 2).unwrap();
+        w.end_node(b).unwrap();
+        w.end_node(p).unwrap();
+        w.end_node(root).unwrap();
+        let m = one_err(
+            &w.finish().unwrap(),
+            "/passthrough/a",
+            Some("linux,phandle"),
+        );
+        assert!(m.contains("also the phandle of /gic"), "{m}");
+    }
+
+    #[test]
+    fn phandle_and_linux_phandle_must_agree() {
+        // dtc refuses this too: vm-fdt again.
+        let one = |linux: u32| {
+            let mut w = FdtWriter::new().unwrap();
+            let root = w.begin_node("").unwrap();
+            let p = w.begin_node("passthrough").unwrap();
+            let c = w.begin_node("c").unwrap();
+            w.property_u32("phandle", 3).unwrap();
+            w.property_u32("linux,phandle", linux).unwrap();
+            w.end_node(c).unwrap();
+            w.end_node(p).unwrap();
+            w.end_node(root).unwrap();
+            w.finish().unwrap()
+        };
+        let m = one_err(&one(4), "/passthrough/c", Some("linux,phandle"));
+        assert!(m.contains("4 differs from the node's phandle 3"), "{m}");
+        ok(&one(3));
     }
 
     #[test]
