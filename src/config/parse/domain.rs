@@ -560,11 +560,15 @@ impl Parser<'_, '_> {
     /// each page aligned, non-empty and inside one host RAM bank.
     fn prop_static_mem(&mut self, d: &mut Draft<'_>, p: &Prop<'_>) -> bool {
         let (ac, sc) = d.cells;
-        let pair = 4 * (ac + sc) as usize;
-        let ranges: Option<Vec<(u64, u64)>> = p
-            .ranges(ac, sc)
-            .filter(|_| !p.value.is_empty() && p.value.len().is_multiple_of(pair))
-            .map(|r| r.collect());
+        if !(1..=2).contains(&ac) || !(1..=2).contains(&sc) {
+            return self.bad(
+                d.path,
+                p.name,
+                Kind::BadCells,
+                format!("cannot be read: #address-cells and #size-cells must be 1 or 2, found {ac} and {sc}"),
+            );
+        }
+        let ranges: Option<Vec<(u64, u64)>> = p.ranges(ac, sc).map(|r| r.collect());
         let Some(ranges) = ranges else {
             return self.bad(
                 d.path,
