@@ -35,7 +35,7 @@ def two_domains(image, guest, work):
     QEMU arguments that boot it."""
 
     def make(name, args1, args2, hyperlaunch=False, cpus=(2, 1), mem=(128, 64), gic=3, xen_args=None, kernel=None,
-             partial=None):
+             partial=None, smp=4):
         doms, mods = "", ""
         prefix = "/chosen/hypervisor" if hyperlaunch else "/chosen"
         for i, (args, c, m) in enumerate(zip((args1, args2), cpus, mem)):
@@ -62,7 +62,7 @@ def two_domains(image, guest, work):
         with open(os.path.join(work, f"{name}.modules"), "w") as f:
             f.write(mods)
         dtb = os.path.join(work, f"{name}.dtb")
-        loaders = system.system_dtb(frag, dtb, gic=gic)
+        loaders = system.system_dtb(frag, dtb, gic=gic, smp=smp)
         return ["-kernel", image, "-dtb", dtb] + loaders
 
     return make
@@ -313,3 +313,23 @@ def test_a_domain_that_cannot_be_built_starts_nothing(qemu, two_domains, work, c
                  "the hypervisor's answer on its console")
         q.not_seen(r"\(domU\d\) guest:")
         q.not_seen(r"loaded, vCPU 0 starts")
+
+
+def test_dtb_with_more_cpus_than_the_machine(qemu, two_domains):
+    """A system DTB dumped for 4 CPUs booted on 2: the hypervisor counts
+    the redistributors the GIC has (it used to read past the last one and
+    take an abort at EL2), says which CPUs go unused, and runs both guests
+    on the CPUs that exist; a domain placed on a missing CPU starts
+    nothing."""
+    args = two_domains("cpus-4-of-2", "spin", "spin", cpus=(1, 1), smp=4)
+    with qemu("cpus-4-of-2", args, smp=2) as q:
+        q.expect(r"GICv3: 2 redistributors at 0x[0-9a-f]+ but 4 CPUs in the device tree: the CPUs without one"
+                 r" are not used", 60, "the warning about the missing redistributors")
+        q.expect_all([r"\(domU1\) guest: tick 2", r"\(domU2\) guest: tick 2"], 60)
+    # A domain placed on a CPU that is not there: nothing starts.
+    args = two_domains("cpus-4-of-2-placed", "spin", "spin", cpus=(2, 1), smp=4)
+    with qemu("cpus-4-of-2-placed", args, smp=2) as q:
+        q.expect(r"error: pCPU 2 \(MPIDR 0x2\) did not start: PSCI InvalidParameters", 60)
+        q.expect(r"a physical CPU the domains need did not start: no domain started; dtvisor stays up on its"
+                 r" console", 10)
+        q.not_seen(r"guest: hello")

@@ -16,7 +16,7 @@ use arm_gic::gicv3::registers::{Gicd, GicrSgi};
 use arm_gic::gicv3::{GicCpuInterface, GicV3};
 use arm_gic::{IntId, Trigger};
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use dtvisor::vgic::{self, Lr, LrState};
 use safe_mmio::UniqueMmioPointer;
 use spin::Mutex;
@@ -42,6 +42,8 @@ static SGI_FRAME: [AtomicU64; crate::boot::MAX_CPUS] =
     [const { AtomicU64::new(0) }; crate::boot::MAX_CPUS];
 static GICR_BASE: AtomicU64 = AtomicU64::new(0);
 static GICD_BASE: AtomicU64 = AtomicU64::new(0);
+/// Redistributor frames present (counted at boot, at most the CPU count).
+static REDISTS: AtomicUsize = AtomicUsize::new(0);
 
 /// GIC CPU interface and virtual interface registers: `vcpu::sysreg!`,
 /// each write followed by an ISB, so the next access sees its effect.
@@ -93,6 +95,21 @@ fn record_frame(cpu: usize, redist: usize) {
     }
 }
 
+/// How many redistributor frames there are at `gicr` (at most `max`):
+/// up to and including the first whose GICR_TYPER has Last (bit 4) set.
+fn present_redistributors(gicr: u64, max: usize) -> usize {
+    for i in 0..max {
+        let typer = (gicr + i as u64 * 0x2_0000 + 8) as *const u64;
+        // SAFETY: frame i exists (frame i - 1 was not the last, or i is
+        // 0); the region is identity mapped as Device memory, and reading
+        // GICR_TYPER has no side effects.
+        if unsafe { typer.read_volatile() } & (1 << 4) != 0 {
+            return i + 1;
+        }
+    }
+    max
+}
+
 /// Sets the GIC up from the boot CPU (pCPU 0, affinity `mpidr`): the
 /// distributor, every redistributor, and this CPU's interface; routes
 /// `console_irq` (an SPI) here. Returns this CPU's redistributor index,
@@ -106,6 +123,19 @@ fn v3_init_boot(
 ) -> Option<usize> {
     let d = NonNull::new(gicd as *mut Gicd)?;
     let r = NonNull::new(gicr as *mut GicrSgi)?;
+    // A device tree may list more CPUs than the machine has redistributors
+    // (a DTB dumped for another CPU count): arm-gic would read the frames
+    // past the last one and take an abort at EL2. Count the frames the
+    // hardware has (GICR_TYPER.Last marks the last) and use only those.
+    let frames = present_redistributors(gicr, cpus);
+    if frames < cpus {
+        log::warn!(
+            "GICv3: {frames} redistributors at {gicr:#x} but {cpus} CPUs in the device tree: \
+             the CPUs without one are not used"
+        );
+    }
+    let cpus = frames;
+    REDISTS.store(frames, Ordering::Relaxed);
     GicCpuInterface::enable_system_register_el2(true);
     // SAFETY: the DTB's distributor and redistributor frames, identity
     // mapped as Device memory; only this driver touches them.
@@ -135,7 +165,8 @@ fn v3_init_secondary(cpu: usize, mpidr: u64, cpus: usize) -> bool {
     let Some(Gic(g)) = guard.as_mut() else {
         return false;
     };
-    let Some(redist) = find_redistributor(g, cpus, mpidr) else {
+    let Some(redist) = find_redistributor(g, cpus.min(REDISTS.load(Ordering::Relaxed)), mpidr)
+    else {
         return false;
     };
     cpu_setup(g, redist);
