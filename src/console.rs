@@ -1,5 +1,7 @@
-//! The physical console: one UART chosen from the DTB, shared by all CPUs
-//! behind a spin lock, and the `log` backend on top of it.
+//! The physical console: one UART chosen from the DTB, shared by all CPUs,
+//! and the `log` backend on top of it. Output is behind one spin lock and
+//! input behind another (`try_rx`), so a CPU that reads input never waits
+//! for one that prints.
 
 use crate::drivers::Uart;
 use core::cell::UnsafeCell;
@@ -8,22 +10,30 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use dtvisor::stamp::Stamper;
 use spin::Mutex;
 
-/// The UART itself; writers hold LOCK, except the panic path.
+/// The UART itself: set during boot, before other CPUs run; then only
+/// shared references. Writers hold LOCK (except the panic path), readers
+/// of input hold RX.
 struct Cell(UnsafeCell<Option<Uart>>);
-// SAFETY: access is serialised by LOCK (or deliberately racy in PanicWriter).
+// SAFETY: replaced only by `set` on the boot CPU before the others start;
+// the drivers' transmit and receive sides are serialised by LOCK and RX.
 unsafe impl Sync for Cell {}
 static CONSOLE: Cell = Cell(UnsafeCell::new(None));
 static LOCK: Mutex<()> = Mutex::new(());
+static RX: Mutex<()> = Mutex::new(());
 
-fn with_uart<R>(f: impl FnOnce(&mut Uart) -> R) -> Option<R> {
+fn uart() -> Option<&'static Uart> {
+    // SAFETY: see Cell: no `set` runs once more than one CPU does.
+    unsafe { (*CONSOLE.0.get()).as_ref() }
+}
+
+fn with_uart<R>(f: impl FnOnce(&Uart) -> R) -> Option<R> {
     let _g = LOCKS_OK.load(Ordering::Relaxed).then(|| LOCK.lock());
-    // SAFETY: LOCK is held, or only the boot CPU runs (MMU still off).
-    unsafe { (*CONSOLE.0.get()).as_mut() }.map(f)
+    uart().map(f)
 }
 /// Set once the MMU is on: before that, no atomics (hence no lock).
 static LOCKS_OK: AtomicBool = AtomicBool::new(false);
 
-/// Installs the console UART.
+/// Installs the console UART (boot CPU only, before the others start).
 pub fn set(uart: Uart) {
     let _g = LOCKS_OK.load(Ordering::Relaxed).then(|| LOCK.lock());
     // SAFETY: LOCK is held, or only the boot CPU runs (MMU still off).
@@ -35,7 +45,7 @@ pub fn locks_ready() {
     LOCKS_OK.store(true, Ordering::Relaxed);
 }
 
-fn emit_raw(uart: &mut Uart, s: &str) {
+fn emit_raw(uart: &Uart, s: &str) {
     for b in s.bytes() {
         if b == b'\n' {
             uart.putc(b'\r');
@@ -59,7 +69,7 @@ pub fn set_timestamps(on: bool) {
 }
 
 /// Writes `s`; the caller holds LOCK (see `with_uart`).
-fn emit(uart: &mut Uart, s: &str) {
+fn emit(uart: &Uart, s: &str) {
     if !STAMPS.load(Ordering::Relaxed) {
         return emit_raw(uart, s);
     }
@@ -81,23 +91,35 @@ pub fn write_str(s: &str) {
     with_uart(|u| emit(u, s));
 }
 
-/// Makes the UART interrupt when input arrives (the GIC takes it at EL2),
-/// or stop doing so while nobody can take more input.
-pub fn set_rx_irq(on: bool) {
-    with_uart(|u| u.set_rx_irq(on));
+/// The console's receive side, held by one CPU at a time.
+pub struct Rx {
+    _held: spin::MutexGuard<'static, ()>,
 }
 
-/// Reads one byte of input without waiting for the console lock.
-pub fn try_getc() -> Option<u8> {
-    let _g = LOCK.try_lock()?;
-    // SAFETY: LOCK is held.
-    unsafe { (*CONSOLE.0.get()).as_mut() }.and_then(|u| u.getc())
+/// The receive side, if no other CPU holds it; it never waits for output.
+pub fn try_rx() -> Option<Rx> {
+    RX.try_lock().map(|g| Rx { _held: g })
+}
+
+impl Rx {
+    /// One byte of input, if there is one.
+    pub fn getc(&self) -> Option<u8> {
+        uart().and_then(|u| u.getc())
+    }
+
+    /// Makes the UART interrupt when input arrives (the GIC takes it at
+    /// EL2), or stop doing so while nobody can take more input.
+    pub fn set_irq(&self, on: bool) {
+        if let Some(u) = uart() {
+            u.set_rx_irq(on);
+        }
+    }
 }
 
 /// Writes formatted text holding the console lock throughout, so lines
 /// from different CPUs never interleave.
 pub fn write_fmt(args: fmt::Arguments) {
-    struct Locked<'a>(&'a mut Uart);
+    struct Locked<'a>(&'a Uart);
     impl Write for Locked<'_> {
         fn write_str(&mut self, s: &str) -> fmt::Result {
             emit(self.0, s);
@@ -115,9 +137,9 @@ pub struct PanicWriter;
 
 impl Write for PanicWriter {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        // SAFETY: deliberately racy; output may interleave, but a CPU that is
-        // about to halt must still be able to say why.
-        if let Some(u) = unsafe { (*CONSOLE.0.get()).as_mut() } {
+        // Deliberately without LOCK: output may interleave, but a CPU that
+        // is about to halt must still be able to say why.
+        if let Some(u) = uart() {
             emit_raw(u, s);
         }
         Ok(())

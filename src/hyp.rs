@@ -413,13 +413,23 @@ pub fn t_entry() -> u64 {
 /// what is wrong and that the machine is not hung.
 pub fn stay_up(why: &str) -> ! {
     log::error!("{why}: no domain started; dtvisor stays up on its console");
-    crate::console::set_rx_irq(false);
-    // Its event stream wakes `wfe` below to poll the UART.
+    // This CPU takes the receive side for good (a CPU still polling finds
+    // it held and leaves input alone); the UART's interrupt is not used.
+    // Its event stream wakes `wfe` below to poll the UART: one register
+    // read per turn (under QEMU each device access takes the lock its I/O
+    // thread needs to deliver input).
+    let rx = loop {
+        if let Some(rx) = crate::console::try_rx() {
+            break rx;
+        }
+        core::hint::spin_loop();
+    };
+    rx.set_irq(false);
     crate::arch::vcpu::timer_access_and_event_stream();
     loop {
-        if crate::console::try_getc().is_some() {
-            // Whatever else was typed with it is answered by this one line.
-            while crate::console::try_getc().is_some() {}
+        if rx.getc().is_some() {
+            // Whatever else was typed with it is answered by one line.
+            while rx.getc().is_some() {}
             log::error!("{why}: no domain started (the errors are above; any key repeats this)");
         }
         // SAFETY: waiting for an event has no memory effects.

@@ -10,7 +10,7 @@ use crate::console;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use dtvisor::config::BootPlan;
 use dtvisor::emul::mmio::Access;
 use dtvisor::emul::vpl011::{self, Vpl011};
@@ -80,10 +80,12 @@ pub struct Vm {
     cntvoff: AtomicU64,
     /// Log lines a guest can cause, rate limited: unhandled traps and
     /// stray interrupts, its accesses that hit nothing, SMCCC calls it
-    /// made with function ids nothing implements.
+    /// made with function ids nothing implements, its accesses to the vGIC
+    /// frames the GIC does not allow.
     pub unhandled: LogLimit,
     pub faults: LogLimit,
     pub unknown_calls: LogLimit,
+    pub bad_gic: LogLimit,
     /// Loading (built; the pCPU of vCPU 0 loads it, domains load in
     /// parallel, each on its own pCPU), running, stopping, off, resetting.
     life: Lifecycle,
@@ -146,6 +148,7 @@ impl Vm {
             unhandled: LogLimit::new(),
             faults: LogLimit::new(),
             unknown_calls: LogLimit::new(),
+            bad_gic: LogLimit::new(),
             life: Lifecycle::new(),
         }
     }
@@ -197,10 +200,15 @@ static VMS: Once<Vec<Vm>> = Once::new();
 static FOCUS: AtomicUsize = AtomicUsize::new(0);
 static CTRL_A: AtomicUsize = AtomicUsize::new(0);
 static FIRST_ENTRY: AtomicBool = AtomicBool::new(false);
-static INPUT: Mutex<()> = Mutex::new(());
+/// A CPU found the console's receive side held: the holder reads again
+/// before it lets go.
+static INPUT_WANTED: AtomicBool = AtomicBool::new(false);
+/// That CPU disabled the console's interrupt at the distributor.
+static IRQ_OFF: AtomicBool = AtomicBool::new(false);
 /// The physical console's interrupt, taken at EL2 (0 = none).
 static CONSOLE_IRQ: AtomicU32 = AtomicU32::new(0);
-/// The console's RX interrupt is masked: the focused domain's FIFO was full.
+/// The console's RX interrupt is masked at the UART: the focused domain's
+/// FIFO was full. Only the holder of the receive side changes it.
 static RX_MASKED: AtomicBool = AtomicBool::new(false);
 /// CPUs in the host DTB, for finding redistributors.
 static HOST_CPUS: AtomicUsize = AtomicUsize::new(1);
@@ -838,11 +846,11 @@ pub fn mmio(vm: &Vm, vi: usize, a: &Access, val: u64) -> Option<u64> {
         return Some(v);
     }
     if let Some(r) = vgic_mmio(vm, vi, a, val) {
-        if r.is_none() {
+        if let Some(n) = r.is_none().then(|| vm.bad_gic.due()).flatten() {
             log_vm(
                 vm,
                 format_args!(
-                    "{}-byte {} at vGIC address {:#x}: not an access the GIC allows, abort injected",
+                    "{}-byte {} at vGIC address {:#x}: not an access the GIC allows, abort injected ({n} so far)",
                     a.size,
                     if a.write { "write" } else { "read" },
                     a.ipa
@@ -865,10 +873,52 @@ fn print_line(vm: &Vm, line: &[u8]) {
 pub fn poll_console() {
     let Some(vms) = VMS.get() else { return };
     // One CPU at a time reads and dispatches, so bytes keep their order
-    // relative to focus changes.
-    let Some(_input) = INPUT.try_lock() else {
-        return;
+    // relative to focus changes. A CPU that finds another reading must not
+    // wait for it, nor return with the UART's (level) interrupt still
+    // asserted: it would take it again at once, in a loop, for as long as
+    // the other holds the receive side (time taken from its guest). So it
+    // disables the interrupt at the distributor (a lock-free write) and
+    // leaves the input to the holder, which reads again before it lets go
+    // and enables the interrupt once the UART is empty.
+    let mut rx = match console::try_rx() {
+        Some(rx) => rx,
+        None => {
+            let irq = CONSOLE_IRQ.load(Ordering::Relaxed);
+            if irq != 0 && !IRQ_OFF.swap(true, Ordering::SeqCst) {
+                gic::set_spi_enabled(irq, false);
+            }
+            INPUT_WANTED.store(true, Ordering::SeqCst);
+            // The holder may have let go before it saw the request (the
+            // fences order each side's store before its load: a store
+            // buffer must not hide the request or the release).
+            fence(Ordering::SeqCst);
+            match console::try_rx() {
+                Some(rx) => rx,
+                None => return,
+            }
+        }
     };
+    loop {
+        INPUT_WANTED.store(false, Ordering::SeqCst);
+        read_input(vms, &rx);
+        if IRQ_OFF.swap(false, Ordering::SeqCst) {
+            gic::set_spi_enabled(CONSOLE_IRQ.load(Ordering::Relaxed), true);
+        }
+        drop(rx);
+        fence(Ordering::SeqCst);
+        if !INPUT_WANTED.load(Ordering::SeqCst) {
+            return;
+        }
+        rx = match console::try_rx() {
+            Some(rx) => rx,
+            None => return, // the new holder reads it
+        };
+    }
+}
+
+/// Reads console input until the UART is empty or the focused domain's
+/// FIFO is full.
+fn read_input(vms: &[Vm], rx: &console::Rx) {
     let me = current();
     loop {
         // Back-pressure: a byte is read only when the focused domain can
@@ -885,12 +935,12 @@ pub fn poll_console() {
                 if CONSOLE_IRQ.load(Ordering::Relaxed) != 0
                     && !RX_MASKED.swap(true, Ordering::Relaxed)
                 {
-                    console::set_rx_irq(false);
+                    rx.set_irq(false);
                 }
                 return;
             }
         }
-        let Some(b) = console::try_getc() else { break };
+        let Some(b) = rx.getc() else { break };
         if b == 0x01 {
             if CTRL_A.fetch_add(1, Ordering::Relaxed) + 1 >= 3 {
                 CTRL_A.store(0, Ordering::Relaxed);
@@ -914,7 +964,7 @@ pub fn poll_console() {
         }
     }
     if RX_MASKED.swap(false, Ordering::Relaxed) {
-        console::set_rx_irq(true);
+        rx.set_irq(true);
     }
 }
 
@@ -1002,7 +1052,9 @@ pub fn boot(plat: &Platform, plan: &BootPlan) -> ! {
         this_cpu().nr_lrs.store(gic::nr_lrs(), Ordering::Relaxed);
         if let Some(id) = console_irq {
             CONSOLE_IRQ.store(id, Ordering::Relaxed);
-            console::set_rx_irq(true);
+            if let Some(rx) = console::try_rx() {
+                rx.set_irq(true);
+            }
         }
     } else {
         log::warn!(

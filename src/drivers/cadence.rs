@@ -38,7 +38,8 @@ pub struct Cadence {
     regs: *const Regs,
 }
 
-// SAFETY: MMIO registers; access is serialised by the console lock.
+// SAFETY: MMIO registers; the console serialises the transmit side (putc)
+// and the receive side (getc, set_rx_irq) each behind its own lock.
 unsafe impl Send for Cadence {}
 
 impl Cadence {
@@ -63,7 +64,7 @@ impl Cadence {
         self.regs().cr.set(cr | CR_RXEN | CR_TXEN);
     }
 
-    pub fn putc(&mut self, b: u8) {
+    pub fn putc(&self, b: u8) {
         let mut spins = 0u32;
         while self.regs().sr.get() & SR_TXFULL != 0 && spins < 1_000_000 {
             spins += 1;
@@ -72,7 +73,7 @@ impl Cadence {
         self.regs().fifo.set(b as u32);
     }
 
-    pub fn getc(&mut self) -> Option<u8> {
+    pub fn getc(&self) -> Option<u8> {
         // Acknowledge the receive interrupts first: a byte arriving after
         // the FIFO check raises them again.
         self.regs().isr.set(IXR_RX);
@@ -81,7 +82,7 @@ impl Cadence {
 
     /// Interrupt on every received byte (trigger level 1) and on the
     /// receive timeout, or not.
-    pub fn set_rx_irq(&mut self, on: bool) {
+    pub fn set_rx_irq(&self, on: bool) {
         if on {
             self.regs().rxwm.set(1);
             self.regs().isr.set(IXR_RX);

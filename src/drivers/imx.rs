@@ -34,7 +34,8 @@ pub struct Imx {
     regs: *const Regs,
 }
 
-// SAFETY: MMIO registers; access is serialised by the console lock.
+// SAFETY: MMIO registers; the console serialises the transmit side (putc)
+// and the receive side (getc, set_rx_irq) each behind its own lock.
 unsafe impl Send for Imx {}
 
 impl Imx {
@@ -51,7 +52,7 @@ impl Imx {
         unsafe { &*self.regs }
     }
 
-    pub fn putc(&mut self, b: u8) {
+    pub fn putc(&self, b: u8) {
         let mut spins = 0u32;
         while self.regs().uts.get() & UTS_TXFULL != 0 && spins < 1_000_000 {
             spins += 1;
@@ -60,12 +61,12 @@ impl Imx {
         self.regs().utxd.set(b as u32);
     }
 
-    pub fn getc(&mut self) -> Option<u8> {
+    pub fn getc(&self) -> Option<u8> {
         (self.regs().usr2.get() & USR2_RDR != 0).then(|| self.regs().urxd.get() as u8)
     }
 
     /// Interrupt while received data waits (UCR1.RRDYEN), or not.
-    pub fn set_rx_irq(&mut self, on: bool) {
+    pub fn set_rx_irq(&self, on: bool) {
         let c = self.regs().ucr1.get() & !UCR1_RRDYEN;
         self.regs().ucr1.set(if on { c | UCR1_RRDYEN } else { c });
     }

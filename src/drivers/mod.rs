@@ -4,6 +4,10 @@
 //! (ZynqMP) and i.MX. Each is the few registers a console needs, written
 //! by hand: no maintained crate covers these (the `uart_16550` crate is
 //! port-I/O or fixed-stride MMIO, and there is none for Cadence or i.MX).
+//!
+//! Transmitting (`putc`) and receiving (`getc`, `set_rx_irq`) use separate
+//! registers, or status reads that change nothing the other side uses,
+//! so the console lets one CPU read input while another prints.
 pub mod cadence;
 pub mod imx;
 pub mod ns16550;
@@ -23,7 +27,7 @@ pub enum Uart {
 }
 
 impl Uart {
-    pub fn putc(&mut self, b: u8) {
+    pub fn putc(&self, b: u8) {
         match self {
             Uart::Pl011(u) => u.putc(b),
             Uart::Ns16550(u) => u.putc(b),
@@ -32,7 +36,7 @@ impl Uart {
         }
     }
 
-    pub fn getc(&mut self) -> Option<u8> {
+    pub fn getc(&self) -> Option<u8> {
         match self {
             Uart::Pl011(u) => u.getc(),
             Uart::Ns16550(u) => u.getc(),
@@ -41,7 +45,7 @@ impl Uart {
         }
     }
 
-    pub fn set_rx_irq(&mut self, on: bool) {
+    pub fn set_rx_irq(&self, on: bool) {
         match self {
             Uart::Pl011(u) => u.set_rx_irq(on),
             Uart::Ns16550(u) => u.set_rx_irq(on),

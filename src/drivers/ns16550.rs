@@ -16,7 +16,8 @@ pub struct Ns16550 {
     width: u32,
 }
 
-// SAFETY: MMIO registers; access is serialised by the console lock.
+// SAFETY: MMIO registers; the console serialises the transmit side (putc)
+// and the receive side (getc, set_rx_irq) each behind its own lock.
 unsafe impl Send for Ns16550 {}
 
 impl Ns16550 {
@@ -51,7 +52,7 @@ impl Ns16550 {
         }
     }
 
-    pub fn putc(&mut self, b: u8) {
+    pub fn putc(&self, b: u8) {
         let mut spins = 0u32;
         while self.read(LSR) & LSR_THRE == 0 && spins < 1_000_000 {
             spins += 1;
@@ -60,12 +61,12 @@ impl Ns16550 {
         self.write(RBR_THR, b as u32);
     }
 
-    pub fn getc(&mut self) -> Option<u8> {
+    pub fn getc(&self) -> Option<u8> {
         (self.read(LSR) & LSR_DR != 0).then(|| self.read(RBR_THR) as u8)
     }
 
     /// Interrupt on received data (IER.ERBFI), or not.
-    pub fn set_rx_irq(&mut self, on: bool) {
+    pub fn set_rx_irq(&self, on: bool) {
         let ier = self.read(IER) & !IER_ERBFI;
         self.write(IER, if on { ier | IER_ERBFI } else { ier });
     }

@@ -25,7 +25,8 @@ pub struct Pl011 {
     regs: *const Regs,
 }
 
-// SAFETY: the registers are MMIO; access is serialised by the console lock.
+// SAFETY: MMIO registers; the console serialises the transmit side (putc)
+// and the receive side (getc, set_rx_irq) each behind its own lock.
 unsafe impl Send for Pl011 {}
 
 impl Pl011 {
@@ -42,7 +43,7 @@ impl Pl011 {
         unsafe { &*self.regs }
     }
 
-    pub fn putc(&mut self, b: u8) {
+    pub fn putc(&self, b: u8) {
         let mut spins = 0u32;
         while self.regs().fr.get() & FR_TXFF != 0 && spins < 1_000_000 {
             spins += 1;
@@ -51,7 +52,7 @@ impl Pl011 {
         self.regs().dr.set(b as u32);
     }
 
-    pub fn getc(&mut self) -> Option<u8> {
+    pub fn getc(&self) -> Option<u8> {
         if self.regs().fr.get() & FR_RXFE != 0 {
             None
         } else {
@@ -60,7 +61,7 @@ impl Pl011 {
     }
 
     /// Interrupt while the receive FIFO holds data (RXIM, RTIM), or not.
-    pub fn set_rx_irq(&mut self, on: bool) {
+    pub fn set_rx_irq(&self, on: bool) {
         let m = self.regs().imsc.get() & !IMSC_RX;
         self.regs().imsc.set(if on { m | IMSC_RX } else { m });
     }

@@ -229,6 +229,24 @@ def test_console_input_focus(qemu, two_domains):
         q.not_seen(r"\(domU1\) guest: rx b")
 
 
+@pytest.mark.parametrize("boot", range(4))
+def test_console_input_while_every_pcpu_idles(qemu, two_domains, boot):
+    """domU2 powers off (its pCPU idles in the hypervisor, polling the
+    console) and domU1 waits in WFI after a short loop: each Ctrl-a x3 is still answered.
+    The console's interrupt came to pCPU 0 while the idle pCPU held the
+    input: pCPU 0 took it again and again, waiting, and under QEMU's
+    one-thread icount the holder never ran again (about every other boot).
+    Now the receive side is apart from output and pCPU 0 hands the input
+    over without waiting. Four boots, four rounds each."""
+    args = two_domains("idle-input", "measure=1", "", cpus=(1, 1), smp=2)
+    with qemu("idle-input", args, smp=2, icount=True) as q:
+        q.expect_all([r"\(dtvisor\) domU2: SYSTEM_OFF: domain powered off",
+                      r"\(domU1\) guest: measure done "], 60)
+        for want in ("domU1", "domU2", "the hypervisor", "domU1"):
+            q.send(b"\x01\x01\x01")
+            q.expect(rf"console input now goes to {want} ", 20, f"the focus moving to {want}")
+
+
 def test_interrupt_counts_are_exact(qemu, two_domains):
     """The vGIC delivers exactly what was raised: domU1 arms its virtual
     timer 25 times and its two vCPUs send each other 20 SGIs each way,

@@ -390,9 +390,11 @@ pub fn route_spi(id: u32, cpu: usize, mpidr: u64) {
     }
 }
 
-/// Clears the active state of SPI `id` in the distributor, from any pCPU
-/// (an SPI's active state is not banked).
-pub fn clear_active_spi(id: u32) {
+/// Writes a one for SPI `id` to the distributor's set/clear register bank
+/// at `bank` (GICD_ISENABLER 0x100, GICD_ICENABLER 0x180, GICD_ICACTIVER
+/// 0x380; the same offsets on GICv2). Write-one registers: no read,
+/// modify and write, so no lock is needed and any pCPU may do it.
+fn spi_bit(bank: u64, id: u32) {
     if !(32..1020).contains(&id) {
         return;
     }
@@ -404,11 +406,23 @@ pub fn clear_active_spi(id: u32) {
     if gicd == 0 {
         return;
     }
-    let reg = gicd + 0x380 + 4 * (id as u64 / 32);
-    // SAFETY: GICD_ICACTIVER<n> of the distributor the DTB names (identity
-    // mapped Device memory); writing a one only clears that SPI's active
-    // state, and the SPI belongs to the calling domain.
+    let reg = gicd + bank + 4 * (id as u64 / 32);
+    // SAFETY: a set/clear register of the distributor the DTB names
+    // (identity mapped Device memory); writing a one changes only that
+    // SPI's bit, and callers pass an SPI the hypervisor owns or assigned.
     unsafe { core::ptr::write_volatile(reg as *mut u32, 1 << (id % 32)) };
+}
+
+/// Clears the active state of SPI `id` in the distributor, from any pCPU
+/// (an SPI's active state is not banked).
+pub fn clear_active_spi(id: u32) {
+    spi_bit(0x380, id);
+}
+
+/// Enables or disables SPI `id` at the distributor, from any pCPU without
+/// a lock (an interrupt that arrives meanwhile stays pending).
+pub fn set_spi_enabled(id: u32, on: bool) {
+    spi_bit(if on { 0x100 } else { 0x180 }, id);
 }
 
 /// The guest-visible GIC version, if the host's is usable.
