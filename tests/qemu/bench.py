@@ -2,7 +2,9 @@
 """dtvisor against Xen 4.17 on identical work, under QEMU -icount (virtual
 time = instructions executed, so every figure is deterministic), printed by
 scripts/bench and written to target/bench/ (bench.md, bench.json,
-boot-timeline.png). Figures, not assertions.
+boot-timeline.png), with the containment figures of
+tests/qemu/test_containment.py (containment.json; `bench.py containment`
+runs only those). Figures, not assertions.
 
 Virtual time is read outside the guests and hypervisors: a TCG plugin
 (`uart_clock`) records QEMU's virtual clock at each console UART store and
@@ -445,6 +447,40 @@ def wall_bare(runs=5):
     return statistics.median(times), times
 
 
+# ---- containment ---------------------------------------------------------------
+
+CONTAINMENT = os.path.join(ROOT, "target", "bench", "containment")
+
+
+def containment():
+    """tests/qemu/test_containment.py, whose cases write their figures to
+    target/bench/containment/: case -> {rate, baseline, slowdown,
+    windows}. A case that failed before measuring has no figure."""
+    shutil.rmtree(CONTAINMENT, ignore_errors=True)
+    # Debian's pytest and pytest-xdist (scripts/setup), as scripts/test.
+    p = subprocess.run(["/usr/bin/python3", "-m", "pytest", "-n", "2", "-q", "-p", "no:cacheprovider",
+                        os.path.join(ROOT, "tests/qemu/test_containment.py")],
+                       cwd=os.path.join(ROOT, "tests/qemu"), capture_output=True, text=True,
+                       env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"))
+    if p.returncode != 0:
+        print(f"bench: containment: some cases failed:\n{(p.stdout + p.stderr)[-3000:]}", flush=True)
+    out = {}
+    for f in sorted(os.listdir(CONTAINMENT)) if os.path.isdir(CONTAINMENT) else []:
+        with open(os.path.join(CONTAINMENT, f)) as fp:
+            c = json.load(fp)
+        out[c.pop("case")] = c
+    return out
+
+
+def containment_table(c):
+    rows = ["| domU2 (beside domU1's measured loop) | domU1 chunks / 1000 ticks | baseline (domU2 spinning)"
+            " | slowdown | windows |", "|---|---|---|---|---|"]
+    for case, v in c.items():
+        rows.append(f"| {case} | {v['rate']:.4f} | {v['baseline']:.4f} | {100 * v['slowdown']:.2f}% |"
+                    f" {v['windows']} |")
+    return "\n".join(rows)
+
+
 # ---- output -------------------------------------------------------------------
 
 def memory_kept(text):
@@ -500,6 +536,8 @@ def write_md(r, out_dir):
     with open(os.path.join(out_dir, "bench.md"), "w") as f:
         f.write(f"Measured {r['date']} with `{r['command']}` ({r['machine']}; Xen {r['xen']['package']}).\n\n")
         f.write(table(r) + "\n")
+        if r.get("containment"):
+            f.write("\nContainment (goal: slowdown under 5%):\n\n" + containment_table(r["containment"]) + "\n")
 
 
 def chart(js, path):
@@ -598,6 +636,10 @@ def main():
     r["dtvisor"]["wall_s"], r["dtvisor"]["wall_runs"] = wall(dv)
     r["xen"]["wall_s"], r["xen"]["wall_runs"] = wall(xn)
     r["bare"]["wall_s"], r["bare"]["wall_runs"] = wall_bare()
+    print("bench: containment (tests/qemu/test_containment.py) ...", flush=True)
+    r["containment"] = containment()
+    with open(os.path.join(out_dir, "containment.json"), "w") as f:
+        json.dump(r["containment"], f, indent=2)
     # The ratios the goals are stated in.
     d, x = r["dtvisor"], r["xen"]
     r["ratios"] = {
@@ -615,6 +657,8 @@ def main():
     md = table(r)
     write_md(r, out_dir)
     print(md)
+    if r["containment"]:
+        print(containment_table(r["containment"]))
     print("ratios: " + json.dumps(r["ratios"]))
     try:
         chart(js, os.path.join(out_dir, "boot-timeline.png"))
@@ -628,5 +672,11 @@ if __name__ == "__main__":
         out = os.path.join(ROOT, "target", "bench")
         write_md(json.load(open(os.path.join(out, "bench.json"))), out)
         chart(os.path.join(out, "bench.json"), os.path.join(out, "boot-timeline.png"))
+    elif sys.argv[1:] == ["containment"]:  # only the containment figures
+        c = containment()
+        os.makedirs(os.path.join(ROOT, "target", "bench"), exist_ok=True)
+        with open(os.path.join(ROOT, "target", "bench", "containment.json"), "w") as f:
+            json.dump(c, f, indent=2)
+        print(containment_table(c))
     else:
         main()

@@ -49,10 +49,18 @@ unsafe fn load(a: usize, width: usize) -> u64 {
     // SAFETY: the caller's.
     unsafe {
         match width {
-            1 => core::arch::asm!("ldrb {v:w}, [{a}]", a = in(reg) a, v = out(reg) v, options(nostack)),
-            2 => core::arch::asm!("ldrh {v:w}, [{a}]", a = in(reg) a, v = out(reg) v, options(nostack)),
-            4 => core::arch::asm!("ldr {v:w}, [{a}]", a = in(reg) a, v = out(reg) v, options(nostack)),
-            _ => core::arch::asm!("ldr {v}, [{a}]", a = in(reg) a, v = out(reg) v, options(nostack)),
+            1 => {
+                core::arch::asm!("ldrb {v:w}, [{a}]", a = in(reg) a, v = out(reg) v, options(nostack))
+            }
+            2 => {
+                core::arch::asm!("ldrh {v:w}, [{a}]", a = in(reg) a, v = out(reg) v, options(nostack))
+            }
+            4 => {
+                core::arch::asm!("ldr {v:w}, [{a}]", a = in(reg) a, v = out(reg) v, options(nostack))
+            }
+            _ => {
+                core::arch::asm!("ldr {v}, [{a}]", a = in(reg) a, v = out(reg) v, options(nostack))
+            }
         }
     }
     v
@@ -66,9 +74,15 @@ unsafe fn store(a: usize, width: usize, v: u64) {
     // SAFETY: the caller's.
     unsafe {
         match width {
-            1 => core::arch::asm!("strb {v:w}, [{a}]", a = in(reg) a, v = in(reg) v, options(nostack)),
-            2 => core::arch::asm!("strh {v:w}, [{a}]", a = in(reg) a, v = in(reg) v, options(nostack)),
-            4 => core::arch::asm!("str {v:w}, [{a}]", a = in(reg) a, v = in(reg) v, options(nostack)),
+            1 => {
+                core::arch::asm!("strb {v:w}, [{a}]", a = in(reg) a, v = in(reg) v, options(nostack))
+            }
+            2 => {
+                core::arch::asm!("strh {v:w}, [{a}]", a = in(reg) a, v = in(reg) v, options(nostack))
+            }
+            4 => {
+                core::arch::asm!("str {v:w}, [{a}]", a = in(reg) a, v = in(reg) v, options(nostack))
+            }
             _ => core::arch::asm!("str {v}, [{a}]", a = in(reg) a, v = in(reg) v, options(nostack)),
         }
     }
@@ -116,7 +130,19 @@ pub fn probe(args: &str) {
 pub fn cross(info: &fdt::Info) {
     let mine = info.cpus();
     let (mut ok, mut n) = (0, 0);
-    for m in [0u64, 1, 2, 3, 4, 7, 0xf, 0x100, 0x101, 0x1_0000, 0x1_0000_0000] {
+    for m in [
+        0u64,
+        1,
+        2,
+        3,
+        4,
+        7,
+        0xf,
+        0x100,
+        0x101,
+        0x1_0000,
+        0x1_0000_0000,
+    ] {
         if mine.contains(&m) {
             continue;
         }
@@ -178,7 +204,9 @@ pub fn guard(info: &fdt::Info, args: &str) -> ! {
     let base = word_value(args, "guard")
         .and_then(parse_hex)
         .unwrap_or(0x4200_0000) as usize;
-    let rtc = word_value(args, "rtc").and_then(parse_hex).map(|a| a as usize);
+    let rtc = word_value(args, "rtc")
+        .and_then(parse_hex)
+        .map(|a| a as usize);
     let p = base as *mut u64;
     for i in 0..GUARD_WORDS {
         // SAFETY: the guest's own RAM (the test gives an address in it).
@@ -205,10 +233,7 @@ pub fn guard(info: &fdt::Info, args: &str) -> ! {
             // SAFETY: as for the fill.
             let v = unsafe { read_volatile(p.add(i)) };
             if v != PATTERN ^ i as u64 {
-                say!(
-                    "guest: FAIL guard changed at {:#x}: {v:#x}",
-                    base + 8 * i
-                );
+                say!("guest: FAIL guard changed at {:#x}: {v:#x}", base + 8 * i);
                 crate::halt()
             }
         }
@@ -227,28 +252,54 @@ pub fn guard(info: &fdt::Info, args: &str) -> ! {
     }
 }
 
-/// Loop iterations in one measured chunk (about 3000 instructions).
+/// Loop iterations in one measured chunk (about 4000 instructions).
 const CHUNK: u32 = 1000;
+
+/// Chunks between two moves of the virtual timer (about 100 us).
+const TURN: u32 = 25;
 
 /// `measure` (windows: `measure=N`, default 20): the measured loop. It
 /// runs chunks of a fixed loop and reads the virtual counter between
-/// them; a gap longer than 200 us between two chunks is time the vCPU did
-/// not run (another host thread's turn under QEMU, or the hypervisor
-/// holding its pCPU) and is counted apart. Every 20 ms of running time:
-/// `guest: measure window=<k> chunks=<n> run=<ticks> gap=<ticks>`, then
-/// `guest: measure done chunks=<n> run=<ticks> gap=<ticks> gaps=<count>
-/// max_gap=<ticks>` and it idles.
+/// them (a chunk takes about 4 us); a gap longer than 20 us between two
+/// chunks is time the vCPU did not run (another vCPU's turn under QEMU,
+/// or the hypervisor holding its pCPU that long) and is counted apart.
+///
+/// Every `TURN` chunks it moves its virtual timer to 100 us ahead, masked
+/// (CNTV_CTL IMASK: no interrupt, nothing for the hypervisor to do).
+/// Under `-icount` QEMU runs all vCPUs in turns on one thread; a busy
+/// vCPU's turn ends at a timer deadline, or when it moves the earliest
+/// deadline (QEMU then recomputes its instruction budget), and the next
+/// vCPU's turn lasts until the next deadline. Without a deadline the
+/// other pCPUs would run only every 100 ms. So this vCPU runs `TURN`
+/// chunks, moves its timer and so ends its turn, and the other vCPU
+/// runs up to 100 us; the counter is read again after the move, so the
+/// other vCPU's turn is neither run time nor a gap. Every 20 ms of
+/// running time: `guest: measure window=<k> chunks=<n> run=<ticks>
+/// gap=<ticks> span=<ticks>` (span: the window's length in counter
+/// ticks, the other vCPUs' turns included), then `guest: measure done
+/// chunks=<n> run=<ticks> gap=<ticks> gaps=<count> max_gap=<ticks>` and
+/// it idles.
 pub fn measure(args: &str) -> ! {
     let windows: u32 = word_value(args, "measure")
         .and_then(|s| s.parse().ok())
         .unwrap_or(20);
     let f = irq::freq();
-    let (gap_limit, window) = (f / 5000, f / 50);
+    let (gap_limit, window, slice) = (f / 50_000, f / 50, f / 10_000);
+    // Moves the timer `slice` ahead and returns the counter after it.
+    let arm = || {
+        // SAFETY: the guest's own virtual timer: enabled, interrupt masked.
+        unsafe {
+            core::arch::asm!("msr cntv_cval_el0, {}", "msr cntv_ctl_el0, {}", "isb",
+                in(reg) now() + slice, in(reg) 3u64)
+        };
+        now()
+    };
     say!("guest: measure start windows={windows} cntfrq={f}");
     let (mut all_chunks, mut all_run, mut all_gap, mut gaps, mut max_gap) = (0u64, 0, 0, 0u64, 0);
     for k in 0..windows {
         let (mut chunks, mut run, mut gap) = (0u64, 0u64, 0u64);
-        let mut last = now();
+        let mut last = arm();
+        let begin = last;
         while run < window {
             let mut x = last;
             for i in 0..CHUNK {
@@ -265,9 +316,14 @@ pub fn measure(args: &str) -> ! {
                 run += d;
                 chunks += 1;
             }
-            last = t;
+            last = if (chunks + gaps) % TURN as u64 == 0 {
+                arm()
+            } else {
+                t
+            };
         }
-        say!("guest: measure window={k} chunks={chunks} run={run} gap={gap}");
+        let span = now().wrapping_sub(begin);
+        say!("guest: measure window={k} chunks={chunks} run={run} gap={gap} span={span}");
         all_chunks += chunks;
         all_run += run;
         all_gap += gap;
@@ -275,6 +331,8 @@ pub fn measure(args: &str) -> ! {
     say!(
         "guest: measure done chunks={all_chunks} run={all_run} gap={all_gap} gaps={gaps} max_gap={max_gap}"
     );
+    // SAFETY: the guest's own virtual timer, off.
+    unsafe { core::arch::asm!("msr cntv_ctl_el0, xzr", "isb") };
     crate::halt()
 }
 
@@ -351,7 +409,12 @@ pub fn hammer(info: &fdt::Info) -> ! {
         regions[1] = (g.cpu, (g.cpu_size as usize).min(0x4_0000));
     }
     regions[2] = (uart, 0x1000);
-    say!("guest: hammer gicd={:#x} gicr/gicc={:#x}+{:#x} uart={uart:#x}", regions[0].0, regions[1].0, regions[1].1);
+    say!(
+        "guest: hammer gicd={:#x} gicr/gicc={:#x}+{:#x} uart={uart:#x}",
+        regions[0].0,
+        regions[1].0,
+        regions[1].1
+    );
     let mut round = 0u64;
     loop {
         let (mut accesses, before) = (0u64, skipped());
