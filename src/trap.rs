@@ -141,7 +141,8 @@ fn data_abort(vm: &vmm::Vm, vi: usize, frame: &mut TrapFrame, esr: u64) {
     let far = sysreg!(read "far_el2");
     let hpfar = sysreg!(read "hpfar_el2");
     let ipa = fault_ipa(hpfar, far);
-    if let Some(a) = Access::decode(esr, hpfar, far) {
+    let decoded = Access::decode(esr, hpfar, far);
+    if let Some(a) = decoded {
         let src = if a.reg == 31 {
             0
         } else {
@@ -160,15 +161,32 @@ fn data_abort(vm: &vmm::Vm, vi: usize, frame: &mut TrapFrame, esr: u64) {
     if vmm::shared_fault(vm, ipa) {
         return;
     }
-    if let Some(n) = vm.faults.due() {
+    let device = vmm::emulated_device(vm, ipa);
+    // A decoded access a device refused was logged (rate limited) by it.
+    let refused = decoded.is_some() && device.is_some();
+    if let Some(n) = (!refused).then(|| vm.faults.due()).flatten() {
         let what = if esr & (1 << 6) != 0 { "write" } else { "read" };
-        vmm::log_vm(
-            vm,
-            format_args!(
-                "{what} at IPA {ipa:#x} (pc {:#x}) hits nothing: external abort injected ({n} faults so far)",
-                frame.elr
+        match device {
+            // A device's address, but an access with no syndrome to
+            // emulate it from (ESR ISV clear): a load/store pair, pre- or
+            // post-indexed, SIMD, atomic or exclusive. The architecture
+            // leaves it to the hypervisor; like KVM, dtvisor aborts it.
+            Some(dev) => vmm::log_vm(
+                vm,
+                format_args!(
+                    "{what} at {dev} address {ipa:#x} (pc {:#x}) is not a single load or store (no syndrome): \
+                     only those are emulated; external abort injected ({n} faults so far)",
+                    frame.elr
+                ),
             ),
-        );
+            None => vmm::log_vm(
+                vm,
+                format_args!(
+                    "{what} at IPA {ipa:#x} (pc {:#x}) hits nothing: external abort injected ({n} faults so far)",
+                    frame.elr
+                ),
+            ),
+        }
     }
     let ec = if vcpu::from_el1(frame) {
         EC_DABT_CUR

@@ -669,20 +669,40 @@ pub fn resume(vm: &Vm, vi: usize) {
 /// An access to the vGIC's distributor or redistributors: Some(Some(v))
 /// answered, Some(None) refused (bad size or alignment), None not a vGIC
 /// address.
+/// Which vGIC frame `ipa` is in: (offset in it, the distributor (either
+/// version) or else a GICv3 redistributor).
+fn vgic_frame(vm: &Vm, ipa: u64) -> Option<(u64, bool)> {
+    vm.vgic.as_ref()?;
+    let in_frame = |base: u64, size: u64| (base..base + size).contains(&ipa).then(|| ipa - base);
+    let m = &vm.map;
+    match vm.vgic_version? {
+        VgicVersion::V3 => match in_frame(m.gicd, v3::GICD_SIZE) {
+            Some(off) => Some((off, true)),
+            None => Some((in_frame(m.gicr, vm.gicr_size)?, false)),
+        },
+        VgicVersion::V2 => Some((in_frame(m.gicd, v2::GICD_SIZE)?, true)),
+    }
+}
+
+/// The device dtvisor emulates at `ipa` for this domain, by name.
+pub fn emulated_device(vm: &Vm, ipa: u64) -> Option<&'static str> {
+    let base = vm.map.vpl011;
+    if vm.vpl011.is_some() && (base..base + vpl011::SIZE).contains(&ipa) {
+        return Some("vPL011");
+    }
+    vgic_frame(vm, ipa).map(|(_, dist)| {
+        if dist {
+            "vGIC distributor"
+        } else {
+            "vGIC redistributor"
+        }
+    })
+}
+
 fn vgic_mmio(vm: &Vm, vi: usize, a: &Access, val: u64) -> Option<Option<u64>> {
     let vg = vm.vgic.as_ref()?;
     let version = vm.vgic_version?;
-    let in_frame =
-        |base: u64, size: u64| (base..base + size).contains(&a.ipa).then(|| a.ipa - base);
-    let m = &vm.map;
-    // Which frame: the distributor (either version) or a GICv3 redistributor.
-    let (off, dist) = match version {
-        VgicVersion::V3 => match in_frame(m.gicd, v3::GICD_SIZE) {
-            Some(off) => (off, true),
-            None => (in_frame(m.gicr, vm.gicr_size)?, false),
-        },
-        VgicVersion::V2 => (in_frame(m.gicd, v2::GICD_SIZE)?, true),
-    };
+    let (off, dist) = vgic_frame(vm, a.ipa)?;
     let acc = v3::Access {
         off,
         size: a.size,

@@ -51,3 +51,21 @@ def test_guest_cannot_reach_outside_its_map_or_the_other_domain(qemu, two_domain
             q.fail("faults after the tenth were logged (not rate limited)")
         q.not_seen(r"NOT aborted|FAIL")
 
+
+
+def test_device_access_without_a_syndrome_is_aborted_and_named(qemu, two_domains):  # noqa: F811
+    """Loads and stores the hypervisor cannot emulate (no syndrome, ESR
+    ISV = 0: a load pair, post-indexed accesses) at domU1's vPL011 and
+    vGIC distributor abort in domU1; the log says which device and why,
+    and domU2 keeps running."""
+    args = two_domains("nisv", "nisv", "spin", cpus=(1, 1))
+    with qemu("nisv", args) as q:
+        q.expect_all([r"\(domU1\) guest: nisv done aborted=6/6", r"\(domU2\) guest: tick 2"], 120)
+        t = q.text()
+        for dev in ("vPL011", "vGIC distributor"):
+            for what in ("read", "write"):
+                if not re.search(rf"domU1: {what} at {dev} address 0x[0-9a-f]+ \(pc 0x[0-9a-f]+\) is not a single"
+                                 rf" load or store \(no syndrome\): only those are emulated; external abort"
+                                 rf" injected", t):
+                    q.fail(f"the hypervisor did not name domU1's {what} without a syndrome at its {dev}")
+        q.not_seen(r"NOT aborted|FAIL|hits nothing")

@@ -123,6 +123,54 @@ pub fn probe(args: &str) {
     say!("guest: probe done aborted={aborted}/{n}");
 }
 
+/// `nisv`: accesses to its vGIC distributor and vPL011 that carry no
+/// syndrome for the hypervisor to emulate them from (ESR ISV = 0): a load
+/// pair, a post-indexed load and a post-indexed store at each. Each must
+/// abort: `guest: nisv <what> <addr> aborted` (or `NOT aborted`), then
+/// `guest: nisv done aborted=<n>/<m>`.
+pub fn nisv(info: &fdt::Info) {
+    let mut bases = [(crate::uart(), "vpl011"), (0, "gicd")];
+    if let Some(g) = info.gic {
+        bases[1].0 = g.dist;
+    }
+    let (mut n, mut aborted) = (0, 0);
+    for &(base, dev) in bases.iter().filter(|b| b.0 != 0) {
+        for what in ["ldp", "ldr-post", "str-post"] {
+            let before = crate::caught();
+            let mut p = base;
+            let (mut a, mut b) = (0u64, 0u64);
+            // SAFETY: the guest's own emulated device; the hypervisor
+            // aborts each access (on_sync_exception reports and skips it).
+            unsafe {
+                match what {
+                    "ldp" => {
+                        core::arch::asm!("ldp {a:w}, {b:w}, [{p}]", p = in(reg) p, a = out(reg) a,
+                        b = out(reg) b, options(nostack))
+                    }
+                    "ldr-post" => {
+                        core::arch::asm!("ldr {a:w}, [{p}], #4", p = inout(reg) p, a = out(reg) a,
+                        options(nostack))
+                    }
+                    _ => {
+                        core::arch::asm!("str {a:w}, [{p}], #4", p = inout(reg) p, a = in(reg) 0u64,
+                        options(nostack))
+                    }
+                }
+            }
+            n += 1;
+            if crate::caught() != before {
+                aborted += 1;
+                say!("guest: nisv {what} {dev} {base:#x} aborted");
+            } else {
+                say!(
+                    "guest: nisv {what} {dev} {base:#x} NOT aborted values={a:#x},{b:#x} p={p:#x}"
+                );
+            }
+        }
+    }
+    say!("guest: nisv done aborted={aborted}/{n}");
+}
+
 /// `cross`: PSCI CPU_ON of MPIDRs this guest does not have, and SGIs to
 /// every target an SGI register can name. The CPU_ONs must fail with
 /// INVALID_PARAMETERS; the SGIs must reach no other domain (its `guard`

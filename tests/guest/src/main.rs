@@ -303,6 +303,9 @@ extern "C" fn guest_main(dtb: usize, base: usize, relocs: usize) -> ! {
     if has_word(args, "cross") {
         attack::cross(&info);
     }
+    if has_word(args, "nisv") {
+        attack::nisv(&info);
+    }
     if word_value(args, "guard").is_some() {
         attack::guard(&info, args)
     }
