@@ -1,7 +1,7 @@
 //! Property tests of the vGIC register views (proptest): any sequence of
 //! accesses a guest can make, at any offset, width and value. None may
-//! panic; a read never changes what any register reads; the list
-//! registers are never overfilled.
+//! panic; a read never changes what any register reads; a write reads
+//! back nothing; the list registers are never overfilled.
 
 use super::v3::{self, Access, Outcome};
 use super::{v2, Lr, Version, Vgic};
@@ -83,7 +83,10 @@ proptest! {
     ) {
         let mut g = gic(Version::V3);
         for a in &seq {
-            let _ = apply(&mut g, false, *a);
+            // A write reads back nothing (Outcome's value is 0).
+            if let (Some(_), Outcome::Done { value, .. }) = (a.3, apply(&mut g, false, *a)) {
+                prop_assert_eq!(value, 0, "write {:?}", a);
+            }
         }
         let before = snapshot(&mut g, false);
         let _ = apply(&mut g, false, (probe.0, probe.1, probe.2, None, probe.4));
@@ -102,7 +105,10 @@ proptest! {
     ) {
         let mut g = gic(Version::V2);
         for a in &seq {
-            let _ = apply(&mut g, true, *a);
+            // A write reads back nothing (Outcome's value is 0).
+            if let (Some(_), Outcome::Done { value, .. }) = (a.3, apply(&mut g, true, *a)) {
+                prop_assert_eq!(value, 0, "write {:?}", a);
+            }
         }
         let before = snapshot(&mut g, true);
         let _ = apply(&mut g, true, (probe.0, probe.1, probe.2, None, probe.4));
@@ -122,5 +128,36 @@ proptest! {
         let before = snapshot(&mut g, false);
         let _ = apply(&mut g, false, (Frame::Dist, off, size, Some(val), 0));
         prop_assert_eq!(before, snapshot(&mut g, false));
+    }
+}
+
+/// Writes to the read-only ID registers are ignored and read back
+/// nothing, at every width the register allows.
+#[test]
+fn writes_to_read_only_id_registers_read_back_nothing() {
+    let mut g = gic(Version::V3);
+    // GICR_CTLR/IIDR/TYPER (both halves and the doubleword), GICD_TYPER, IIDR.
+    let cases = [
+        (Frame::Redist, 0x0, 4),
+        (Frame::Redist, 0x4, 4),
+        (Frame::Redist, 0x8, 4),
+        (Frame::Redist, 0x8, 8),
+        (Frame::Redist, 0xc, 4),
+        (Frame::Dist, 0x4, 4),
+        (Frame::Dist, 0x8, 4),
+    ];
+    for (f, off, size) in cases {
+        let before = snapshot(&mut g, false);
+        match apply(&mut g, false, (f, off, size, Some(u64::MAX), 0)) {
+            Outcome::Done { value, changed } => {
+                assert_eq!((value, changed), (0, 0), "{f:?} {off:#x} size {size}")
+            }
+            Outcome::Abort => panic!("{f:?} {off:#x} size {size}: aborted"),
+        }
+        assert_eq!(
+            before,
+            snapshot(&mut g, false),
+            "{f:?} {off:#x} changed something"
+        );
     }
 }
