@@ -439,15 +439,17 @@ fn load(vm: &Vm, first: bool) {
     // SAFETY: invalidating instruction caches has no memory effects.
     unsafe { core::arch::asm!("ic ialluis", "dsb ish", "isb") };
     let w = r.work(scrub);
-    // The boot's totals count each domain's first load only.
-    let all = first
-        .then(|| {
-            let mut b = WORK.lock();
-            b.add(w);
-            (b.domains == VMS.get().map_or(0, |v| v.len())).then_some(b.work)
-        })
-        .flatten();
-    if !first {
+    if first {
+        // The boot's totals count each domain's first load only. The line
+        // is printed with WORK held, so every domain's line comes before
+        // the totals that the last domain to finish prints.
+        let mut b = WORK.lock();
+        b.add(w);
+        log_vm(vm, format_args!("{}", WorkLine(w)));
+        if b.domains == VMS.get().map_or(0, |v| v.len()) {
+            boot_memory_report(b.work);
+        }
+    } else {
         let n = vm.cow_pages.swap(0, Ordering::Relaxed);
         log_vm(
             vm,
@@ -456,10 +458,7 @@ fn load(vm: &Vm, first: bool) {
                 Bytes(n as u64 * PAGE)
             ),
         );
-    }
-    log_vm(vm, format_args!("{}", WorkLine(w)));
-    if let Some(total) = all {
-        boot_memory_report(total);
+        log_vm(vm, format_args!("{}", WorkLine(w)));
     }
     if let Some(u) = &vm.vpl011 {
         let mut u = u.lock();
