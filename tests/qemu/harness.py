@@ -6,11 +6,15 @@ markers with a deadline; on failure it raises `Failure` (an AssertionError,
 so pytest reports it as a test failure) with the tail of the log. No
 sleeps are used for synchronisation: every wait is for console output.
 """
+import itertools
 import os
 import re
 import select
+import shutil
 import signal
+import socket
 import subprocess
+import tempfile
 import time
 
 import system
@@ -20,6 +24,9 @@ CACHE = os.path.join(ROOT, "cache")
 LOGDIR = os.path.join(ROOT, "target", "qemu-logs")
 UBOOT_BIN = "/usr/lib/u-boot/qemu_arm64/u-boot.bin"
 CONFORMANCE = os.path.join(ROOT, "tests/conformance")
+IMAGE_ELF = os.path.join(ROOT, "target", "aarch64", "release", "dtvisor")
+IMAGE_BASE = 0x40200000  # where QEMU's -kernel loads the image (an arm64 Image)
+_MONITORS = itertools.count()
 
 
 class Failure(AssertionError):
@@ -44,14 +51,19 @@ class Qemu:
         self.log_path = os.path.join(log_dir, f"{name}.log")
         self.buf = b""
         self.pos = 0
+        # A monitor on a socket (a short path: sockets' are limited to 108
+        # bytes), for the CPUs' registers when a wait times out.
+        self.monitor = os.path.join(tempfile.gettempdir(), f"dtv-{os.getpid()}-{next(_MONITORS)}.mon")
         cmd = ["timeout", "--foreground", "-k", "5", str(limit), "qemu-system-aarch64",
                "-machine", machine(gic, virt, machine_extra), "-cpu", cpu, "-smp", str(smp), "-m", mem,
-               "-nographic", "-nic", "none", "-monitor", "none", "-serial", "stdio"]
+               "-nographic", "-nic", "none", "-monitor", f"unix:{self.monitor},server,nowait",
+               "-serial", "stdio"]
         if icount:
             cmd += ["-icount", "shift=0,align=off,sleep=off"]
         self.cmd = cmd + list(args)
         if command is not None:  # a script that starts QEMU itself
             self.cmd = ["timeout", "--foreground", "-k", "5", str(limit)] + list(command)
+            self.monitor = None
         self.proc = subprocess.Popen(self.cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, start_new_session=True)
         self.log = open(self.log_path, "wb")
@@ -127,11 +139,66 @@ class Qemu:
 
     def fail(self, msg):
         __tracebackhide__ = True
+        cpus = self.cpu_state()
         self.close()
         tail = "\n".join(self.text().splitlines()[-40:])
-        raise Failure(f"{self.name}: {msg}\n--- console tail ({self.log_path}) ---\n{tail}\n---")
+        raise Failure(f"{self.name}: {msg}\n--- console tail ({self.log_path}) ---\n{tail}\n---{cpus}")
+
+    def cpu_state(self):
+        """Where each CPU was when a test failed (QEMU stopped, then asked
+        through its monitor): PC and exception level, hypervisor PCs
+        mapped to functions. Also written to the log. "" if QEMU is gone."""
+        if not self.monitor or self.proc.poll() is not None:
+            return ""
+        try:
+            with socket.socket(socket.AF_UNIX) as s:
+                s.settimeout(5)
+                s.connect(self.monitor)
+                s.sendall(b"stop\ninfo registers -a\n")
+                out, deadline = b"", time.monotonic() + 5
+                s.settimeout(0.5)
+                while time.monotonic() < deadline:
+                    try:
+                        data = s.recv(65536)
+                    except socket.timeout:
+                        if b"PSTATE" in out:
+                            break
+                        continue
+                    if not data:
+                        break
+                    out += data
+        except OSError as e:
+            return f"\n(no CPU state: {e})"
+        text = out.decode("utf-8", "replace")
+        lines = []
+        pcs = re.findall(r"PC=([0-9a-f]{16})", text)
+        els = re.findall(r"PSTATE=[0-9a-f]+ [-NZCV]{4}(?: \S+)*? (EL\d[ht]?)", text)
+        for i, pc in enumerate(pcs):
+            el = els[i] if i < len(els) else "?"
+            lines.append(f"CPU {i}: PC={pc} {el}{self._symbol(int(pc, 16)) if el.startswith('EL2') else ''}")
+        dump = "\n--- CPUs when it failed ---\n" + "\n".join(lines) + "\n"
+        self.log.write(dump.encode() + b"--- monitor: info registers -a ---\n" + out)
+        self.log.flush()
+        return dump
+
+    @staticmethod
+    def _symbol(pc):
+        """' in FUNCTION at FILE:LINE' for a hypervisor address, if the
+        image's ELF and addr2line are at hand."""
+        tool = shutil.which("addr2line")
+        if not tool or not os.path.exists(IMAGE_ELF) or not IMAGE_BASE <= pc < IMAGE_BASE + (16 << 20):
+            return ""
+        try:
+            r = subprocess.run([tool, "-f", "-C", "-i", "-e", IMAGE_ELF, hex(pc - IMAGE_BASE)],
+                               capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+        lines = r.stdout.splitlines()
+        return f" in {' <- '.join(lines[0::2])} ({lines[1]})" if len(lines) >= 2 else ""
 
     def close(self):
+        if self.monitor and os.path.exists(self.monitor):
+            os.unlink(self.monitor)
         if self.proc.poll() is None:
             try:
                 os.killpg(self.proc.pid, signal.SIGTERM)
