@@ -138,7 +138,7 @@ pub struct Fill {
 }
 
 /// The state of one interrupt for one target.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Irq {
     pub enabled: bool,
     pending: bool,
@@ -177,7 +177,7 @@ impl Irq {
 }
 
 /// The private interrupts and redistributor state of one vCPU.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VcpuGic {
     private: [Irq; PRIVATE as usize],
     /// MPIDR affinity (Aff3 at bits 39:32, Aff2..Aff0 at 23:0).
@@ -194,7 +194,7 @@ pub struct VcpuGic {
 const NO_LR: u32 = u32::MAX;
 
 /// What the fill put in one list register, to take it back at sync.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct LrSlot {
     intid: u32,
     /// Its pending state came from the latch (not from a level line).
@@ -210,7 +210,7 @@ const EMPTY: LrSlot = LrSlot {
 };
 
 /// One domain's virtual GIC.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Vgic {
     pub version: Version,
     /// GICD_CTLR group enables: bit 0 group 0, bit 1 group 1.
