@@ -3,12 +3,12 @@
 //! input behind another (`try_rx`), so a CPU that reads input never waits
 //! for one that prints.
 
+use crate::arch::Mutex;
 use crate::drivers::Uart;
 use core::cell::UnsafeCell;
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicBool, Ordering};
 use dtvisor::stamp::Stamper;
-use spin::Mutex;
 
 /// The UART itself: set during boot, before other CPUs run; then only
 /// shared references. Writers hold LOCK (except the panic path), readers

@@ -17,7 +17,7 @@ static HEAP: LockedHeapWithRescue<32> = LockedHeapWithRescue::new(grow_heap);
 /// RAM nothing uses once the domains are placed: where the heap grows
 /// when it runs out (empty before placement, so the heap never takes RAM
 /// a guest is about to get).
-static SPARE: spin::Mutex<[Range; 32]> = spin::Mutex::new([Range::new(0, 0); 32]);
+static SPARE: crate::arch::Mutex<[Range; 32]> = crate::arch::Mutex::new([Range::new(0, 0); 32]);
 
 /// Smallest step the heap grows by.
 const GROW_STEP: u64 = 256 << 10;
@@ -422,7 +422,7 @@ pub fn stay_up(why: &str) -> ! {
         if let Some(rx) = crate::console::try_rx() {
             break rx;
         }
-        core::hint::spin_loop();
+        crate::arch::relax();
     };
     rx.set_irq(false);
     crate::arch::vcpu::timer_access_and_event_stream();

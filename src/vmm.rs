@@ -4,6 +4,7 @@
 //! for atomics and the per-device locks.
 
 use crate::arch::stage2::{self, HeapPages};
+use crate::arch::Mutex;
 use crate::arch::{self, gic, mmu, smp, vcpu};
 use crate::boot;
 use crate::console;
@@ -25,7 +26,7 @@ use dtvisor::vm::guest_dtb::{self, GuestMap};
 use dtvisor::vm::lifecycle::{self, After, DomainState, Entry, Lifecycle, Request};
 use dtvisor::vm::load::{Restart, Work, PAGE};
 use dtvisor::vm::ratelimit::LogLimit;
-use spin::{Mutex, Once};
+use spin::Once;
 
 /// One vCPU: its power state (PSCI), the pCPU it is pinned to, and
 /// whether its list registers are stale (something was posted to it).
@@ -361,7 +362,7 @@ fn wait_stopped(vm: &Vm, vi: usize) {
             kick_others(vm, vi);
             warned = true;
         }
-        core::hint::spin_loop();
+        arch::relax();
     }
 }
 

@@ -12,6 +12,7 @@
 //! dispatch to this GICv3 code or to `gicv2`.
 
 use super::gicv2;
+use super::Mutex;
 use arm_gic::gicv3::registers::{Gicd, GicrSgi};
 use arm_gic::gicv3::{GicCpuInterface, GicV3};
 use arm_gic::{IntId, Trigger};
@@ -19,7 +20,6 @@ use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use dtvisor::vgic::{self, Lr, LrState};
 use safe_mmio::UniqueMmioPointer;
-use spin::Mutex;
 
 /// SGI 0: "leave the guest and look at your vCPU".
 pub const KICK: u32 = 0;

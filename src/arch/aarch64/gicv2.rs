@@ -6,10 +6,10 @@
 //! the driver, which would serialise every acknowledge of every CPU on one
 //! lock; the banked registers here are per CPU and need none.
 
+use super::Mutex;
 use arm_gic::gicv2::{GicV2, SgiTarget, SgiTargetListFilter};
 use arm_gic::{IntId, Trigger};
 use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use spin::Mutex;
 
 struct Gic(GicV2<'static>);
 

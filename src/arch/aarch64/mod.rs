@@ -33,6 +33,30 @@ pub fn counter_freq() -> u64 {
     CNTFRQ_EL0.get()
 }
 
+/// The spin lock every CPU shares: while it waits, it yields (`Yield`).
+pub type Mutex<T> = spin::mutex::Mutex<T, Yield>;
+
+/// How a CPU waits for another: the YIELD hint. On hardware it only hints
+/// (SMT siblings). Under QEMU's one-thread TCG (icount) it ends this CPU's
+/// turn, so the CPU it waits for runs. With ISB, which
+/// `core::hint::spin_loop` emits, a waiter could keep the host thread for
+/// its whole turn (up to about 2 s of virtual time with no timer due),
+/// turn after turn, while the holder stayed stopped mid-line: a console
+/// silent for 30 s and more, measured.
+pub struct Yield;
+
+impl spin::relax::RelaxStrategy for Yield {
+    fn relax() {
+        relax();
+    }
+}
+
+/// One turn of a wait for another CPU (see `Yield`).
+pub fn relax() {
+    // SAFETY: YIELD is a hint without effects on memory or registers.
+    unsafe { core::arch::asm!("yield", options(nomem, nostack, preserves_flags)) };
+}
+
 /// Stops this CPU for good (interrupts masked).
 pub fn halt() -> ! {
     loop {
