@@ -181,15 +181,20 @@ class Qemu:
         self.log.flush()
         return dump
 
-    @staticmethod
-    def _symbol(pc):
-        """' in FUNCTION at FILE:LINE' for a hypervisor address, if the
-        image's ELF and addr2line are at hand."""
+    def _symbol(self, pc):
+        """' in FUNCTION (FILE:LINE)' for a hypervisor address, if the
+        image's ELF (the -kernel X.bin's X, else the default build's) and
+        addr2line are at hand."""
         tool = shutil.which("addr2line")
-        if not tool or not os.path.exists(IMAGE_ELF) or not IMAGE_BASE <= pc < IMAGE_BASE + (16 << 20):
+        elf = IMAGE_ELF
+        if "-kernel" in self.cmd[:-1]:
+            kernel = self.cmd[self.cmd.index("-kernel") + 1]
+            if kernel.endswith(".bin") and os.path.exists(kernel[:-4]):
+                elf = kernel[:-4]
+        if not tool or not os.path.exists(elf) or not IMAGE_BASE <= pc < IMAGE_BASE + (16 << 20):
             return ""
         try:
-            r = subprocess.run([tool, "-f", "-C", "-i", "-e", IMAGE_ELF, hex(pc - IMAGE_BASE)],
+            r = subprocess.run([tool, "-f", "-C", "-i", "-e", elf, hex(pc - IMAGE_BASE)],
                                capture_output=True, text=True, timeout=10)
         except (OSError, subprocess.TimeoutExpired):
             return ""
