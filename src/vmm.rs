@@ -997,12 +997,27 @@ fn switch_focus(vms: &[Vm]) {
         }
     }
     FOCUS.store(f, Ordering::Relaxed);
-    let name = if f == 0 {
-        "the hypervisor"
-    } else {
-        vms[f - 1].name.as_str()
+    let Some(vm) = f.checked_sub(1).map(|d| &vms[d]) else {
+        log::info!("console input now goes to the hypervisor (Ctrl-a three times to switch)");
+        return;
     };
-    log::info!("console input now goes to {name} (Ctrl-a three times to switch)");
+    // The console's interrupt follows the focus to the pCPU of the
+    // domain's vCPU 0, so typing for one domain takes no time from
+    // another's pCPUs. (With the focus on the hypervisor it stays put.)
+    let p = vm.vcpus[0].pcpu;
+    let irq = CONSOLE_IRQ.load(Ordering::Relaxed);
+    if irq == 0 {
+        log::info!(
+            "console input now goes to {} (Ctrl-a three times to switch)",
+            vm.name
+        );
+        return;
+    }
+    gic::route_spi(irq, p, mpidr_of(p));
+    log::info!(
+        "console input now goes to {} (Ctrl-a three times to switch); pCPU {p} takes its interrupt",
+        vm.name
+    );
 }
 
 /// Turns the plan into running domains on this machine; never returns.

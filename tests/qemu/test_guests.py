@@ -213,15 +213,22 @@ def test_reset_stops_a_spinning_vcpu(qemu, two_domains):
 
 
 def test_console_input_focus(qemu, two_domains):
+    """Ctrl-a x3 moves the focus; bytes go to the focused domain only, and
+    the console's interrupt goes to the pCPU of its vCPU 0 (so typing
+    for one domain interrupts no other)."""
     args = two_domains("echo", "echo", "echo")
     with qemu("echo", args) as q:
+        first = {}
+        for d in ("domU1", "domU2"):
+            first[d] = q.expect(rf"\(dtvisor\) {d}: vCPUs 0\.\.\d+ on pCPUs (\d+)", 60).group(1).decode()
         q.expect_all([r"\(domU1\) guest: echo ready", r"\(domU2\) guest: echo ready"], 120)
+        assert first["domU1"] != first["domU2"], first
         q.send(b"\x01\x01\x01")
-        q.expect(r"console input now goes to domU1", 30)
+        q.expect(rf"console input now goes to domU1 \(Ctrl-a three times to switch\); pCPU {first['domU1']} takes", 30)
         q.send(b"a")
         q.expect(r"\(domU1\) guest: rx a", 30)
         q.send(b"\x01\x01\x01")
-        q.expect(r"console input now goes to domU2", 30)
+        q.expect(rf"console input now goes to domU2 \(Ctrl-a three times to switch\); pCPU {first['domU2']} takes", 30)
         q.send(b"b")
         q.expect(r"\(domU2\) guest: rx b", 30)
         q.send(b"\x01\x01\x01")
