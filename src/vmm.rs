@@ -4,8 +4,7 @@
 //! for atomics and the per-device locks.
 
 use crate::arch::stage2::{self, HeapPages};
-use crate::arch::Mutex;
-use crate::arch::{self, gic, mmu, smp, vcpu};
+use crate::arch::{self, gic, mmu, smp, vcpu, Mutex};
 use crate::boot;
 use crate::console;
 use alloc::string::String;
@@ -997,27 +996,26 @@ fn switch_focus(vms: &[Vm]) {
         }
     }
     FOCUS.store(f, Ordering::Relaxed);
-    let Some(vm) = f.checked_sub(1).map(|d| &vms[d]) else {
-        log::info!("console input now goes to the hypervisor (Ctrl-a three times to switch)");
-        return;
-    };
     // The console's interrupt follows the focus to the pCPU of the
     // domain's vCPU 0, so typing for one domain takes no time from
     // another's pCPUs. (With the focus on the hypervisor it stays put.)
-    let p = vm.vcpus[0].pcpu;
     let irq = CONSOLE_IRQ.load(Ordering::Relaxed);
-    if irq == 0 {
-        log::info!(
-            "console input now goes to {} (Ctrl-a three times to switch)",
-            vm.name
-        );
-        return;
+    let (name, routed) = match f.checked_sub(1).map(|d| &vms[d]) {
+        None => ("the hypervisor", None),
+        Some(vm) => {
+            let p = vm.vcpus[0].pcpu;
+            if irq != 0 {
+                gic::route_spi(irq, p, mpidr_of(p));
+            }
+            (vm.name.as_str(), (irq != 0).then_some(p))
+        }
+    };
+    match routed {
+        Some(p) => log::info!(
+            "console input now goes to {name} (Ctrl-a three times to switch); pCPU {p} takes its interrupt"
+        ),
+        None => log::info!("console input now goes to {name} (Ctrl-a three times to switch)"),
     }
-    gic::route_spi(irq, p, mpidr_of(p));
-    log::info!(
-        "console input now goes to {} (Ctrl-a three times to switch); pCPU {p} takes its interrupt",
-        vm.name
-    );
 }
 
 /// Turns the plan into running domains on this machine; never returns.

@@ -263,27 +263,23 @@ impl Machine {
         if bad_width {
             assert_eq!(out, v3::Outcome::Abort, "{what}: a bad width is refused");
         }
+        let refused = out == v3::Outcome::Abort;
+        if refused || write.is_none() {
+            assert!(
+                self.g == before,
+                "{what}: {}, but changed the state\nbefore {before:?}\nafter {:?}",
+                if refused { "refused" } else { "a read" },
+                self.g
+            );
+        }
         match out {
-            v3::Outcome::Abort => {
-                assert!(
-                    self.g == before,
-                    "{what}: refused, but changed the state\nbefore {before:?}\nafter {:?}",
-                    self.g
-                );
-            }
+            v3::Outcome::Abort => {}
             v3::Outcome::Done { value, changed } => {
                 if size < 8 {
                     assert_eq!(value >> (8 * size as u32), 0, "{what}: read {value:#x}");
                 }
                 match write {
-                    None => {
-                        assert_eq!(changed, 0, "{what}: a read changed vCPUs {changed:#x}");
-                        assert!(
-                            self.g == before,
-                            "{what}: a read changed the state\nbefore {before:?}\nafter {:?}",
-                            self.g
-                        );
-                    }
+                    None => assert_eq!(changed, 0, "{what}: a read changed vCPUs {changed:#x}"),
                     // (A write's value is ignored by the caller; GICR_TYPER
                     // returns the register's, contrary to Outcome's doc.)
                     Some(_) => self.changed(&what, watched, changed),

@@ -167,9 +167,6 @@ impl Irq {
     pub fn active(&self) -> bool {
         self.active
     }
-    pub fn line(&self) -> bool {
-        self.line
-    }
     fn candidate(&self, groups: u32) -> bool {
         let group_on = groups & (1 << self.group1 as u32) != 0;
         self.active || (self.enabled && group_on && self.pending())
