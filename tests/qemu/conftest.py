@@ -8,7 +8,7 @@ named after the test, so parallel workers (pytest-xdist) never share one:
   target/qemu-logs/TEST/     one console log per QEMU run
 Shared: QEMU's own DTB dumps in cache/qemu, which system.py creates
 atomically, and the image and guest that scripts/run (in
-test_main_job_scripts_run) rebuilds: unchanged, and renamed into place.
+test_terminal's scripts/run) rebuilds: unchanged, and renamed into place.
 """
 import os
 import shutil

@@ -6,6 +6,7 @@ markers with a deadline; on failure it raises `Failure` (an AssertionError,
 so pytest reports it as a test failure) with the tail of the log. No
 sleeps are used for synchronisation: every wait is for console output.
 """
+import fcntl
 import itertools
 import os
 import re
@@ -13,8 +14,11 @@ import select
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import tempfile
+import termios
+import threading
 import time
 
 import system
@@ -45,7 +49,7 @@ class Qemu:
     (the tests' `qemu` fixture gives each test a log directory of its own)."""
 
     def __init__(self, name, args, limit=120, smp=4, mem="2G", gic=3, virt=True, cpu="cortex-a57", icount=False,
-                 command=None, log_dir=LOGDIR, machine_extra=""):
+                 command=None, log_dir=LOGDIR, machine_extra="", terminal=False, env=None):
         os.makedirs(log_dir, exist_ok=True)
         self.name = name
         self.log_path = os.path.join(log_dir, f"{name}.log")
@@ -64,19 +68,57 @@ class Qemu:
         if command is not None:  # a script that starts QEMU itself
             self.cmd = ["timeout", "--foreground", "-k", "5", str(limit)] + list(command)
             self.monitor = None
-        self.proc = subprocess.Popen(self.cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+        self.watchdog = None
+        self.master = None
+        if terminal:
+            self._start_in_terminal(list(command), limit, env)
+        else:
+            self.proc = subprocess.Popen(self.cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=subprocess.STDOUT, start_new_session=True, env=env)
+            self.fd = self.proc.stdout.fileno()
         self.log = open(self.log_path, "wb")
         self.log.write((" ".join(self.cmd) + "\n").encode())
 
+    def _start_in_terminal(self, command, limit, env):
+        """Runs `command` as a person at a terminal does: in a new session
+        whose controlling terminal is a pseudo-terminal, in its foreground
+        process group, with no `timeout` around it (that would move it to a
+        background group). A watchdog ends the session after `limit` s."""
+        master, slave = os.openpty()
+        # A terminal of the usual size, so QEMU and the shells see one.
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 160, 0, 0))
+
+        def controlling_terminal():
+            os.setsid()
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+        self.cmd = command
+        self.proc = subprocess.Popen(command, stdin=slave, stdout=slave, stderr=slave, close_fds=True,
+                                     preexec_fn=controlling_terminal, env=env)
+        os.close(slave)
+        self.fd = master
+        self.master = master
+        self.watchdog = threading.Timer(limit, self._kill)
+        self.watchdog.daemon = True
+        self.watchdog.start()
+
+    def _kill(self):
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
     def _read(self, deadline):
-        fd = self.proc.stdout.fileno()
+        fd = self.fd
         left = deadline - time.monotonic()
         if left <= 0:
             return False
         r, _, _ = select.select([fd], [], [], min(left, 1.0))
         if r:
-            data = os.read(fd, 65536)
+            try:
+                data = os.read(fd, 65536)
+            except OSError:  # a pseudo-terminal whose other side closed
+                data = b""
             if not data:
                 return None
             self.buf += data
@@ -134,7 +176,11 @@ class Qemu:
             self.fail(f"unexpected console output matching {pattern!r}")
 
     def send(self, data):
-        self.proc.stdin.write(data if isinstance(data, bytes) else data.encode())
+        data = data if isinstance(data, bytes) else data.encode()
+        if self.watchdog:
+            os.write(self.fd, data)
+            return
+        self.proc.stdin.write(data)
         self.proc.stdin.flush()
 
     def fail(self, msg):
@@ -204,6 +250,8 @@ class Qemu:
     def close(self):
         if self.monitor and os.path.exists(self.monitor):
             os.unlink(self.monitor)
+        if self.watchdog:
+            self.watchdog.cancel()
         if self.proc.poll() is None:
             try:
                 os.killpg(self.proc.pid, signal.SIGTERM)
@@ -213,6 +261,9 @@ class Qemu:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
+        if self.watchdog and self.master is not None:
+            os.close(self.master)
+            self.master = None
         self.log.close()
 
     def __enter__(self):
@@ -225,6 +276,7 @@ class Qemu:
 def run(cmd, **kw):
     """Runs a helper command, failing the test with its output."""
     __tracebackhide__ = True
+    kw.setdefault("stdin", subprocess.DEVNULL)
     p = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, **kw)
     if p.returncode != 0:
         raise Failure(f"{' '.join(cmd)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")

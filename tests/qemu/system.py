@@ -14,11 +14,16 @@ import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CACHE = os.path.join(ROOT, "cache", "qemu")
+# DTVISOR_QEMU_CACHE: another place for QEMU's DTB dumps (the terminal
+# test starts from an empty one, as a fresh clone does).
+CACHE = os.environ.get("DTVISOR_QEMU_CACHE") or os.path.join(ROOT, "cache", "qemu")
 
 
 def sh(cmd, **kw):
-    p = subprocess.run(cmd, capture_output=True, text=True, **kw)
+    # stdin from /dev/null: a QEMU started under `timeout` from a terminal
+    # (a person typing scripts/run) would otherwise touch it from a
+    # background process group and be stopped by SIGTTOU until killed.
+    p = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL, **kw)
     if p.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)}: {p.stderr.strip()}")
     return p.stdout
