@@ -1,9 +1,10 @@
 //! The physical console: one UART chosen from the DTB, shared by all CPUs,
-//! and the `log` backend on top of it. Output is behind one spin lock and
-//! input behind another (`try_rx`), so a CPU that reads input never waits
-//! for one that prints.
+//! and the `log` backend on top of it. Output is behind one lock taken in
+//! turn (a ticket lock: a domain printing without pause cannot starve
+//! another) and input behind another (`try_rx`), so a CPU that reads
+//! input never waits for one that prints.
 
-use crate::arch::Mutex;
+use crate::arch::{FairMutex, Mutex};
 use crate::drivers::Uart;
 use core::cell::UnsafeCell;
 use core::fmt::{self, Write};
@@ -18,7 +19,7 @@ struct Cell(UnsafeCell<Option<Uart>>);
 // the drivers' transmit and receive sides are serialised by LOCK and RX.
 unsafe impl Sync for Cell {}
 static CONSOLE: Cell = Cell(UnsafeCell::new(None));
-static LOCK: Mutex<()> = Mutex::new(());
+static LOCK: FairMutex<()> = FairMutex::new(());
 static RX: Mutex<()> = Mutex::new(());
 
 fn uart() -> Option<&'static Uart> {

@@ -221,10 +221,7 @@ fn hypercall(vm: &vmm::Vm, vi: usize, frame: &mut TrapFrame) {
             vmm::log_vm(vm, format_args!("SYSTEM_OFF: domain powered off"));
             vmm::system_off(vm, vi)
         }
-        Call::SystemReset => {
-            vmm::log_vm(vm, format_args!("SYSTEM_RESET: restarting the domain"));
-            vmm::system_reset(vm, vi)
-        }
+        Call::SystemReset => vmm::system_reset(vm, vi),
         Call::SmcccVersion => psci::SMCCC_1_1,
         Call::ArchFeatures(_) => psci::NOT_SUPPORTED,
         Call::Unknown(fid) => {

@@ -12,6 +12,7 @@ use alloc::vec::Vec;
 use core::fmt;
 use core::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use dtvisor::config::BootPlan;
+use dtvisor::emul::console::{self as console_in, Step};
 use dtvisor::emul::mmio::Access;
 use dtvisor::emul::vpl011::{self, Vpl011};
 use dtvisor::hw::{Conduit, GicVersion, Platform};
@@ -86,6 +87,8 @@ pub struct Vm {
     pub faults: LogLimit,
     pub unknown_calls: LogLimit,
     pub bad_gic: LogLimit,
+    /// Its resets: their lines are rate limited too.
+    resets: LogLimit,
     /// Loading (built; the pCPU of vCPU 0 loads it, domains load in
     /// parallel, each on its own pCPU), running, stopping, off, resetting.
     life: Lifecycle,
@@ -149,6 +152,7 @@ impl Vm {
             faults: LogLimit::new(),
             unknown_calls: LogLimit::new(),
             bad_gic: LogLimit::new(),
+            resets: LogLimit::new(),
             life: Lifecycle::new(),
         }
     }
@@ -197,8 +201,9 @@ fn this_cpu() -> &'static PerCpu {
 
 static VMS: Once<Vec<Vm>> = Once::new();
 /// Console input focus: 0 = hypervisor, n = domain index + 1.
-static FOCUS: AtomicUsize = AtomicUsize::new(0);
-static CTRL_A: AtomicUsize = AtomicUsize::new(0);
+/// Console input focus, Ctrl-a count and drop report; locked only by the
+/// holder of the console's receive side.
+static INPUT: Mutex<console_in::Input> = Mutex::new(console_in::Input::new());
 static FIRST_ENTRY: AtomicBool = AtomicBool::new(false);
 /// A CPU found the console's receive side held: the holder reads again
 /// before it lets go.
@@ -207,9 +212,6 @@ static INPUT_WANTED: AtomicBool = AtomicBool::new(false);
 static IRQ_OFF: AtomicBool = AtomicBool::new(false);
 /// The physical console's interrupt, taken at EL2 (0 = none).
 static CONSOLE_IRQ: AtomicU32 = AtomicU32::new(0);
-/// The console's RX interrupt is masked at the UART: the focused domain's
-/// FIFO was full. Only the holder of the receive side changes it.
-static RX_MASKED: AtomicBool = AtomicBool::new(false);
 /// CPUs in the host DTB, for finding redistributors.
 static HOST_CPUS: AtomicUsize = AtomicUsize::new(1);
 
@@ -301,7 +303,7 @@ pub fn idle() -> ! {
         }
         if let Some((vm, vi)) = current() {
             if vi == 0 && vm.life.state() == DomainState::Loading {
-                load(vm, true);
+                load(vm, true, true);
                 vm.life.loaded();
                 power_on_first(vm);
             }
@@ -378,10 +380,24 @@ pub fn system_off(vm: &Vm, vi: usize) -> ! {
 /// one of its vCPUs has stopped. A SYSTEM_OFF that comes in meanwhile
 /// wins: the domain then stays off.
 pub fn system_reset(vm: &Vm, vi: usize) -> ! {
+    // A domain resetting in a loop must not flood the console every domain
+    // shares: its reset and reload lines are rate limited (the first ten
+    // resets, then one per power of two, with the count).
+    let say = vm.resets.due();
+    match say {
+        Some(n) if n > 10 => log_vm(
+            vm,
+            format_args!(
+                "SYSTEM_RESET: restarting the domain (reset {n}; lines of other resets left out)"
+            ),
+        ),
+        Some(_) => log_vm(vm, format_args!("SYSTEM_RESET: restarting the domain")),
+        None => {}
+    }
     if vm.life.request_reset() == Request::Accepted {
         wait_stopped(vm, vi);
         if vm.life.finish_stop() == Some(After::Reset) {
-            load(vm, false);
+            load(vm, false, say.is_some());
             lifecycle::power_off_all(vm.powers());
             vm.life.restarted();
             power_on_first(vm);
@@ -406,7 +422,8 @@ pub fn set_boot_scrub(on: bool) {
 /// Loads the pristine images and resets the domain's devices. Runs on
 /// any pCPU of the domain while none of its vCPUs runs. `first`: its first
 /// start (its stage-2 tables are fresh; `bootscrub=0` may skip the scrub).
-fn load(vm: &Vm, first: bool) {
+/// `say`: print what the reload did (a reset's lines are rate limited).
+fn load(vm: &Vm, first: bool, say: bool) {
     let scrub = !first || BOOT_SCRUB.load(Ordering::Relaxed);
     let r = &vm.restart;
     if !first {
@@ -451,14 +468,16 @@ fn load(vm: &Vm, first: bool) {
         }
     } else {
         let n = vm.cow_pages.swap(0, Ordering::Relaxed);
-        log_vm(
-            vm,
-            format_args!(
-                "its last life copied {n} shared pages on write ({})",
-                Bytes(n as u64 * PAGE)
-            ),
-        );
-        log_vm(vm, format_args!("{}", WorkLine(w)));
+        if say {
+            log_vm(
+                vm,
+                format_args!(
+                    "its last life copied {n} shared pages on write ({})",
+                    Bytes(n as u64 * PAGE)
+                ),
+            );
+            log_vm(vm, format_args!("{}", WorkLine(w)));
+        }
     }
     if let Some(u) = &vm.vpl011 {
         let mut u = u.lock();
@@ -843,9 +862,9 @@ pub fn mmio(vm: &Vm, vi: usize, a: &Access, val: u64) -> Option<u64> {
         .as_ref()
         .filter(|_| a.ipa >= base && a.ipa < base + vpl011::SIZE);
     if let Some(u) = uart {
-        // Input comes by the console's interrupt; only while that is
-        // masked (a full FIFO) or absent does a guest's access fetch it.
-        if RX_MASKED.load(Ordering::Relaxed) || CONSOLE_IRQ.load(Ordering::Relaxed) == 0 {
+        // Input comes by the console's interrupt; only while there is
+        // none does a guest's access fetch it.
+        if CONSOLE_IRQ.load(Ordering::Relaxed) == 0 {
             poll_console();
         }
         let off = a.ipa - base;
@@ -881,9 +900,11 @@ pub fn mmio(vm: &Vm, vi: usize, a: &Access, val: u64) -> Option<u64> {
     None
 }
 
+/// One line of a guest's output, as printable text only (see
+/// `console_in::Printable`): no guest writes control sequences to the
+/// terminal, and every line it prints starts with its name.
 fn print_line(vm: &Vm, line: &[u8]) {
-    let text = core::str::from_utf8(line).unwrap_or("<non-UTF-8 output>");
-    println!("({}) {}", vm.name, text);
+    println!("({}) {}", vm.name, console_in::Printable(line));
 }
 
 /// Reads console input: Ctrl-a three times moves the focus on (the
@@ -935,72 +956,78 @@ pub fn poll_console() {
     }
 }
 
-/// Reads console input until the UART is empty or the focused domain's
-/// FIFO is full.
+/// Reads console input until the UART is empty. Every byte is read,
+/// whatever the focused domain does, so Ctrl-a three times always reaches
+/// the hypervisor: a byte the focused domain cannot take (its receive FIFO
+/// is full: it is not reading) is dropped, counted, and reported once per
+/// burst; a domain that is powered off loses the focus.
 fn read_input(vms: &[Vm], rx: &console::Rx) {
     let me = current();
-    loop {
-        // Back-pressure: a byte is read only when the focused domain can
-        // take it; otherwise it waits in the UART (and its sender), the
-        // UART's interrupt is masked, and the guest's next read of its
-        // vpl011 comes back here.
-        let f = FOCUS.load(Ordering::Relaxed);
-        let target = f
-            .checked_sub(1)
-            .and_then(|d| vms.get(d))
-            .and_then(|vm| vm.vpl011.as_ref().map(|u| (vm, u)));
-        if let Some((_, u)) = target {
-            if !u.lock().rx_room() {
-                if CONSOLE_IRQ.load(Ordering::Relaxed) != 0
-                    && !RX_MASKED.swap(true, Ordering::Relaxed)
-                {
-                    rx.set_irq(false);
-                }
-                return;
+    // Only the holder of the receive side (`rx`) locks it: never contended.
+    let mut input = INPUT.lock();
+    let takes_input = |d: usize| {
+        vms[d].vpl011.is_some()
+            && !matches!(
+                vms[d].life.state(),
+                DomainState::Off | DomainState::Stopping { then: After::Off }
+            )
+    };
+    while let Some(b) = rx.getc() {
+        match input.byte(b, vms.len(), takes_input) {
+            Step::Nothing => {}
+            Step::Focus { to } => {
+                end_drop_burst(vms, &mut input);
+                focus_moved(vms, to, None);
             }
-        }
-        let Some(b) = rx.getc() else { break };
-        if b == 0x01 {
-            if CTRL_A.fetch_add(1, Ordering::Relaxed) + 1 >= 3 {
-                CTRL_A.store(0, Ordering::Relaxed);
-                switch_focus(vms);
+            Step::Lost { from, to } => {
+                end_drop_burst(vms, &mut input);
+                focus_moved(vms, to, Some(from));
             }
-            continue;
-        }
-        CTRL_A.store(0, Ordering::Relaxed);
-        match target {
-            Some((vm, u)) => {
-                let mut u = u.lock();
-                u.push_rx(b);
-                let here = me.filter(|(m, _)| core::ptr::eq(*m, vm)).map(|(_, v)| v);
-                uart_line(vm, &u, here);
-            }
-            None => {
+            Step::Hypervisor(b) => {
                 if b == b'\r' || b == b'\n' {
                     log::info!("input goes to the hypervisor; press Ctrl-a three times to switch");
                 }
             }
+            Step::Deliver { dom, byte } => {
+                let vm = &vms[dom];
+                let Some(u) = vm.vpl011.as_ref() else {
+                    continue;
+                };
+                let mut u = u.lock();
+                if !u.push_rx(byte) {
+                    drop(u);
+                    if input.dropped(dom) == console_in::DropReport::Started {
+                        log_vm(vm, format_args!("takes no console input (its receive FIFO is full: it is not reading); what is typed for it is dropped until it reads again"));
+                    }
+                    continue;
+                }
+                let here = me.filter(|(m, _)| core::ptr::eq(*m, vm)).map(|(_, v)| v);
+                uart_line(vm, &u, here);
+                drop(u);
+                end_drop_burst(vms, &mut input);
+            }
         }
-    }
-    if RX_MASKED.swap(false, Ordering::Relaxed) {
-        rx.set_irq(true);
     }
 }
 
-fn switch_focus(vms: &[Vm]) {
-    let mut f = FOCUS.load(Ordering::Relaxed);
-    loop {
-        f = (f + 1) % (vms.len() + 1);
-        if f == 0 || vms[f - 1].vpl011.is_some() {
-            break;
-        }
+/// The burst of dropped input bytes, if any, is over: say how many.
+fn end_drop_burst(vms: &[Vm], input: &mut console_in::Input) {
+    if let Some((d, n)) = input.burst_over() {
+        log_vm(
+            &vms[d],
+            format_args!("{n} bytes of console input dropped (its receive FIFO was full)"),
+        );
     }
-    FOCUS.store(f, Ordering::Relaxed);
-    // The console's interrupt follows the focus to the pCPU of the
-    // domain's vCPU 0, so typing for one domain takes no time from
-    // another's pCPUs. (With the focus on the hypervisor it stays put.)
+}
+
+/// The focus moved to `to` (None: the hypervisor), because Ctrl-a was
+/// pressed three times or because domain `lost` went off. The console's
+/// interrupt follows the focus to the pCPU of the domain's vCPU 0, so
+/// typing for one domain takes no time from another's pCPUs. (With the
+/// focus on the hypervisor it stays put.)
+fn focus_moved(vms: &[Vm], to: Option<usize>, lost: Option<usize>) {
     let irq = CONSOLE_IRQ.load(Ordering::Relaxed);
-    let (name, routed) = match f.checked_sub(1).map(|d| &vms[d]) {
+    let (name, routed) = match to.map(|d| &vms[d]) {
         None => ("the hypervisor", None),
         Some(vm) => {
             let p = vm.vcpus[0].pcpu;
@@ -1010,6 +1037,12 @@ fn switch_focus(vms: &[Vm]) {
             (vm.name.as_str(), (irq != 0).then_some(p))
         }
     };
+    if let Some(d) = lost {
+        log::info!(
+            "{} is powered off: what was typed for it is dropped",
+            vms[d].name
+        );
+    }
     match routed {
         Some(p) => log::info!(
             "console input now goes to {name} (Ctrl-a three times to switch); pCPU {p} takes its interrupt"

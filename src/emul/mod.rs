@@ -1,5 +1,6 @@
 //! Device emulation, portable: decoding a trapped guest access and the
 //! emulated devices themselves.
+pub mod console;
 pub mod mmio;
 pub mod sysreg;
 pub mod vpl011;

@@ -31,7 +31,10 @@ const INT_TX: u32 = 1 << 5;
 const INT_RT: u32 = 1 << 6;
 
 const LINE_MAX: usize = 240;
-const RX_SIZE: usize = 64;
+/// Received bytes held for the guest: deeper than a PL011's 32-byte FIFO
+/// (a guest sees only "empty" or not, and its interrupt), so a paste or
+/// fast typing waits here for a slow reader instead of being dropped.
+const RX_SIZE: usize = 1024;
 
 /// PL011 peripheral and PrimeCell ids (0xfe0..0xffc).
 const IDS: [u32; 8] = [0x11, 0x10, 0x14, 0x00, 0x0d, 0xf0, 0x05, 0xb1];

@@ -36,6 +36,12 @@ pub fn counter_freq() -> u64 {
 /// The spin lock every CPU shares: while it waits, it yields (`Yield`).
 pub type Mutex<T> = spin::mutex::Mutex<T, Yield>;
 
+/// A lock taken in turn (first come, first served): for what every domain
+/// shares and holds for a while, the console's output, so one domain
+/// printing without pause cannot keep another waiting for more than one
+/// line of each other waiter.
+pub type FairMutex<T> = spin::mutex::TicketMutex<T, Yield>;
+
 /// How a CPU waits for another: the YIELD hint. On hardware it only hints
 /// (SMT siblings). Under QEMU's one-thread TCG (icount) it ends this CPU's
 /// turn, so the CPU it waits for runs. With ISB, which

@@ -330,11 +330,22 @@ extern "C" fn guest_main(dtb: usize, base: usize, relocs: usize) -> ! {
         say!("guest: FAIL system_reset returned {r}");
         halt()
     }
+    if has_word(args, "escape") {
+        // Control sequences a hostile guest could send a terminal: clear
+        // the screen, cursor home, a carriage return and a line that looks
+        // like the hypervisor's, a window title, a bell, a C1 CSI.
+        say!("guest: escape \x1b[2J\x1b[H\r(dtvisor) fake\x1b]0;owned\x07 \u{9b}31m end");
+        say!("guest: escape done");
+    }
     if has_word(args, "echo") {
         say!("guest: echo ready");
         loop {
             if let Some(b) = getc() {
                 say!("guest: rx {}", b as char);
+                if b == b'q' {
+                    // `q` powers the domain off (console focus tests).
+                    psci(SYSTEM_OFF, 0, 0, 0);
+                }
             }
         }
     }
