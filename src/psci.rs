@@ -31,7 +31,8 @@ pub const INVALID_ADDRESS: i64 = -9;
 
 /// PSCI 1.1.
 pub const VERSION_1_1: i64 = 0x0001_0001;
-/// SMCCC 1.1 (ARCH_FEATURES is implemented; no workarounds are advertised).
+/// SMCCC 1.1 (ARCH_FEATURES is implemented; it answers for the speculation
+/// workarounds as `hw::spectre` decides).
 pub const SMCCC_1_1: i64 = 0x0001_0001;
 /// MIGRATE_INFO_TYPE: no Trusted OS present.
 pub const MIGRATE_NONE: i64 = 2;

@@ -3,11 +3,13 @@
 //! registers in the trap frame; no allocation, no lock held across the
 //! return to the guest.
 
+use crate::arch;
 use crate::arch::exception::{exception_class_name, TrapFrame};
 use crate::arch::vcpu::{self, sysreg};
 use crate::vmm;
 use dtvisor::emul::mmio::{fault_ipa, Access};
 use dtvisor::emul::sysreg::{SysReg, SysRegAccess};
+use dtvisor::hw::spectre;
 use dtvisor::psci::{self, Call};
 
 const EC_UNKNOWN: u64 = 0x00;
@@ -223,7 +225,15 @@ fn hypercall(vm: &vmm::Vm, vi: usize, frame: &mut TrapFrame) {
         }
         Call::SystemReset => vmm::system_reset(vm, vi),
         Call::SmcccVersion => psci::SMCCC_1_1,
-        Call::ArchFeatures(_) => psci::NOT_SUPPORTED,
+        // The speculation workarounds: what this pCPU's plan says (the
+        // vCPU is pinned to it). A guest's own workaround calls need
+        // nothing more than what its exit to EL2 already ran.
+        Call::ArchFeatures(fid) => arch::spectre::plan_here()
+            .and_then(|p| p.features(fid))
+            .unwrap_or(psci::NOT_SUPPORTED),
+        Call::Unknown(fid) if spectre::is_workaround(fid) => arch::spectre::plan_here()
+            .and_then(|p| p.guest_call(fid))
+            .unwrap_or(psci::NOT_SUPPORTED),
         Call::Unknown(fid) => {
             if let Some(n) = vm.unknown_calls.due() {
                 vmm::log_vm(

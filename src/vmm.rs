@@ -1216,6 +1216,10 @@ pub fn boot(plat: &Platform, plan: &BootPlan) -> ! {
         Some(Conduit::Hvc) => smp::Conduit::Hvc,
         _ => smp::Conduit::Smc,
     };
+    // Speculation: this CPU's mitigations before any guest runs (each
+    // secondary decides its own as it starts).
+    let spectre = arch::spectre::init_this_cpu(arch::cpu_index(), plat.psci == Some(Conduit::Smc));
+    log::info!("speculation: {spectre}");
     let mut failed = false;
     for (i, &mpidr) in cpus.iter().enumerate().take(highest + 1).skip(1) {
         if let Err(e) = smp::start_cpu(conduit, i, mpidr) {

@@ -2,5 +2,6 @@
 pub mod early;
 pub mod memory;
 pub mod platform;
+pub mod spectre;
 pub use memory::{HostMemory, Reserved, ReservedKind};
 pub use platform::{Conduit, GicVersion, Platform, UartInfo, UartKind};

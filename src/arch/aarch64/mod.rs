@@ -4,6 +4,7 @@ pub mod gic;
 pub mod gicv2;
 pub mod mmu;
 pub mod smp;
+pub mod spectre;
 pub mod stage2;
 pub mod vcpu;
 

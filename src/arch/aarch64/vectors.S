@@ -1,9 +1,41 @@
 // EL2 exception vectors. Every entry saves the general registers, ELR and
 // SPSR into a TrapFrame on the current stack and calls
 // el2_exception(kind, frame); if that returns, the frame is restored and
-// the exception returns.
+// the exception returns. An entry from a guest first runs this CPU's
+// speculation mitigations (spectre.rs), before any indirect branch.
 
-.macro save_and_call kind
+// This CPU's SPECTRE_ENTRY word (hw::spectre::Entry::bits): bits 7:0 the
+// branch-history loop's count, bit 8 CLRBHB, bit 9 SMC ARCH_WORKAROUND_3,
+// bit 10 SMC ARCH_WORKAROUND_1. Uses x0-x5 (saved already; an SMC may
+// change x0-x3).
+.macro spectre_entry
+    mrs     x4, tpidr_el2
+    adrp    x5, SPECTRE_ENTRY
+    add     x5, x5, :lo12:SPECTRE_ENTRY
+    ldr     w5, [x5, x4, lsl #2]
+    cbz     w5, 9f
+    ands    w4, w5, #0xff
+    b.eq    2f
+1:  b       . + 4
+    subs    w4, w4, #1
+    b.ne    1b
+    dsb     nsh
+    isb
+2:  tbz     w5, #8, 3f
+    hint    #22                     // CLRBHB
+    isb
+3:  tbz     w5, #9, 4f
+    movz    w0, #0x3fff
+    movk    w0, #0x8000, lsl #16
+    smc     #0
+4:  tbz     w5, #10, 9f
+    movz    w0, #0x8000
+    movk    w0, #0x8000, lsl #16
+    smc     #0
+9:
+.endm
+
+.macro save_and_call kind, guest=0
     sub     sp, sp, #(36 * 8)
     stp     x0, x1, [sp, #(0 * 8)]
     stp     x2, x3, [sp, #(2 * 8)]
@@ -24,6 +56,9 @@
     mrs     x2, spsr_el2
     stp     x30, x1, [sp, #(30 * 8)]
     str     x2, [sp, #(32 * 8)]
+.if \guest
+    spectre_entry
+.endif
     mov     x0, #\kind
     mov     x1, sp
     bl      el2_exception
@@ -64,14 +99,14 @@ v_cur_spx_sync:     save_and_call 4
 v_cur_spx_irq:      save_and_call 5
 v_cur_spx_fiq:      save_and_call 6
 v_cur_spx_serror:   save_and_call 7
-v_low64_sync:       save_and_call 8
-v_low64_irq:        save_and_call 9
-v_low64_fiq:        save_and_call 10
-v_low64_serror:     save_and_call 11
-v_low32_sync:       save_and_call 12
-v_low32_irq:        save_and_call 13
-v_low32_fiq:        save_and_call 14
-v_low32_serror:     save_and_call 15
+v_low64_sync:       save_and_call 8, 1
+v_low64_irq:        save_and_call 9, 1
+v_low64_fiq:        save_and_call 10, 1
+v_low64_serror:     save_and_call 11, 1
+v_low32_sync:       save_and_call 12, 1
+v_low32_irq:        save_and_call 13, 1
+v_low32_fiq:        save_and_call 14, 1
+v_low32_serror:     save_and_call 15, 1
 
 // Restores the TrapFrame at sp and returns from the exception. Also the
 // way into a guest for the first time: enter_guest points sp at a frame.
