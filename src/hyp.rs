@@ -318,6 +318,19 @@ extern "C" fn primary_main(dtb_pa: u64, load: u64, t_entry: u64) -> ! {
         // SAFETY: deliberately faults; the exception handler halts this CPU.
         unsafe { core::ptr::read_volatile(0xdead_0000_0000 as *const u64) };
     }
+    // dtvisor.selftest=write-text: W^X at EL2, a write to the hypervisor's
+    // own code must fault (a permission fault the handler reports).
+    if early_opts.selftest == Some("write-text") {
+        let code = primary_main as *const () as u64;
+        log::warn!("dtvisor.selftest=write-text: writing to the hypervisor's code at {code:#x}");
+        // SAFETY: deliberately faults (the code is mapped read-only); were
+        // it writable, the word written is the one already there.
+        unsafe {
+            let p = code as *mut u32;
+            core::ptr::write_volatile(p, core::ptr::read_volatile(p));
+        }
+        log::error!("dtvisor.selftest=write-text: the write did NOT fault");
+    }
     let t0 = arch::counter();
     let ram = plat.memory.ram.clone();
     let peek = move |pa: u64| {

@@ -17,6 +17,18 @@ unsafe extern "C" {
     static __boot_stack_end: u8;
     static __image_start: u8;
     static __image_end: u8;
+    static __text_end: u8;
+    static __data_start: u8;
+}
+
+/// The image's parts by permission: `(text_end, data_start)`, where
+/// `[image start, text_end)` is code, `[text_end, data_start)` read-only
+/// data (relocated before the MMU is on), and the rest writable data.
+pub fn image_parts() -> (u64, u64) {
+    (
+        core::ptr::addr_of!(__text_end) as u64,
+        core::ptr::addr_of!(__data_start) as u64,
+    )
 }
 
 /// `[start, end)` of the loaded image including BSS and stacks.

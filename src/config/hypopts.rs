@@ -11,7 +11,7 @@
 //! | `bootscrub=<bool>\|idle` | `0`: guest RAM is not scrubbed before each domain's first start (Xen: no scrub of free RAM at boot); `1` and `idle` (the default) scrub it |
 //! | `console_timestamps=none\|boot` | `boot`: each console line, guest lines included, carries seconds since the hypervisor started, `[    1.234567]`, after its `(tag)` |
 //! | `console=dtuart`, `dtuart=PATH` | the console is a device-tree UART: dtvisor's only kind (it takes `/chosen/stdout-path`; a `dtuart` naming another UART is reported) |
-//! | `dtvisor.selftest=el2-fault\|heap-grow` | tests only: a deliberate EL2 data abort; an allocation larger than the heap once the domains are placed |
+//! | `dtvisor.selftest=el2-fault\|write-text\|heap-grow` | tests only: a deliberate EL2 data abort; a write to the hypervisor's own code (W^X: it must fault); an allocation larger than the heap once the domains are placed |
 
 use alloc::vec::Vec;
 

@@ -97,6 +97,30 @@ def test_unexpected_el2_exception_is_reported(qemu, image, work):
             q.fail("the fault was reported more than once (exception loop?)")
 
 
+def test_el2_code_is_not_writable(qemu, image, work):
+    """W^X at EL2: a write to the hypervisor's own code (a self-test
+    word) takes a permission fault at EL2, reported, instead of changing
+    the code."""
+    frag = os.path.join(work, "selftest.dtsi")
+    with open(frag, "w") as f:
+        f.write('/ { chosen { xen,xen-bootargs = "dtvisor.selftest=write-text"; }; };\n')
+    dtb = os.path.join(work, "selftest.dtb")
+    system.system_dtb(frag, dtb)
+    with qemu("write-text", ["-kernel", image, "-dtb", dtb]) as q:
+        m = q.expect(r"writing to the hypervisor's code at 0x([0-9a-f]+)\r?\n", 30)
+        code = int(m.group(1), 16)
+        q.expect(r"unexpected exception: synchronous \(EL2\) on CPU 0", 10)
+        q.expect(r"class 0x25: data abort at the same EL", 5)
+        esr = int(q.expect(r"ESR_EL2 0x([0-9a-f]{16})", 5).group(1), 16)
+        far = int(q.expect(r"FAR_EL2 0x([0-9a-f]{16})", 5).group(1), 16)
+        if far != code:
+            q.fail(f"FAR {far:#x} is not the code address {code:#x}")
+        # DFSC 0b0011xx: a permission fault; WnR (bit 6): a write.
+        if (esr & 0x3c) != 0x0c or not esr & (1 << 6):
+            q.fail(f"ESR {esr:#x} is not a permission fault on a write")
+        q.not_seen(r"the write did NOT fault")
+
+
 def test_image_fits_the_2mib_slot_of_boot_scripts(image):
     """Boot scripts (ImageBuilder's among them) give the hypervisor a 2 MiB
     slot: the arm64 Image header's image_size, which covers BSS and the

@@ -2,6 +2,12 @@
 //! before the heap exists, from a static pool of table pages. RAM is
 //! Normal write-back (so atomics and the heap work), everything else in the
 //! low 512 GiB is Device-nGnRE.
+//!
+//! W^X: the hypervisor's own code is the only memory EL2 may execute, and
+//! it is read-only; its read-only data is read-only; every other page (its
+//! data, BSS and stacks, the heap, guest RAM, boot modules, devices) is
+//! never executable. SCTLR_EL2.WXN makes any writable page execute-never
+//! as well, should a mapping ever say otherwise.
 
 use aarch64_cpu::asm::barrier;
 use aarch64_cpu::registers::{
@@ -64,11 +70,23 @@ pub struct El2Mmu {
 const MAIR_DEVICE: u64 = 0x04; // index 0: Device-nGnRE
 const MAIR_NORMAL: u64 = 0xff; // index 1: Normal WB RA WA, inner and outer
 
+/// Normal memory, read-write, never executable.
 fn ram_attrs() -> El23Attributes {
     El23Attributes::VALID
         | El23Attributes::ATTRIBUTE_INDEX_1
         | El23Attributes::INNER_SHAREABLE
         | El23Attributes::ACCESSED
+        | El23Attributes::XN
+}
+
+/// The hypervisor's code: read-only, executable.
+fn text_attrs() -> El23Attributes {
+    (ram_attrs() - El23Attributes::XN) | El23Attributes::READ_ONLY
+}
+
+/// The hypervisor's read-only data.
+fn rodata_attrs() -> El23Attributes {
+    ram_attrs() | El23Attributes::READ_ONLY
 }
 
 fn device_attrs() -> El23Attributes {
@@ -116,6 +134,11 @@ pub fn build(ram: &[Range]) -> El2Mmu {
         let end = (r.end + 0x1f_ffff) & !0x1f_ffff;
         map(&mut table, Range::new(start, end), ram_attrs());
     }
+    // The image over it, by permission (its blocks split into pages).
+    let (image_start, _) = crate::boot::image_range();
+    let (text_end, data_start) = crate::boot::image_parts();
+    map(&mut table, Range::new(image_start, text_end), text_attrs());
+    map(&mut table, Range::new(text_end, data_start), rodata_attrs());
     let pa_bits = match ID_AA64MMFR0_EL1.read(ID_AA64MMFR0_EL1::PARange) {
         0 => 0u64,
         1 => 1,
@@ -154,7 +177,12 @@ pub fn enable(m: &El2Mmu, boot: bool) {
     barrier::isb(barrier::SY);
     // SAFETY: invalidating all EL2 TLB entries has no memory effects.
     unsafe { core::arch::asm!("tlbi alle2", "dsb nsh", "isb") };
-    SCTLR_EL2.modify(SCTLR_EL2::M::Enable + SCTLR_EL2::C::Cacheable + SCTLR_EL2::I::Cacheable);
+    SCTLR_EL2.modify(
+        SCTLR_EL2::M::Enable
+            + SCTLR_EL2::C::Cacheable
+            + SCTLR_EL2::I::Cacheable
+            + SCTLR_EL2::WXN::Enable,
+    );
     barrier::isb(barrier::SY);
 }
 
