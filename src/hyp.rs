@@ -293,7 +293,7 @@ extern "C" fn primary_main(dtb_pa: u64, load: u64, t_entry: u64) -> ! {
     for (range, kind) in [
         (image, ReservedKind::Image),
         (dtb, ReservedKind::Dtb),
-        (heap, ReservedKind::Image),
+        (heap, ReservedKind::Heap),
     ] {
         plat.memory.reserved.push(Reserved { range, kind });
     }

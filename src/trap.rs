@@ -7,7 +7,7 @@ use crate::arch;
 use crate::arch::exception::{exception_class_name, TrapFrame};
 use crate::arch::vcpu::{self, sysreg};
 use crate::vmm;
-use dtvisor::emul::mmio::{fault_ipa, Access};
+use dtvisor::emul::mmio::{emulable, fault_ipa, Access};
 use dtvisor::emul::sysreg::{SysReg, SysRegAccess};
 use dtvisor::hw::spectre;
 use dtvisor::psci::{self, Call};
@@ -143,7 +143,9 @@ fn data_abort(vm: &vmm::Vm, vi: usize, frame: &mut TrapFrame, esr: u64) {
     let far = sysreg!(read "far_el2");
     let hpfar = sysreg!(read "hpfar_el2");
     let ipa = fault_ipa(hpfar, far);
-    let decoded = Access::decode(esr, hpfar, far);
+    let decoded = emulable(esr)
+        .then(|| Access::decode(esr, hpfar, far))
+        .flatten();
     if let Some(a) = decoded {
         let src = if a.reg == 31 {
             0

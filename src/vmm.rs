@@ -490,12 +490,13 @@ fn load(vm: &Vm, first: bool, say: bool) {
         g.lock().reset();
     }
     // Assigned devices' SPIs: whatever an earlier life left active is
-    // deactivated; they go to vCPU 0 (here) until the guest routes them.
-    let me = arch::cpu_index();
+    // deactivated; they go to vCPU 0's pCPU, as on a first boot, until the
+    // guest routes them (whichever vCPU asked for the reset).
+    let first = vm.vcpus[0].pcpu;
     for (id, at) in &vm.hw_spis {
         gic::clear_active_spi(*id);
-        at.store(me, Ordering::Relaxed);
-        gic::route_spi(*id, me, mpidr_of(me));
+        at.store(first, Ordering::Relaxed);
+        gic::route_spi(*id, first, mpidr_of(first));
     }
     for c in &vm.vcpus {
         c.posted.store(false, Ordering::Relaxed);
@@ -650,6 +651,17 @@ fn sync_here(g: &mut Vgic, vi: usize) {
     pc.lrs_used.store(0, Ordering::Relaxed);
 }
 
+/// Samples the outputs of this vCPU's EL1 timers (enabled, condition met,
+/// not masked): a timer the guest disabled or masked no longer delivers an
+/// interrupt it had raised, and the pending state the guest reads is the
+/// line's. Called with the list registers taken back, the vGIC locked.
+fn sample_timers(g: &mut Vgic, vi: usize) {
+    const FIRING: u64 = 0b101; // ENABLE and ISTATUS set, IMASK clear
+    let (v, p) = vcpu::timer_controls();
+    g.set_hw_level(vi, gic::VTIMER, v & 0b111 == FIRING);
+    g.set_hw_level(vi, gic::PTIMER, p & 0b111 == FIRING);
+}
+
 /// Just before the guest runs again: if anything was posted to this vCPU
 /// or its list registers are in use, take them back and refill them,
 /// highest priority first, and ask for the maintenance interrupts the
@@ -666,6 +678,7 @@ pub fn resume(vm: &Vm, vi: usize) {
     let (fill, deactivate) = {
         let mut g = vg.lock();
         sync_here(&mut g, vi);
+        sample_timers(&mut g, vi);
         let f = g.fill_lrs(vi, &mut out[..n]);
         (f, g.take_hw_deactivate(vi))
     };
@@ -734,6 +747,7 @@ fn vgic_mmio(vm: &Vm, vi: usize, a: &Access, val: u64) -> Option<Option<u64>> {
         let mut g = vg.lock();
         if sync {
             sync_here(&mut g, vi);
+            sample_timers(&mut g, vi);
         }
         let out = match (version, dist) {
             (VgicVersion::V2, _) => v2::distributor(&mut g, vi, &acc),

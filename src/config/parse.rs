@@ -513,6 +513,7 @@ impl<'a, 'd> Parser<'a, 'd> {
                     ReservedKind::MemReserve => format!("the /memreserve/ entry {}", r.range),
                     ReservedKind::Node(p) => format!("reserved memory {p} {}", r.range),
                     ReservedKind::Image => format!("the hypervisor image {}", r.range),
+                    ReservedKind::Heap => format!("the hypervisor's heap {}", r.range),
                     ReservedKind::Dtb => format!("the boot device tree {}", r.range),
                 };
                 self.err(

@@ -22,6 +22,21 @@ pub fn fault_ipa(hpfar: u64, far: u64) -> u64 {
     ((hpfar >> 4) & 0xff_ffff_ffff) << 12 | (far & 0xfff)
 }
 
+/// Whether a stage-2 data abort may be emulated as a device access: a
+/// translation, access-flag or permission fault (ESR DFSC) of the access
+/// itself, not of the guest's own stage-1 table walk (S1PTW). An external
+/// abort, a TLB conflict, an alignment or address-size fault, or a walk
+/// that touched a device address is never a device access: the guest gets
+/// the abort.
+pub fn emulable(esr: u64) -> bool {
+    let s1ptw = esr & (1 << 7) != 0;
+    let dfsc = esr & 0x3f;
+    let kind = dfsc >> 2;
+    // 0b0001xx translation, 0b0010xx access flag (xx = level; 00 is
+    // reserved there), 0b0011xx permission.
+    !s1ptw && (kind == 1 || ((kind == 2 || kind == 3) && dfsc & 3 != 0))
+}
+
 impl Access {
     /// Decodes the ISS of a data abort (ESR_EL2 EC 0x24). None without a
     /// valid syndrome (ISV clear: e.g. load/store pair, post-index), which
@@ -72,6 +87,25 @@ impl Access {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_stage2_faults_of_the_access_itself_are_emulable() {
+        let dabt = (0x24 << 26) | (1 << 24);
+        for dfsc in 0x04..=0x07 {
+            assert!(emulable(dabt | dfsc), "translation fault {dfsc:#x}");
+        }
+        for dfsc in [0x09, 0x0a, 0x0b, 0x0d, 0x0e, 0x0f] {
+            assert!(emulable(dabt | dfsc), "access flag or permission {dfsc:#x}");
+        }
+        // Address size, external aborts, alignment, TLB conflict, reserved.
+        for dfsc in [
+            0x00, 0x03, 0x08, 0x0c, 0x10, 0x11, 0x14, 0x18, 0x21, 0x30, 0x3f,
+        ] {
+            assert!(!emulable(dabt | dfsc), "{dfsc:#x} is not a device access");
+        }
+        // The guest's stage-1 walk hit the address: never emulated.
+        assert!(!emulable(dabt | (1 << 7) | 0x07));
+    }
 
     #[test]
     fn decodes_ldr_w_and_strb() {

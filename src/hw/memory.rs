@@ -15,6 +15,8 @@ pub enum ReservedKind {
     Node(String),
     /// The hypervisor image.
     Image,
+    /// The hypervisor's heap (taken from RAM at boot).
+    Heap,
     /// The boot DTB itself.
     Dtb,
 }

@@ -149,6 +149,9 @@ pub struct Irq {
     pub edge: bool,
     /// Hardware-linked to this physical INTID.
     pub hw: Option<u32>,
+    /// The level of that physical source (a timer's output) as last
+    /// sampled at a trap: a pending-state read shows it.
+    hw_level: bool,
     /// SPIs: GICv3 IROUTER value, or GICv2 ITARGETSR byte.
     pub route: u64,
     /// GICv2 SGIs: pending per source vCPU (bit n = vCPU n).
@@ -217,9 +220,11 @@ pub struct Vgic {
     /// SPIs linked for good to the physical SPI of the same INTID (an
     /// assigned device's), with their trigger: kept across a reset.
     hw_spis: Vec<(u32, bool)>,
-    /// Physical SPIs whose active state the guest cleared (ICPENDR or
-    /// ICACTIVER while linked): the image deactivates them, from any pCPU.
-    spi_deactivate: Vec<u32>,
+    /// Per linked SPI (as `hw_spis`): its active state the guest cleared
+    /// (ICPENDR or ICACTIVER while linked), so the image deactivates the
+    /// physical one, from any pCPU. Sized when linked, so no trap path
+    /// allocates.
+    spi_deactivate: Vec<bool>,
 }
 
 /// A mask with one bit per vCPU.
@@ -276,6 +281,7 @@ impl Vgic {
         i.edge = edge;
         if !self.hw_spis.iter().any(|&(n, _)| n == intid) {
             self.hw_spis.push((intid, edge));
+            self.spi_deactivate.push(false);
         }
         true
     }
@@ -285,9 +291,12 @@ impl Vgic {
         &self.hw_spis
     }
 
-    /// Physical SPIs to deactivate (and forgets them).
-    pub fn take_spi_deactivate(&mut self) -> Vec<u32> {
-        core::mem::take(&mut self.spi_deactivate)
+    /// Physical SPIs to deactivate (each forgotten as it is yielded).
+    pub fn take_spi_deactivate(&mut self) -> impl Iterator<Item = u32> + '_ {
+        self.hw_spis
+            .iter()
+            .zip(self.spi_deactivate.iter_mut())
+            .filter_map(|(&(id, _), f)| core::mem::take(f).then_some(id))
     }
 
     /// The state after a reset of the domain: everything disabled, not
@@ -311,7 +320,7 @@ impl Vgic {
                 s.edge = edge;
             }
         }
-        self.spi_deactivate.clear();
+        self.spi_deactivate.iter_mut().for_each(|f| *f = false);
         for v in &mut self.vcpus {
             for (i, p) in v.private.iter_mut().enumerate() {
                 *p = fresh(i as u32);
@@ -435,6 +444,38 @@ impl Vgic {
         self.affected(v, intid)
     }
 
+    /// The physical source of private hardware-linked `intid` (a timer's
+    /// output: enabled, condition met, not masked) was sampled at
+    /// `level`. A read of its pending state shows that level (the line's
+    /// real state, even before the physical interrupt reached EL2); and a
+    /// low level withdraws a pending state the source had raised, unless
+    /// the guest already took the interrupt (active): the timer was
+    /// disabled or masked, so the guest must not receive it any more. The
+    /// physical interrupt, left active for the guest to deactivate, is
+    /// deactivated by the vCPU's pCPU (`take_hw_deactivate`). The caller
+    /// took the vCPU's list registers back first. Returns the vCPUs to
+    /// post to.
+    pub fn set_hw_level(&mut self, v: usize, intid: u32, level: bool) -> VcpuMask {
+        if intid >= PRIVATE {
+            return 0;
+        }
+        let Some(c) = self.vcpus.get_mut(v) else {
+            return 0;
+        };
+        let i = &mut c.private[intid as usize];
+        i.hw_level = level;
+        match i.hw {
+            Some(p) if !level && i.pending && !i.active => {
+                i.pending = false;
+                if p < PRIVATE {
+                    c.hw_deactivate |= 1 << p;
+                }
+                bit(v)
+            }
+            _ => 0,
+        }
+    }
+
     /// SGI `sgi` from vCPU `from` to every vCPU in `targets`.
     pub fn send_sgi(&mut self, from: usize, targets: VcpuMask, sgi: u32) -> VcpuMask {
         let targets = targets & self.all();
@@ -473,7 +514,7 @@ impl Vgic {
                 let b = match field {
                     BitField::Group => i.group1,
                     BitField::Enable => i.enabled,
-                    BitField::Pending => i.pending(),
+                    BitField::Pending => i.pending() || (i.hw_level && !i.active),
                     BitField::Active => i.active,
                 };
                 out |= (b as u32) << n;
@@ -532,8 +573,10 @@ impl Vgic {
                         c.hw_deactivate |= 1 << p;
                     }
                 }
-                Some(p) if intid >= PRIVATE && !self.spi_deactivate.contains(&p) => {
-                    self.spi_deactivate.push(p);
+                Some(p) if intid >= PRIVATE => {
+                    if let Some(n) = self.hw_spis.iter().position(|&(id, _)| id == p) {
+                        self.spi_deactivate[n] = true;
+                    }
                 }
                 _ => {}
             }

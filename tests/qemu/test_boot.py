@@ -1,5 +1,6 @@
 """QEMU boot tests of the dtvisor image (pytest; run by scripts/test)."""
 import os
+import re
 import shutil
 import struct
 
@@ -22,7 +23,11 @@ def test_kernel_boot_gicv3_4cpus(qemu, image):
         for want in ("4 CPUs", "2 GiB RAM", "GICv3", "pl011"):
             if want not in line:
                 q.fail(f"machine line lacks {want!r}: {line}")
-        q.expect(r"discovery took \d+ us")
+        # The reserved list names each range for what it is.
+        t = q.expect(r"discovery took \d+ us").string[:q.pos].decode("utf-8", "replace")
+        for kind in ("Image", "Dtb", "Heap"):
+            if not re.search(rf"reserved \[0x[0-9a-f]+, 0x[0-9a-f]+\) {kind}\r?\n", t):
+                q.fail(f"no reserved range named {kind}")
 
 
 def test_kernel_boot_smp1(qemu, image):

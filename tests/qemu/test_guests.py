@@ -359,3 +359,18 @@ def test_dtb_with_more_cpus_than_the_machine(qemu, two_domains):
         q.expect(r"a physical CPU the domains need did not start: no domain started; dtvisor stays up on its"
                  r" console", 10)
         q.not_seen(r"guest: hello")
+
+
+@pytest.mark.parametrize("gic", [3, 2])
+def test_a_stopped_timer_raises_no_interrupt(qemu, two_domains, gic):
+    """For the virtual and the physical timer, stopped by disabling it and
+    by IMASK (the test guest's `timer-off`): while it fires, the guest's
+    GICR_ISPENDR0 (GICD_ISPENDR0 on GICv2) shows it pending; once stopped
+    the bit reads clear and its interrupt never arrives, as the
+    architecture gives it (a stale interrupt arrived after the stop)."""
+    args = two_domains(f"timer-off-v{gic}", "timer-off", "spin", gic=gic)
+    with qemu(f"timer-off-v{gic}", args, gic=gic) as q:
+        m = q.expect(r"\(domU1\) guest: timer-off summary pass=(\d+) fail=(\d+)", 120)
+        fails = re.findall(rb"\(domU1\) guest: FAIL timer-off[^\r\n]*", q.buf)
+        if m.group(2) != b"0" or m.group(1) != b"12":
+            q.fail(f"timer-off: pass={m.group(1).decode()} fail={m.group(2).decode()}: {fails}")

@@ -18,6 +18,7 @@
 
 use super::exception::TrapFrame;
 use core::arch::asm;
+use dtvisor::emul::inject;
 
 pub const HCR_VM: u64 = 1 << 0;
 pub const HCR_SWIO: u64 = 1 << 1;
@@ -86,6 +87,12 @@ pub(crate) use sysreg;
 /// loops.
 pub fn timer_access_and_event_stream() {
     sysreg!(write "cnthctl_el2", 3 | (1 << 2) | (15 << 4));
+}
+
+/// CNTV_CTL_EL0 and CNTP_CTL_EL0 of the vCPU this pCPU runs (its EL1
+/// timers stay live in the CPU between traps).
+pub fn timer_controls() -> (u64, u64) {
+    (sysreg!(read "cntv_ctl_el0"), sysreg!(read "cntp_ctl_el0"))
 }
 
 /// The EL1 (and EL0) system registers of one vCPU.
@@ -260,24 +267,18 @@ pub fn run(entry: u64, arg: u64, stack_top: u64) -> ! {
 }
 
 /// Makes the guest take a synchronous exception to its EL1 vector: `esr`
-/// and `far` as given, ELR/SPSR the interrupted state in `frame`.
+/// and `far` as given, ELR/SPSR the interrupted state in `frame`, and the
+/// PSTATE the architecture gives on entry (`emul::inject`).
 pub fn inject_sync(frame: &mut TrapFrame, esr: u64, far: u64) {
     let vbar = sysreg!(read "vbar_el1");
-    let offset = if frame.spsr & 0x10 != 0 {
-        0x600 // AArch32 EL0: lower EL, AArch32
-    } else {
-        match frame.spsr & 0xf {
-            0b0101 => 0x200, // EL1h: current EL with SP_ELx
-            0b0100 => 0x000, // EL1t: current EL with SP_EL0
-            _ => 0x400,      // EL0: lower EL, AArch64
-        }
-    };
+    let sctlr = sysreg!(read "sctlr_el1");
+    let mte = (sysreg!(read "id_aa64pfr1_el1") >> 8) & 0xf != 0;
     sysreg!(write "elr_el1", frame.elr);
     sysreg!(write "spsr_el1", frame.spsr);
     sysreg!(write "esr_el1", esr);
     sysreg!(write "far_el1", far);
-    frame.elr = vbar + offset;
-    frame.spsr = SPSR_EL1H_MASKED;
+    frame.elr = vbar + inject::sync_vector(frame.spsr);
+    frame.spsr = inject::entry_pstate(frame.spsr, sctlr, mte);
 }
 
 /// Whether the trapped instruction came from guest EL1 (else EL0).

@@ -540,6 +540,86 @@ fn timer_test(n: u32, c: &mut Checks) {
     c.check(got == n, format_args!("irq-timer {n}"));
 }
 
+/// The `timer-off` word: for the virtual and the physical timer, and for
+/// each way to stop one (disable, IMASK), with IRQs masked: fire it, read
+/// its pending state (set), stop it, read it again (clear), then unmask
+/// IRQs for 5 ms: its interrupt must not arrive.
+pub fn timer_off(info: &fdt::Info) {
+    let mut c = Checks { pass: 0, fail: 0 };
+    if let Err(e) = setup(info) {
+        c.check(false, format_args!("timer-off gic ({e})"));
+    } else {
+        for (name, intid) in [("virtual", vtimer()), ("physical", ptimer())] {
+            for (how, ctl) in [("disabled", 0u64), ("masked", 3u64)] {
+                timer_off_case(name, intid, how, ctl, &mut c);
+            }
+        }
+    }
+    say!("guest: timer-off summary pass={} fail={}", c.pass, c.fail);
+}
+
+/// This CPU's view of GICR_ISPENDR0 (GICv3) or the banked GICD_ISPENDR0.
+fn private_pending() -> u32 {
+    if version() == 3 {
+        match find_redist(read_mpidr()) {
+            Some(rd) => rd32(rd + 0x1_0000 + 0x200),
+            None => 0,
+        }
+    } else {
+        rd32(gicd() + 0x200)
+    }
+}
+
+fn set_timer_ctl(intid: u64, ctl: u64) {
+    if intid == vtimer() {
+        // SAFETY: the guest's own virtual timer.
+        unsafe { core::arch::asm!("msr cntv_ctl_el0, {}", "isb", in(reg) ctl) };
+    } else {
+        // SAFETY: the guest's own physical timer.
+        unsafe { core::arch::asm!("msr cntp_ctl_el0, {}", "isb", in(reg) ctl) };
+    }
+}
+
+fn timer_ctl(intid: u64) -> u64 {
+    let v: u64;
+    if intid == vtimer() {
+        // SAFETY: reading the guest's own timer control.
+        unsafe { core::arch::asm!("mrs {}, cntv_ctl_el0", out(reg) v) };
+    } else {
+        // SAFETY: as above.
+        unsafe { core::arch::asm!("mrs {}, cntp_ctl_el0", out(reg) v) };
+    }
+    v
+}
+
+fn timer_off_case(name: &str, intid: u64, how: &str, stop: u64, c: &mut Checks) {
+    let bit = 1u32 << intid;
+    let base = count(0, intid);
+    // IRQs are masked (PSTATE.I) outside waits: fire the timer now.
+    if intid == vtimer() {
+        // SAFETY: the guest's own virtual timer, due at once.
+        unsafe { core::arch::asm!("msr cntv_tval_el0, xzr", "isb") };
+    } else {
+        // SAFETY: the guest's own physical timer, due at once.
+        unsafe { core::arch::asm!("msr cntp_tval_el0, xzr", "isb") };
+    }
+    set_timer_ctl(intid, 1);
+    let firing = wait(|| timer_ctl(intid) & 4 != 0, five_seconds(), false, || {});
+    // Let the physical interrupt reach the hypervisor (1 ms).
+    let t = now();
+    wait(|| now() > t + freq() / 1000, five_seconds(), false, || {});
+    let before = private_pending() & bit != 0;
+    c.check(firing && before, format_args!("timer-off {name} pending while firing"));
+    set_timer_ctl(intid, stop);
+    let after = private_pending() & bit != 0;
+    c.check(!after, format_args!("timer-off {name} {how}: pending clear"));
+    let t = now();
+    wait(|| count(0, intid) != base, freq() / 200, true, || {});
+    let got = count(0, intid).wrapping_sub(base);
+    c.check(got == 0, format_args!("timer-off {name} {how}: no interrupt after ({got} taken, waited {} ticks)", now() - t));
+    set_timer_ctl(intid, 0);
+}
+
 fn sgi_test(info: &fdt::Info, m: u32, hold: bool, entry: u64, c: &mut Checks) {
     let me = read_mpidr();
     let Some(&peer) = info.cpus().iter().find(|&&x| x != me) else {

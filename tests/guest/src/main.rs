@@ -283,6 +283,9 @@ extern "C" fn guest_main(dtb: usize, base: usize, relocs: usize) -> ! {
     if has_word(args, "irqs") {
         irq::run(&info, args, hold, entry);
     }
+    if has_word(args, "timer-off") {
+        irq::timer_off(&info);
+    }
     if has_word(args, "bench") {
         bench::run(&info, entry);
     }
