@@ -257,6 +257,9 @@ extern "C" fn primary_main(dtb_pa: u64, load: u64, t_entry: u64) -> ! {
     mmu::enable(&m, true);
     arch::smp::publish_mmu(m);
     console::locks_ready();
+    // Every EL2 control register as dtvisor decides it, none as firmware
+    // left it.
+    arch::vcpu::write_el2_controls();
 
     let (img_start, img_end) = boot::image_range();
     let image = Range::new(img_start, img_end);

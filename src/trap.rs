@@ -120,6 +120,15 @@ fn sysreg(vm: &vmm::Vm, vi: usize, frame: &mut TrapFrame, esr: u64) {
             vmm::sgi(vm, vi, v);
             frame.elr += 4;
         }
+        SysReg::Actlr | SysReg::ErrorRecord => {
+            if a.read && a.rt != 31 {
+                frame.x[a.rt as usize] = match a.reg() {
+                    SysReg::Actlr => sysreg!(read "actlr_el1"),
+                    _ => 0,
+                };
+            }
+            frame.elr += 4;
+        }
         _ => {
             if let Some(n) = vm.unhandled.due() {
                 vmm::log_vm(

@@ -316,6 +316,8 @@ pub fn idle() -> ! {
                     );
                 }
                 vcpu::configure_el2(vm.vtcr, vm.vttbr, vm.cntvoff.load(Ordering::Acquire));
+                // Nothing of an earlier life on this pCPU reaches the next.
+                vcpu::clear_cpu_state();
                 vcpu::El1Regs::reset(vcpu_mpidr(vi as u64)).load();
                 if vm.vgic.is_some() {
                     // A fresh CPU interface; timers left active by an

@@ -24,6 +24,14 @@ pub enum SysReg {
     IccAsgi1r,
     /// ICC_SGI0R_EL1: group 0 SGI.
     IccSgi0r,
+    /// ACTLR_EL1 (trapped by HCR_EL2.TACR): reads what the hardware holds
+    /// (as KVM and Xen answer), writes are ignored, so no guest changes
+    /// the CPU's IMPLEMENTATION DEFINED behaviour or leaves state in it.
+    Actlr,
+    /// The RAS error record registers (ERRIDR_EL1, ERRSELR_EL1, ERX*_EL1;
+    /// trapped by HCR_EL2.TERR where the CPU has RAS): RAZ/WI, so a guest
+    /// sees no error records (ERRIDR_EL1.NUM = 0).
+    ErrorRecord,
     Other,
 }
 
@@ -46,6 +54,8 @@ impl SysRegAccess {
             (3, 0, 12, 11, 5) => SysReg::IccSgi1r,
             (3, 1, 12, 11, 6) => SysReg::IccAsgi1r,
             (3, 2, 12, 11, 7) => SysReg::IccSgi0r,
+            (3, 0, 1, 0, 1) => SysReg::Actlr,
+            (3, 0, 5, 3..=5, _) => SysReg::ErrorRecord,
             _ => SysReg::Other,
         }
     }
@@ -73,6 +83,23 @@ mod tests {
     /// ISS of `msr <reg>, x<rt>` (or mrs) as the architecture lays it out.
     fn iss(op0: u64, op1: u64, crn: u64, crm: u64, op2: u64, rt: u64, read: bool) -> u64 {
         (op0 << 20) | (op2 << 17) | (op1 << 14) | (crn << 10) | (rt << 5) | (crm << 1) | read as u64
+    }
+
+    #[test]
+    fn actlr_and_error_records_decode() {
+        let reg = |op0, op1, crn, crm, op2| {
+            SysRegAccess::decode((0x18 << 26) | iss(op0, op1, crn, crm, op2, 0, true)).reg()
+        };
+        assert_eq!(reg(3, 0, 1, 0, 1), SysReg::Actlr);
+        assert_eq!(reg(3, 0, 1, 0, 0), SysReg::Other, "SCTLR_EL1");
+        assert_eq!(reg(3, 0, 5, 3, 0), SysReg::ErrorRecord, "ERRIDR_EL1");
+        assert_eq!(reg(3, 0, 5, 3, 1), SysReg::ErrorRecord, "ERRSELR_EL1");
+        assert_eq!(reg(3, 0, 5, 4, 2), SysReg::ErrorRecord, "ERXSTATUS_EL1");
+        assert_eq!(reg(3, 0, 5, 5, 1), SysReg::ErrorRecord, "ERXMISC1_EL1");
+        assert_eq!(reg(3, 0, 5, 2, 0), SysReg::Other, "ESR_EL1");
+        assert_eq!(reg(3, 0, 5, 6, 0), SysReg::Other, "TFSR_EL1");
+        // IMPLEMENTATION DEFINED (CRn 11, 15): not emulated (UNDEF).
+        assert_eq!(reg(3, 1, 15, 2, 0), SysReg::Other);
     }
 
     #[test]

@@ -374,3 +374,26 @@ def test_a_stopped_timer_raises_no_interrupt(qemu, two_domains, gic):
         fails = re.findall(rb"\(domU1\) guest: FAIL timer-off[^\r\n]*", q.buf)
         if m.group(2) != b"0" or m.group(1) != b"12":
             q.fail(f"timer-off: pass={m.group(1).decode()} fail={m.group(2).decode()}: {fails}")
+
+
+@pytest.mark.parametrize("cpu", ["cortex-a57", "max"])
+def test_nothing_survives_from_one_life_to_the_next(qemu, two_domains, cpu):
+    """The test guest's `leak` word: every life checks that FP/SIMD, the
+    FP control and status, the thread ids, the PMU, breakpoints,
+    watchpoints and MDSCR (and on `-cpu max` SVE, SME, pointer
+    authentication keys and MTE) read their reset values, then writes
+    patterns into all of them and resets its domain: the lives after a
+    reset find none of them."""
+    args = two_domains(f"leak-{cpu}", "leak", "spin", cpus=(1, 1))
+    extra = ",mte=on" if cpu == "max" else ""
+    with qemu(f"leak-{cpu}", args, cpu=cpu, machine_extra=extra, limit=180) as q:
+        lives = []
+        for _ in range(3):
+            m = q.expect(r"\(domU1\) guest: leak life checked pass=(\d+) fail=(\d+) \(([^)]*)\)", 120)
+            lives.append((int(m.group(1)), int(m.group(2)), m.group(3).decode()))
+        fails = sorted(set(re.findall(rb"\(domU1\) guest: FAIL leak[^\r\n]*", q.buf)))
+        if any(f for _, f, _ in lives) or fails:
+            q.fail(f"state survived a reset: {lives} {fails}")
+        if cpu == "max" and lives[0][2] != "sve=1 sme=1 pauth=1 mte2=1 pmu=1":
+            q.fail(f"-cpu max should offer every feature checked: {lives[0][2]}")
+        q.expect(r"\(dtvisor\) domU1: SYSTEM_RESET: restarting the domain", 1)

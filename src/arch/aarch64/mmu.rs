@@ -11,7 +11,7 @@
 
 use aarch64_cpu::asm::barrier;
 use aarch64_cpu::registers::{
-    ReadWriteable, Readable, Writeable, ID_AA64MMFR0_EL1, MAIR_EL2, SCTLR_EL2, TCR_EL2, TTBR0_EL2,
+    Readable, Writeable, ID_AA64MMFR0_EL1, MAIR_EL2, SCTLR_EL2, TCR_EL2, TTBR0_EL2,
 };
 use aarch64_paging::descriptor::{El23Attributes, PhysicalAddress};
 use aarch64_paging::paging::{Constraints, El2, MemoryRegion, PageTable, RootTable, Translation};
@@ -177,12 +177,10 @@ pub fn enable(m: &El2Mmu, boot: bool) {
     barrier::isb(barrier::SY);
     // SAFETY: invalidating all EL2 TLB entries has no memory effects.
     unsafe { core::arch::asm!("tlbi alle2", "dsb nsh", "isb") };
-    SCTLR_EL2.modify(
-        SCTLR_EL2::M::Enable
-            + SCTLR_EL2::C::Cacheable
-            + SCTLR_EL2::I::Cacheable
-            + SCTLR_EL2::WXN::Enable,
-    );
+    // SCTLR_EL2 in full (el2cfg): MMU, caches, WXN and the rest decided
+    // there, nothing inherited from firmware.
+    let f = dtvisor::hw::cpufeat::Features::from_ids(&super::vcpu::id_regs());
+    SCTLR_EL2.set(dtvisor::hw::el2cfg::sctlr_el2(&f, true));
     barrier::isb(barrier::SY);
 }
 

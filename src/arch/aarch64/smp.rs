@@ -45,6 +45,7 @@ extern "C" fn secondary_main(idx: u64) -> ! {
         Some(m) => mmu::enable(m, false),
         None => super::halt(),
     }
+    super::vcpu::write_el2_controls();
     super::spectre::init_secondary(idx as usize);
     crate::vmm::init_secondary_gic(idx as usize);
     crate::vmm::idle()

@@ -1,16 +1,14 @@
 //! vCPU state at EL2: the hypervisor configuration register, the EL1
 //! system registers of a guest CPU, and entering a guest.
 //!
-//! HCR_EL2 choices: VM (stage 2 on), SWIO, FMO/IMO/AMO (physical
-//! interrupts and SErrors come to EL2; guests see the virtual ones), TSC
-//! (SMC traps, so PSCI over SMC is emulated too), RW (AArch64 EL1), and
-//! APK/API (pointer authentication) and ATA (MTE tags) where the CPU has
-//! them, so a guest can use every feature its ID registers advertise.
-//! TWI and TWE are clear: each vCPU owns its pCPU (static partitioning),
-//! so a guest WFI idles the real CPU directly. That still wakes correctly
-//! for virtual interrupts: a pending list register wakes the WFI, and
-//! anything posted from elsewhere arrives as a physical kick SGI, which
-//! wakes the CPU, traps to EL2 and refills the list registers.
+//! The EL2 control registers (HCR_EL2, MDCR_EL2, CPTR_EL2, the
+//! fine-grained traps, ...) are decided in `dtvisor::hw::el2cfg` from the
+//! CPU's ID registers and written here. TWI and TWE are clear: each vCPU
+//! owns its pCPU (static partitioning), so a guest WFI idles the real CPU
+//! directly. That still wakes correctly for virtual interrupts: a pending
+//! list register wakes the WFI, and anything posted from elsewhere
+//! arrives as a physical kick SGI, which wakes the CPU, traps to EL2 and
+//! refills the list registers.
 //!
 //! The guest's registers stay live in the CPU between traps (nothing else
 //! runs on its pCPU), so SVE/SME/FP state needs no switching: CPTR_EL2
@@ -19,48 +17,32 @@
 use super::exception::TrapFrame;
 use core::arch::asm;
 use dtvisor::emul::inject;
+use dtvisor::hw::cpufeat::{Features, IdRegs};
+use dtvisor::hw::el2cfg;
 
-pub const HCR_VM: u64 = 1 << 0;
-pub const HCR_SWIO: u64 = 1 << 1;
-pub const HCR_FMO: u64 = 1 << 3;
-pub const HCR_IMO: u64 = 1 << 4;
-pub const HCR_AMO: u64 = 1 << 5;
-pub const HCR_TSC: u64 = 1 << 19;
-pub const HCR_RW: u64 = 1 << 31;
-pub const HCR_APK: u64 = 1 << 40;
-pub const HCR_API: u64 = 1 << 41;
-pub const HCR_ATA: u64 = 1 << 56;
-pub const HCR_GUEST: u64 = HCR_VM | HCR_SWIO | HCR_FMO | HCR_IMO | HCR_AMO | HCR_TSC | HCR_RW;
-
-/// Feature fields of the ID registers that decide trap settings.
-struct Features {
-    sve: bool,
-    sme: bool,
-    sme_fa64: bool,
-    pauth: bool,
-    mte2: bool,
-    pmu_counters: Option<u64>,
+/// This CPU's ID registers, raw (decoded by `dtvisor::hw::cpufeat`).
+pub fn id_regs() -> IdRegs {
+    IdRegs {
+        pfr0: sysreg!(read "id_aa64pfr0_el1"),
+        pfr1: sysreg!(read "id_aa64pfr1_el1"),
+        dfr0: sysreg!(read "id_aa64dfr0_el1"),
+        isar1: sysreg!(read "id_aa64isar1_el1"),
+        isar2: sysreg!(read "s3_0_c0_c6_2"), // ID_AA64ISAR2_EL1
+        mmfr0: sysreg!(read "id_aa64mmfr0_el1"),
+        mmfr1: sysreg!(read "id_aa64mmfr1_el1"),
+        mmfr2: sysreg!(read "id_aa64mmfr2_el1"),
+        mmfr3: sysreg!(read "s3_0_c0_c7_3"), // ID_AA64MMFR3_EL1
+        smfr0: sysreg!(read "s3_0_c0_c4_5"), // ID_AA64SMFR0_EL1
+    }
 }
 
 fn features() -> Features {
-    let pfr0 = sysreg!(read "id_aa64pfr0_el1");
-    let pfr1 = sysreg!(read "id_aa64pfr1_el1");
-    let isar1 = sysreg!(read "id_aa64isar1_el1");
-    let isar2 = sysreg!(read "s3_0_c0_c6_2"); // ID_AA64ISAR2_EL1
-    let dfr0 = sysreg!(read "id_aa64dfr0_el1");
-    let sme = (pfr1 >> 24) & 0xf != 0;
-    let pmuver = (dfr0 >> 8) & 0xf;
-    Features {
-        sve: (pfr0 >> 32) & 0xf != 0,
-        sme,
-        sme_fa64: sme && sysreg!(read "s3_0_c0_c4_5") >> 63 != 0, // ID_AA64SMFR0_EL1.FA64
-        // ISAR1 APA, API, GPA, GPI; ISAR2 GPA3, APA3.
-        pauth: isar1 & 0xff00_0ff0 != 0 || isar2 & 0xff00 != 0,
-        mte2: (pfr1 >> 8) & 0xf >= 2,
-        // PMUv3 implemented (not 0, not IMPLEMENTATION DEFINED 0xf): PMCR_EL0.N.
-        pmu_counters: (pmuver != 0 && pmuver != 0xf)
-            .then(|| (sysreg!(read "pmcr_el0") >> 11) & 0x1f),
-    }
+    Features::from_ids(&id_regs())
+}
+
+/// PMCR_EL0.N: the event counters of this CPU's PMUv3 (with one).
+fn pmu_counters(f: &Features) -> Option<u64> {
+    f.pmu().then(|| (sysreg!(read "pmcr_el0") >> 11) & 0x1f)
 }
 
 /// SPSR for entering EL1h with D, A, I, F masked (Linux boot protocol).
@@ -206,41 +188,218 @@ impl El1Regs {
     }
 }
 
-/// EL2 settings for running guests on this CPU: trap configuration,
-/// timers, and the domain's stage-2 (VTCR/VTTBR with its VMID).
-/// `cntvoff` is the domain's virtual counter offset.
-pub fn configure_el2(vtcr: u64, vttbr: u64, cntvoff: u64) {
+/// Clears what one life of a vCPU could leave in its pCPU for the next
+/// (a domain's restart, a vCPU's CPU_ON after CPU_OFF): FP/SIMD and
+/// FPCR/FPSR; SVE Z, P and FFR, ZCR_EL1; SME streaming mode, ZA and ZT0
+/// (SMSTOP), SMCR_EL1, SMPRI_EL1, TPIDR2_EL0; pointer-authentication
+/// keys; MTE's GCR, RGSR, TFSR and TFSRE0; the PMU's counters, their
+/// configuration and enables; breakpoints, watchpoints and MDSCR_EL1;
+/// SCXTNUM. The EL1 context proper is `El1Regs::reset`.
+/// ACTLR_EL1 and the IMPLEMENTATION DEFINED registers hold no guest
+/// state: HCR_EL2.TACR and TIDCP trap them (ACTLR_EL1 reads only, the
+/// others UNDEF).
+pub fn clear_cpu_state() {
     let f = features();
+    if f.sme {
+        // SAFETY: SMSTOP leaves streaming mode and disables ZA (and ZT0):
+        // their contents are gone; the Advanced SIMD instructions below
+        // are legal again.
+        unsafe { asm!(".arch_extension sme", "smstop", options(nostack)) };
+        sysreg!(write "s3_0_c1_c2_6", 0); // SMCR_EL1
+        sysreg!(write "s3_0_c1_c2_4", 0); // SMPRI_EL1
+        sysreg!(write "s3_3_c13_c0_5", 0); // TPIDR2_EL0
+    }
+    // SAFETY: EL2 may use FP/SIMD (CPTR_EL2.TFP clear); zeroing the
+    // vector registers (and, with SVE, the Z registers' upper bits, which
+    // an Advanced SIMD write zeroes) and the FP control and status.
+    unsafe {
+        asm!(
+            ".arch_extension fp",
+            ".arch_extension simd",
+            "msr fpcr, xzr",
+            "msr fpsr, xzr",
+            "movi v0.16b, #0",
+            "movi v1.16b, #0",
+            "movi v2.16b, #0",
+            "movi v3.16b, #0",
+            "movi v4.16b, #0",
+            "movi v5.16b, #0",
+            "movi v6.16b, #0",
+            "movi v7.16b, #0",
+            "movi v8.16b, #0",
+            "movi v9.16b, #0",
+            "movi v10.16b, #0",
+            "movi v11.16b, #0",
+            "movi v12.16b, #0",
+            "movi v13.16b, #0",
+            "movi v14.16b, #0",
+            "movi v15.16b, #0",
+            "movi v16.16b, #0",
+            "movi v17.16b, #0",
+            "movi v18.16b, #0",
+            "movi v19.16b, #0",
+            "movi v20.16b, #0",
+            "movi v21.16b, #0",
+            "movi v22.16b, #0",
+            "movi v23.16b, #0",
+            "movi v24.16b, #0",
+            "movi v25.16b, #0",
+            "movi v26.16b, #0",
+            "movi v27.16b, #0",
+            "movi v28.16b, #0",
+            "movi v29.16b, #0",
+            "movi v30.16b, #0",
+            "movi v31.16b, #0",
+            options(nostack, nomem)
+        )
+    };
+    if f.sve {
+        // SAFETY: SVE not trapped at EL2 (CPTR_EL2.TZ clear); the
+        // predicate registers and FFR zeroed.
+        unsafe {
+            asm!(
+                ".arch_extension sve",
+                "pfalse p0.b",
+                "wrffr p0.b",
+                "pfalse p1.b",
+                "pfalse p2.b",
+                "pfalse p3.b",
+                "pfalse p4.b",
+                "pfalse p5.b",
+                "pfalse p6.b",
+                "pfalse p7.b",
+                "pfalse p8.b",
+                "pfalse p9.b",
+                "pfalse p10.b",
+                "pfalse p11.b",
+                "pfalse p12.b",
+                "pfalse p13.b",
+                "pfalse p14.b",
+                "pfalse p15.b",
+                options(nostack, nomem)
+            )
+        };
+        sysreg!(write "s3_0_c1_c2_0", 0); // ZCR_EL1
+    }
+    if f.pauth {
+        sysreg!(write "s3_0_c2_c1_0", 0); // APIAKeyLo_EL1
+        sysreg!(write "s3_0_c2_c1_1", 0);
+        sysreg!(write "s3_0_c2_c1_2", 0); // APIBKey
+        sysreg!(write "s3_0_c2_c1_3", 0);
+        sysreg!(write "s3_0_c2_c2_0", 0); // APDAKey
+        sysreg!(write "s3_0_c2_c2_1", 0);
+        sysreg!(write "s3_0_c2_c2_2", 0); // APDBKey
+        sysreg!(write "s3_0_c2_c2_3", 0);
+        sysreg!(write "s3_0_c2_c3_0", 0); // APGAKey
+        sysreg!(write "s3_0_c2_c3_1", 0);
+    }
+    if f.mte2 {
+        sysreg!(write "s3_0_c1_c0_6", 0); // GCR_EL1
+        sysreg!(write "s3_0_c1_c0_5", 0); // RGSR_EL1
+        sysreg!(write "s3_0_c5_c6_0", 0); // TFSR_EL1
+        sysreg!(write "s3_0_c5_c6_1", 0); // TFSRE0_EL1
+    }
+    if f.scxtnum {
+        sysreg!(write "s3_0_c13_c0_7", 0); // SCXTNUM_EL1
+        sysreg!(write "s3_3_c13_c0_7", 0); // SCXTNUM_EL0
+    }
+    if let Some(n) = pmu_counters(&f) {
+        // Counters reset (P, C), disabled; no overflow, interrupt or
+        // EL0 access; every event type and filter cleared.
+        sysreg!(write "pmcr_el0", 0b110);
+        sysreg!(write "pmcntenclr_el0", !0);
+        sysreg!(write "pmintenclr_el1", !0);
+        sysreg!(write "pmovsclr_el0", !0);
+        sysreg!(write "pmuserenr_el0", 0);
+        sysreg!(write "pmccfiltr_el0", 0);
+        for i in 0..n {
+            sysreg!(write "pmselr_el0", i);
+            sysreg!(write "pmxevtyper_el0", 0);
+        }
+        sysreg!(write "pmselr_el0", 0);
+        sysreg!(write "pmcr_el0", 0);
+    }
+    clear_debug(f.brps, f.wrps);
+}
+
+/// Breakpoints and watchpoints (`brps`, `wrps` of them), MDSCR_EL1 and
+/// the debug communications interrupt enable. (The claim tags are an
+/// external debugger's, and QEMU does not implement them.)
+fn clear_debug(brps: u8, wrps: u8) {
+    // Each register by name (the encoding carries n): written directly.
+    macro_rules! clear {
+        ($count:expr, $ctl:literal, $val:literal, $($n:literal),*) => {$(
+            if $n < $count {
+                // SAFETY: a debug register of the guest's EL1 context.
+                unsafe {
+                    asm!(
+                        concat!("msr ", $ctl, $n, "_el1, xzr"),
+                        concat!("msr ", $val, $n, "_el1, xzr"),
+                        options(nostack, nomem)
+                    )
+                };
+            }
+        )*};
+    }
+    clear!(brps, "dbgbcr", "dbgbvr", 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    clear!(wrps, "dbgwcr", "dbgwvr", 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    sysreg!(write "mdscr_el1", 0);
+    sysreg!(write "mdccint_el1", 0);
+}
+
+/// Writes every EL2 control register `dtvisor::hw::el2cfg` decides for
+/// this CPU (nothing is left as firmware set it). Each CPU does this at
+/// boot, and again before each vCPU start.
+pub fn write_el2_controls() {
+    let f = features();
+    let c = el2cfg::guest_config(&f, pmu_counters(&f));
     sysreg!(write "vpidr_el2", sysreg!(read "midr_el1"));
-    // CPTR_EL2 (no VHE): RES1 bits 0-7, 9, 13; TZ (8) and TSM (12) are
-    // RES1 too where SVE or SME is absent, and clear (no trap) otherwise.
-    // TFP, TTA, TAM, TCPAC clear: FP/SIMD, trace, AMU, CPACR not trapped.
-    let cptr = 0x22ff | ((!f.sve as u64) << 8) | ((!f.sme as u64) << 12);
-    sysreg!(write "cptr_el2", cptr);
+    sysreg!(write "cptr_el2", c.cptr);
     // SAFETY: a barrier, so ZCR/SMCR below are not trapped.
     unsafe { asm!("isb", options(nostack)) };
-    if f.sve {
-        sysreg!(write "s3_4_c1_c2_0", 0xf); // ZCR_EL2.LEN: the largest vector length
+    if let Some(v) = c.zcr {
+        sysreg!(write "s3_4_c1_c2_0", v); // ZCR_EL2
     }
-    if f.sme {
-        // SMCR_EL2: the largest streaming vector length; FA64 where offered.
-        sysreg!(write "s3_4_c1_c2_6", 0xf | ((f.sme_fa64 as u64) << 31));
+    if let Some(v) = c.smcr {
+        sysreg!(write "s3_4_c1_c2_6", v); // SMCR_EL2
     }
-    // MDCR_EL2.HPMN = every counter to EL1 (HPMN = 0 is UNPREDICTABLE
-    // without FEAT_HPMN0); no debug or PMU traps.
-    sysreg!(write "mdcr_el2", f.pmu_counters.unwrap_or(0));
+    sysreg!(write "mdcr_el2", c.mdcr);
+    if let Some(v) = c.hcrx {
+        sysreg!(write "s3_4_c1_c2_2", v); // HCRX_EL2
+    }
+    if let Some(g) = c.fgt {
+        sysreg!(write "s3_4_c1_c1_4", g.hfgrtr); // HFGRTR_EL2
+        sysreg!(write "s3_4_c1_c1_5", g.hfgwtr); // HFGWTR_EL2
+        sysreg!(write "s3_4_c1_c1_6", g.hfgitr); // HFGITR_EL2
+        sysreg!(write "s3_4_c3_c1_4", g.hdfgrtr); // HDFGRTR_EL2
+        sysreg!(write "s3_4_c3_c1_5", g.hdfgwtr); // HDFGWTR_EL2
+        if let Some(v) = g.hafgrtr {
+            sysreg!(write "s3_4_c3_c1_6", v); // HAFGRTR_EL2
+        }
+    }
+    if let Some(v) = c.mpam2 {
+        sysreg!(write "s3_4_c10_c5_0", v); // MPAM2_EL2
+    }
+    if let Some(v) = c.pmscr {
+        sysreg!(write "s3_4_c9_c9_0", v); // PMSCR_EL2
+    }
+    if let Some(v) = c.trfcr {
+        sysreg!(write "s3_4_c1_c2_1", v); // TRFCR_EL2
+    }
     timer_access_and_event_stream();
+    sysreg!(write "hcr_el2", c.hcr);
+    // SAFETY: a barrier: the new controls apply from here.
+    unsafe { asm!("isb", options(nostack)) };
+}
+
+/// EL2 settings for running guests on this CPU: the control registers
+/// (`write_el2_controls`), and the domain's stage-2 (VTCR/VTTBR with its
+/// VMID) and virtual counter offset `cntvoff`.
+pub fn configure_el2(vtcr: u64, vttbr: u64, cntvoff: u64) {
+    write_el2_controls();
     sysreg!(write "cntvoff_el2", cntvoff);
     sysreg!(write "vtcr_el2", vtcr);
     sysreg!(write "vttbr_el2", vttbr);
-    let mut hcr = HCR_GUEST;
-    if f.pauth {
-        hcr |= HCR_APK | HCR_API;
-    }
-    if f.mte2 {
-        hcr |= HCR_ATA;
-    }
-    sysreg!(write "hcr_el2", hcr);
     // SAFETY: barriers and invalidation of this VMID's stage-1+2 TLB
     // entries (VTTBR selects the VMID) have no memory effects.
     unsafe { asm!("isb", "tlbi vmalls12e1", "dsb nsh", "isb", options(nostack)) };

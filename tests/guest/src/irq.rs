@@ -609,14 +609,26 @@ fn timer_off_case(name: &str, intid: u64, how: &str, stop: u64, c: &mut Checks) 
     let t = now();
     wait(|| now() > t + freq() / 1000, five_seconds(), false, || {});
     let before = private_pending() & bit != 0;
-    c.check(firing && before, format_args!("timer-off {name} pending while firing"));
+    c.check(
+        firing && before,
+        format_args!("timer-off {name} pending while firing"),
+    );
     set_timer_ctl(intid, stop);
     let after = private_pending() & bit != 0;
-    c.check(!after, format_args!("timer-off {name} {how}: pending clear"));
+    c.check(
+        !after,
+        format_args!("timer-off {name} {how}: pending clear"),
+    );
     let t = now();
     wait(|| count(0, intid) != base, freq() / 200, true, || {});
     let got = count(0, intid).wrapping_sub(base);
-    c.check(got == 0, format_args!("timer-off {name} {how}: no interrupt after ({got} taken, waited {} ticks)", now() - t));
+    c.check(
+        got == 0,
+        format_args!(
+            "timer-off {name} {how}: no interrupt after ({got} taken, waited {} ticks)",
+            now() - t
+        ),
+    );
     set_timer_ctl(intid, 0);
 }
 

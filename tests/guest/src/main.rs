@@ -99,6 +99,7 @@ macro_rules! say {
 mod attack;
 mod bench;
 mod irq;
+mod leak;
 
 fn getc() -> Option<u8> {
     let base = uart();
@@ -285,6 +286,9 @@ extern "C" fn guest_main(dtb: usize, base: usize, relocs: usize) -> ! {
     }
     if has_word(args, "timer-off") {
         irq::timer_off(&info);
+    }
+    if has_word(args, "leak") {
+        leak::run();
     }
     if has_word(args, "bench") {
         bench::run(&info, entry);
