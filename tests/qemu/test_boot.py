@@ -84,15 +84,21 @@ def test_uboot_booti_other_address(qemu, image, uboot_bin, work):
             q.fail(f"expected 4 CPUs: {line}")
 
 
+def selftest_dtb(work, word):
+    """QEMU's DTB with `dtvisor.selftest=WORD` on the hypervisor's command
+    line (xen,xen-bootargs); returns its path."""
+    frag = os.path.join(work, "selftest.dtsi")
+    with open(frag, "w") as f:
+        f.write(f'/ {{ chosen {{ xen,xen-bootargs = "dtvisor.selftest={word}"; }}; }};\n')
+    dtb = os.path.join(work, "selftest.dtb")
+    system.system_dtb(frag, dtb)
+    return dtb
+
+
 def test_unexpected_el2_exception_is_reported(qemu, image, work):
     """An EL2 fault prints its class in words, ESR, ELR, FAR and SPSR, and
     that CPU halts instead of looping on the fault."""
-    frag = os.path.join(work, "selftest.dtsi")
-    with open(frag, "w") as f:
-        f.write('/ { chosen { xen,xen-bootargs = "dtvisor.selftest=el2-fault"; }; };\n')
-    dtb = os.path.join(work, "selftest.dtb")
-    system.system_dtb(frag, dtb)
-    with qemu("el2-fault", ["-kernel", image, "-dtb", dtb]) as q:
+    with qemu("el2-fault", ["-kernel", image, "-dtb", selftest_dtb(work, "el2-fault")]) as q:
         q.expect(r"unexpected exception: synchronous \(EL2\) on CPU 0", 30)
         q.expect(r"class 0x25: data abort at the same EL", 5)
         q.expect(r"ESR_EL2 0x[0-9a-f]{16}  ELR_EL2 0x[0-9a-f]{16}", 5)
@@ -106,12 +112,7 @@ def test_el2_code_is_not_writable(qemu, image, work):
     """W^X at EL2: a write to the hypervisor's own code (a self-test
     word) takes a permission fault at EL2, reported, instead of changing
     the code."""
-    frag = os.path.join(work, "selftest.dtsi")
-    with open(frag, "w") as f:
-        f.write('/ { chosen { xen,xen-bootargs = "dtvisor.selftest=write-text"; }; };\n')
-    dtb = os.path.join(work, "selftest.dtb")
-    system.system_dtb(frag, dtb)
-    with qemu("write-text", ["-kernel", image, "-dtb", dtb]) as q:
+    with qemu("write-text", ["-kernel", image, "-dtb", selftest_dtb(work, "write-text")]) as q:
         m = q.expect(r"writing to the hypervisor's code at 0x([0-9a-f]+)\r?\n", 30)
         code = int(m.group(1), 16)
         q.expect(r"unexpected exception: synchronous \(EL2\) on CPU 0", 10)

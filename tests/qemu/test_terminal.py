@@ -12,21 +12,11 @@ no QEMU DTB dumps cached.
 import os
 
 from harness import CACHE, ROOT
-from test_linux import BOOT, DEFAULT, expect_up
+from test_linux import BOOT, DEFAULT, expect_up, focus
 
 # A terminal ends lines with \r\n, and QEMU's stdio keeps output
 # processing on: a hypervisor's \r\n may arrive as \r\r\n.
 EOL = r"\r*\n"
-
-
-def focus(q, dom):
-    """Ctrl-a three times, pressed as keys, until input goes to `dom`."""
-    for _ in range(8):
-        q.send(b"\x01\x01\x01")
-        m = q.expect(r"console input now goes to (.+?) \(Ctrl-a", 30)
-        if m.group(1).decode() == dom:
-            return
-    q.fail(f"console focus never reached {dom}")
 
 
 def test_scripts_run_in_a_terminal(linux, qemu, work):
