@@ -118,18 +118,74 @@ impl Rx {
 }
 
 /// Writes formatted text holding the console lock throughout, so lines
-/// from different CPUs never interleave.
+/// from different CPUs never interleave. Guests' queued lines are written
+/// first (`set_before_line`), so a hypervisor line about a domain never
+/// comes before what that domain printed earlier.
 pub fn write_fmt(args: fmt::Arguments) {
-    struct Locked<'a>(&'a Uart);
-    impl Write for Locked<'_> {
-        fn write_str(&mut self, s: &str) -> fmt::Result {
-            emit(self.0, s);
-            Ok(())
-        }
+    let _g = LOCKS_OK.load(Ordering::Relaxed).then(|| LOCK.lock());
+    let Some(u) = uart() else { return };
+    let out = Output { uart: u };
+    if let Some(hook) = BEFORE_LINE.get() {
+        hook(&out);
     }
-    with_uart(|u| {
-        let _ = Locked(u).write_fmt(args);
-    });
+    out.write_fmt(args);
+}
+
+/// The console's output side, held: lines written through it never
+/// interleave with another CPU's.
+pub struct Output {
+    uart: &'static Uart,
+}
+
+impl Output {
+    /// Writes formatted text.
+    pub fn write_fmt(&self, args: fmt::Arguments) {
+        struct Locked<'a>(&'a Uart);
+        impl Write for Locked<'_> {
+            fn write_str(&mut self, s: &str) -> fmt::Result {
+                emit(self.0, s);
+                Ok(())
+            }
+        }
+        let _ = Locked(self.uart).write_fmt(args);
+    }
+}
+
+/// Held output: the guard and what it gives.
+pub struct OutputGuard {
+    out: Output,
+    _held: spin::mutex::TicketMutexGuard<'static, ()>,
+}
+
+impl core::ops::Deref for OutputGuard {
+    type Target = Output;
+    fn deref(&self) -> &Output {
+        &self.out
+    }
+}
+
+/// The output side if no other CPU holds it (never waits), or if
+/// `wait`, once it is this CPU's turn.
+pub fn output(wait: bool) -> Option<OutputGuard> {
+    let u = uart()?;
+    let held = if wait {
+        Some(LOCK.lock())
+    } else {
+        LOCK.try_lock()
+    }?;
+    Some(OutputGuard {
+        out: Output { uart: u },
+        _held: held,
+    })
+}
+
+/// Called with the output held before each hypervisor line (set once, by
+/// the run-time: it writes the guests' queued lines).
+static BEFORE_LINE: spin::Once<fn(&Output)> = spin::Once::new();
+
+/// Sets what runs before each hypervisor line.
+pub fn set_before_line(f: fn(&Output)) {
+    BEFORE_LINE.call_once(|| f);
 }
 
 /// Writes without taking the lock: for exception reports and panics, where

@@ -76,6 +76,7 @@ static PEAK: AtomicU64 = AtomicU64::new(0);
 // SAFETY: forwards to HEAP, a correct allocator; only reads its statistics.
 unsafe impl core::alloc::GlobalAlloc for Tracked {
     unsafe fn alloc(&self, layout: core::alloc::Layout) -> *mut u8 {
+        arch::exception::count_allocation(layout.size());
         // SAFETY: the caller's contract is HEAP's.
         let p = unsafe { core::alloc::GlobalAlloc::alloc(&HEAP, layout) };
         let used = HEAP.lock().stats_alloc_actual() as u64;

@@ -12,7 +12,7 @@ use alloc::vec::Vec;
 use core::fmt;
 use core::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use dtvisor::config::BootPlan;
-use dtvisor::emul::console::{self as console_in, Step};
+use dtvisor::emul::console::{self as console_in, LineQueue, Step};
 use dtvisor::emul::mmio::Access;
 use dtvisor::emul::vpl011::{self, Vpl011};
 use dtvisor::hw::{Conduit, GicVersion, Platform};
@@ -53,6 +53,8 @@ pub struct Vm {
     pub ram_ipa: Vec<Range>,
     pub vcpus: Vec<Vcpu>,
     pub vpl011: Option<Mutex<Vpl011>>,
+    /// Its whole lines of console output waiting for the shared UART.
+    out: Mutex<LineQueue<OUT_QUEUE>>,
     /// The virtual GIC (none when the host GIC is unusable). Locked only
     /// inside trap handling, never across a guest entry.
     pub vgic: Option<Mutex<Vgic>>,
@@ -133,6 +135,7 @@ impl Vm {
             ram_ipa: s.layout.banks,
             vcpus,
             vpl011: s.vpl011.then(|| Mutex::new(Vpl011::new())),
+            out: Mutex::new(LineQueue::new()),
             vgic: vgic_state.map(Mutex::new),
             vgic_version: vgic,
             gicr_size: if s.map.gicr == GuestMap::XEN.gicr {
@@ -295,6 +298,8 @@ pub fn wake_all() {
 /// This pCPU's life from now on: wait until its vCPU is powered on, then
 /// run it. Never returns; re-entered whenever the vCPU stops.
 pub fn idle() -> ! {
+    // A trap that stopped its vCPU ends here (see exception::trap_done).
+    arch::exception::trap_done();
     let cpu = arch::cpu_index();
     let stack_top = boot::stack_top(cpu);
     loop {
@@ -332,6 +337,7 @@ pub fn idle() -> ! {
             }
         }
         poll_console();
+        drain_output(None);
         // SAFETY: waiting for an event (SEV or the timer event stream).
         unsafe { core::arch::asm!("wfe") };
     }
@@ -916,11 +922,90 @@ pub fn mmio(vm: &Vm, vi: usize, a: &Access, val: u64) -> Option<u64> {
     None
 }
 
-/// One line of a guest's output, as printable text only (see
-/// `console_in::Printable`): no guest writes control sequences to the
-/// terminal, and every line it prints starts with its name.
+/// Bytes of console output a domain may have waiting (whole lines).
+const OUT_QUEUE: usize = 4096;
+/// The longest line the vPL011 hands over (it splits longer ones).
+const LINE: usize = 256;
+
+/// A CPU queued a line while another held the console's output: the
+/// holder writes queued lines again before it lets go.
+static OUT_WANTED: AtomicBool = AtomicBool::new(false);
+
+/// One line of a guest's output. It is queued in the domain's own buffer
+/// and the vCPU goes back to its guest: it never waits for the UART while
+/// another CPU writes. Only a domain whose buffer is full (it prints
+/// faster than the console writes) waits, for its own lines.
 fn print_line(vm: &Vm, line: &[u8]) {
-    println!("({}) {}", vm.name, console_in::Printable(line));
+    while !vm.out.lock().push(line) {
+        if let Some(o) = console::output(true) {
+            let queued = vm.out.lock().lines();
+            write_queued(&o, vm, queued);
+        }
+    }
+    QUEUED.fetch_add(1, Ordering::SeqCst);
+    drain_output(Some(vm));
+}
+
+/// Lines queued in all domains' buffers (a cheap test for idle CPUs).
+static QUEUED: AtomicUsize = AtomicUsize::new(0);
+
+/// Writes up to `max` of `vm`'s queued lines, as printable text only
+/// (`console_in::Printable`): no guest writes control sequences to the
+/// terminal, and every line starts with its domain's name.
+fn write_queued(o: &console::Output, vm: &Vm, max: usize) {
+    let mut buf = [0u8; LINE];
+    for _ in 0..max {
+        let Some(n) = vm.out.lock().pop(&mut buf) else {
+            return;
+        };
+        QUEUED.fetch_sub(1, Ordering::SeqCst);
+        o.write_fmt(format_args!(
+            "({}) {}\n",
+            vm.name,
+            console_in::Printable(&buf[..n])
+        ));
+    }
+}
+
+/// Writes queued guest output if no other CPU holds the console: the
+/// lines `first`'s domain had queued, then one line of each domain in
+/// turn. A CPU that finds the console held leaves its line to the holder,
+/// which looks again before it lets go (a few rounds at most, so no CPU
+/// writes another domain's flood for long).
+pub fn drain_output(first: Option<&Vm>) {
+    let Some(vms) = VMS.get() else { return };
+    if QUEUED.load(Ordering::SeqCst) == 0 {
+        return;
+    }
+    OUT_WANTED.store(true, Ordering::SeqCst);
+    fence(Ordering::SeqCst);
+    for _ in 0..3 {
+        let Some(o) = console::output(false) else {
+            return; // the holder sees OUT_WANTED
+        };
+        OUT_WANTED.store(false, Ordering::SeqCst);
+        if let Some(vm) = first {
+            let queued = vm.out.lock().lines();
+            write_queued(&o, vm, queued);
+        }
+        for vm in vms {
+            write_queued(&o, vm, 1);
+        }
+        drop(o);
+        fence(Ordering::SeqCst);
+        if !OUT_WANTED.load(Ordering::SeqCst) {
+            return;
+        }
+    }
+}
+
+/// Before each hypervisor line: every line guests queued before it, so a
+/// line about a domain never comes before what the domain printed.
+fn write_all_queued(o: &console::Output) {
+    for vm in VMS.get().into_iter().flatten() {
+        let queued = vm.out.lock().lines();
+        write_queued(o, vm, queued);
+    }
 }
 
 /// Reads console input: Ctrl-a three times moves the focus on (the
@@ -1247,6 +1332,7 @@ pub fn boot(plat: &Platform, plan: &BootPlan) -> ! {
         crate::hyp::stay_up("a physical CPU the domains need did not start");
     }
     install(vms);
+    console::set_before_line(write_all_queued);
     wake_all();
     idle()
 }

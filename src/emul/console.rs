@@ -122,6 +122,78 @@ impl Input {
     }
 }
 
+/// One domain's console output waiting for the shared UART: whole lines,
+/// in order, in a fixed ring (no allocation once built). A vCPU that ends
+/// a line queues it and goes back to its guest; whichever CPU holds the
+/// UART writes queued lines, a line of each domain in turn.
+pub struct LineQueue<const N: usize> {
+    buf: [u8; N],
+    head: usize,
+    len: usize,
+    lines: usize,
+}
+
+impl<const N: usize> Default for LineQueue<N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<const N: usize> LineQueue<N> {
+    pub const fn new() -> Self {
+        LineQueue {
+            buf: [0; N],
+            head: 0,
+            len: 0,
+            lines: 0,
+        }
+    }
+
+    /// Whole lines waiting.
+    pub fn lines(&self) -> usize {
+        self.lines
+    }
+
+    /// Queues `line` (without its newline; a newline inside it ends a
+    /// line there). False, queuing nothing, if it does not fit.
+    pub fn push(&mut self, line: &[u8]) -> bool {
+        if line.len() + 1 > N - self.len {
+            return false;
+        }
+        for &b in line.iter().chain(core::iter::once(&b'\n')) {
+            self.buf[(self.head + self.len) % N] = b;
+            self.len += 1;
+            if b == b'\n' {
+                self.lines += 1;
+            }
+        }
+        true
+    }
+
+    /// Takes the oldest line (without its newline) into `out`: its length,
+    /// None if no line waits. A line longer than `out` is cut there (the
+    /// rest is dropped with it).
+    pub fn pop(&mut self, out: &mut [u8]) -> Option<usize> {
+        if self.lines == 0 {
+            return None;
+        }
+        let mut n = 0;
+        loop {
+            let b = self.buf[self.head];
+            self.head = (self.head + 1) % N;
+            self.len -= 1;
+            if b == b'\n' {
+                self.lines -= 1;
+                return Some(n);
+            }
+            if n < out.len() {
+                out[n] = b;
+                n += 1;
+            }
+        }
+    }
+}
+
 /// A guest's console output as the terminal may show it: printable
 /// characters (UTF-8 text) and tabs as they are; every control character
 /// (ESC, CSI, backspace, carriage return, bell, C1 controls ...) in caret
@@ -245,6 +317,49 @@ mod tests {
         // Another domain's drop starts a burst of its own.
         assert_eq!(i.dropped(0), DropReport::Started);
         assert_eq!(i.burst_over(), Some((0, 1)));
+    }
+
+    fn popped<const N: usize>(q: &mut LineQueue<N>) -> Option<std::vec::Vec<u8>> {
+        let mut out = [0u8; 64];
+        q.pop(&mut out).map(|n| out[..n].to_vec())
+    }
+
+    #[test]
+    fn lines_come_out_whole_and_in_order() {
+        let mut q = LineQueue::<32>::new();
+        assert!(q.push(b"first"));
+        assert!(q.push(b""));
+        assert!(q.push(b"third"));
+        assert_eq!(q.lines(), 3);
+        assert_eq!(popped(&mut q).as_deref(), Some(&b"first"[..]));
+        assert_eq!(popped(&mut q).as_deref(), Some(&b""[..]));
+        assert_eq!(popped(&mut q).as_deref(), Some(&b"third"[..]));
+        assert_eq!(popped(&mut q), None);
+    }
+
+    #[test]
+    fn a_full_queue_refuses_a_line_whole_and_wraps_around() {
+        let mut q = LineQueue::<16>::new();
+        assert!(q.push(b"0123456789")); // 11 bytes with the newline
+        assert!(!q.push(b"abcde"), "6 bytes do not fit in 5");
+        assert!(q.push(b"abcd"));
+        assert!(!q.push(b""));
+        assert_eq!(popped(&mut q).as_deref(), Some(&b"0123456789"[..]));
+        // Wraps around the end of the ring.
+        assert!(q.push(b"wrap-me"));
+        assert_eq!(popped(&mut q).as_deref(), Some(&b"abcd"[..]));
+        assert_eq!(popped(&mut q).as_deref(), Some(&b"wrap-me"[..]));
+        assert_eq!(q.lines(), 0);
+    }
+
+    #[test]
+    fn a_line_longer_than_the_reader_is_cut_not_merged() {
+        let mut q = LineQueue::<128>::new();
+        assert!(q.push(&[b'x'; 100]));
+        assert!(q.push(b"next"));
+        let mut small = [0u8; 10];
+        assert_eq!(q.pop(&mut small), Some(10));
+        assert_eq!(popped(&mut q).as_deref(), Some(&b"next"[..]));
     }
 
     fn shown(b: &[u8]) -> std::string::String {

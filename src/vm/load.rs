@@ -81,6 +81,10 @@ pub struct Restart {
     /// Host RAM the guest reads with its MMU off that a restart writes:
     /// the copies and the kernel's `image_size` (sorted, disjoint).
     pub clean: Vec<Range>,
+    /// `clean` and `zero` together (sorted, disjoint): what a scrubbing
+    /// restart cleans. Computed with the plan, so a restart (a guest's
+    /// SYSTEM_RESET, a trap) allocates nothing.
+    pub clean_scrubbed: Vec<Range>,
 }
 
 /// Bytes a (re)start moves, by kind.
@@ -115,17 +119,17 @@ impl Restart {
             shared: self.shared.iter().map(|s| s.ipa.size()).sum(),
             copied: self.copies.iter().map(|c| c.len).sum(),
             zeroed: if scrub { total(&self.zero) } else { 0 },
-            cleaned: total(&self.clean_ranges(scrub)),
+            cleaned: total(self.clean_ranges(scrub)),
         }
     }
 
     /// Ranges to clean after a (re)start with or without scrubbing: the
     /// copies and kernel image, plus the scrubbed RAM (sorted, disjoint).
-    pub fn clean_ranges(&self, scrub: bool) -> Vec<Range> {
+    pub fn clean_ranges(&self, scrub: bool) -> &[Range] {
         if scrub {
-            union(self.clean.iter().chain(&self.zero).copied().collect())
+            &self.clean_scrubbed
         } else {
-            self.clean.clone()
+            &self.clean
         }
     }
 
@@ -251,6 +255,7 @@ pub fn plan(l: &DomainLayout, images: &[Image], kernel: Range, share: bool) -> O
     let mut clean = subtract(&kernel_host, &backing);
     clean.extend(copied);
     r.clean = union(clean);
+    r.clean_scrubbed = union(r.clean.iter().chain(&r.zero).copied().collect());
     Some(r)
 }
 

@@ -77,12 +77,26 @@ def work(request):
     return _fresh(os.path.join(harness.CACHE, "qemu-tests", request.node.name))
 
 
+# What the hypervisor says when a guest's trap allocated from the heap
+# (which no trap path may do): checked after every QEMU test.
+TRAP_ALLOCATION = b"heap allocations on guest trap paths"
+
+
 @pytest.fixture
 def qemu(request):
-    """harness.Qemu with this test's log directory: target/qemu-logs/TEST."""
+    """harness.Qemu with this test's log directory: target/qemu-logs/TEST.
+    After the test, no run may have reported a heap allocation on a guest
+    trap path."""
     log_dir = _fresh(os.path.join(harness.LOGDIR, request.node.name))
+    runs = []
 
     def start(name, args, **kw):
-        return harness.Qemu(name, args, log_dir=log_dir, **kw)
+        q = harness.Qemu(name, args, log_dir=log_dir, **kw)
+        runs.append(q)
+        return q
 
-    return start
+    yield start
+    for q in runs:
+        if TRAP_ALLOCATION in q.buf:
+            line = next(l for l in q.buf.splitlines() if TRAP_ALLOCATION in l)
+            pytest.fail(f"{q.name}: {line.decode(errors='replace').strip()} ({q.log_path})", pytrace=False)

@@ -2,8 +2,10 @@
 //! exception (class in words, ESR, ELR, FAR, SPSR), after which that CPU
 //! halts instead of looping on the same fault.
 
+use crate::boot::MAX_CPUS;
 use aarch64_cpu::registers::{Readable, ESR_EL2, FAR_EL2};
 use core::fmt::Write;
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 core::arch::global_asm!(include_str!("vectors.S"));
 
@@ -63,13 +65,68 @@ pub fn exception_class_name(ec: u64) -> &'static str {
     }
 }
 
+/// Whether each CPU is handling a guest's trap: the heap counts what is
+/// allocated meanwhile (`trap_allocations`), which must be nothing. Set
+/// and cleared by the CPU itself; a trap that does not return (the vCPU
+/// stops) is ended by `idle`, through `trap_done`.
+static IN_TRAP: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
+/// Heap allocations made while some CPU handled a guest's trap.
+static TRAP_ALLOCS: AtomicU32 = AtomicU32::new(0);
+
+/// The trap (ESR_EL2, FAR_EL2) and size of the last allocation counted.
+static LAST_ALLOC: [AtomicU64; 3] = [const { AtomicU64::new(0) }; 3];
+
+/// Counts a heap allocation of `size` bytes (the global allocator calls
+/// this).
+pub fn count_allocation(size: usize) {
+    let cpu = super::cpu_index();
+    if IN_TRAP.get(cpu).is_some_and(|t| t.load(Ordering::Relaxed)) {
+        LAST_ALLOC[0].store(ESR_EL2.get(), Ordering::Relaxed);
+        LAST_ALLOC[1].store(FAR_EL2.get(), Ordering::Relaxed);
+        LAST_ALLOC[2].store(size as u64, Ordering::Relaxed);
+        TRAP_ALLOCS.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// This CPU no longer handles a guest's trap.
+pub fn trap_done() {
+    if let Some(t) = IN_TRAP.get(super::cpu_index()) {
+        t.store(false, Ordering::Relaxed);
+    }
+}
+
+/// Says so (rate limited: at 1, 2, 4, ...) when a trap path allocated.
+fn report_trap_allocations() {
+    static REPORTED: AtomicU32 = AtomicU32::new(0);
+    let n = TRAP_ALLOCS.load(Ordering::Relaxed);
+    if n == 0 {
+        return;
+    }
+    let before = REPORTED.fetch_max(n, Ordering::Relaxed);
+    if n > before && (before == 0 || n.ilog2() > before.ilog2()) {
+        let [esr, far, size] = LAST_ALLOC.each_ref().map(|a| a.load(Ordering::Relaxed));
+        log::error!(
+            "{n} heap allocations on guest trap paths so far (a trap must not allocate: a bug); the last of {size} B in a trap with ESR_EL2 {esr:#x} FAR_EL2 {far:#x}"
+        );
+    }
+}
+
 /// Called by the vectors for every exception taken to EL2.
 #[unsafe(no_mangle)]
 extern "C" fn el2_exception(kind: u64, frame: &mut TrapFrame) {
-    if let Some(handled) = crate::trap::handle(kind, frame) {
-        if handled {
-            return;
+    let from_guest = (8..16).contains(&kind);
+    if from_guest {
+        if let Some(t) = IN_TRAP.get(super::cpu_index()) {
+            t.store(true, Ordering::Relaxed);
         }
+    }
+    let handled = crate::trap::handle(kind, frame);
+    if from_guest {
+        trap_done();
+        report_trap_allocations();
+    }
+    if handled == Some(true) {
+        return;
     }
     let esr = ESR_EL2.get();
     let ec = (esr >> 26) & 0x3f;
