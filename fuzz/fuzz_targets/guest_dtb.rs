@@ -74,7 +74,11 @@ fn phandles(n: &Node, path: &str, out: &mut Vec<(u32, String)>) {
         }
     }
     for c in &n.children {
-        phandles(c, &format!("{}/{}", path.trim_end_matches('/'), c.name), out);
+        phandles(
+            c,
+            &format!("{}/{}", path.trim_end_matches('/'), c.name),
+            out,
+        );
     }
 }
 

@@ -11,14 +11,17 @@
 //! - `load_value`: the access's low bytes of the raw value, sign-extended
 //!   if SSE, cut to 32 bits for a W register; `store_value`: the low
 //!   bytes of the register.
+//! - `emulable`: only stage-2 translation, access-flag and permission
+//!   faults of the access itself (S1PTW clear).
 //! - `SysRegAccess::decode` (EC 0x18): each field from its bits, and
-//!   `reg` names the SGI registers only for their encodings.
+//!   `reg` names the SGI registers, ACTLR_EL1 and the RAS error records
+//!   only for their encodings.
 //!
 //! Input: ESR, HPFAR, FAR and a raw value, each 8 bytes little-endian
 //! (missing bytes are zero).
 #![no_main]
 
-use dtvisor::emul::mmio::{fault_ipa, Access};
+use dtvisor::emul::mmio::{emulable, fault_ipa, Access};
 use dtvisor::emul::sysreg::{SysReg, SysRegAccess};
 use libfuzzer_sys::fuzz_target;
 
@@ -46,6 +49,21 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(ipa & 0xfff, far & 0xfff, "page offset from FAR");
     assert_eq!(ipa >> 12, (hpfar >> 4) & 0xff_ffff_ffff, "page from FIPA");
     assert!(ipa < 1 << 52, "IPA {ipa:#x} beyond 52 bits");
+
+    // Emulable: a stage-2 translation, access-flag or permission fault
+    // (DFSC 0b0001xx, 0b0010xx or 0b0011xx, level bits not 00 for the
+    // last two) of the access itself (S1PTW clear).
+    let dfsc = esr & 0x3f;
+    let kind_ok = match dfsc >> 2 {
+        1 => true,
+        2 | 3 => dfsc & 3 != 0,
+        _ => false,
+    };
+    assert_eq!(
+        emulable(esr),
+        kind_ok && esr & (1 << 7) == 0,
+        "emulable: esr {esr:#x}"
+    );
 
     let decoded = Access::decode(esr, hpfar, far);
     let isv = esr & (1 << 24) != 0;
@@ -85,6 +103,8 @@ fuzz_target!(|data: &[u8]| {
         (3, 0, 12, 11, 5) => SysReg::IccSgi1r,
         (3, 1, 12, 11, 6) => SysReg::IccAsgi1r,
         (3, 2, 12, 11, 7) => SysReg::IccSgi0r,
+        (3, 0, 1, 0, 1) => SysReg::Actlr,
+        (3, 0, 5, 3..=5, _) => SysReg::ErrorRecord,
         _ => SysReg::Other,
     };
     assert_eq!(s.reg(), want);

@@ -41,8 +41,8 @@ use dtvisor::hw::{self, Platform};
 use dtvisor::mm::Range;
 use dtvisor::placement::{self, free_ram, guest_banks, Layout, Needs, DTB_MAX};
 use dtvisor::vgic::Vgic;
-use dtvisor::vm::{build, load};
 use dtvisor::vm::guest_dtb::GicVersion;
+use dtvisor::vm::{build, load};
 use libfuzzer_sys::fuzz_target;
 
 const MIB2: u64 = 2 << 20;
