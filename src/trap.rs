@@ -46,8 +46,7 @@ pub fn handle(kind: u64, frame: &mut TrapFrame) -> Option<bool> {
             return Some(true);
         }
         11 => {
-            vmm::log_vm(vm, format_args!("SError from the guest: domain stopped"));
-            vmm::system_off(vm, vi);
+            vmm::system_off(vm, vi, "SError from the guest: domain stopped");
         }
         _ => return None,
     }
@@ -230,10 +229,7 @@ fn hypercall(vm: &vmm::Vm, vi: usize, frame: &mut TrapFrame) {
         Call::CpuOff => vmm::park(vm, vi),
         Call::AffinityInfo { target, level } => psci::affinity_info(&vm.vcpus, target, level),
         Call::MigrateInfoType => psci::MIGRATE_NONE,
-        Call::SystemOff => {
-            vmm::log_vm(vm, format_args!("SYSTEM_OFF: domain powered off"));
-            vmm::system_off(vm, vi)
-        }
+        Call::SystemOff => vmm::system_off(vm, vi, "SYSTEM_OFF: domain powered off"),
         Call::SystemReset => vmm::system_reset(vm, vi),
         Call::SmcccVersion => psci::SMCCC_1_1,
         // The speculation workarounds: what this pCPU's plan says (the

@@ -375,9 +375,13 @@ fn wait_stopped(vm: &Vm, vi: usize) {
     }
 }
 
-/// SYSTEM_OFF: this domain only. The other domains keep running.
-pub fn system_off(vm: &Vm, vi: usize) -> ! {
+/// SYSTEM_OFF (or an SError): this domain only. The other domains keep
+/// running. `why` is said once, when the domain starts stopping.
+pub fn system_off(vm: &Vm, vi: usize, why: &str) -> ! {
     if vm.life.request_off() == Request::Accepted {
+        // Said once the domain is stopping: from this line on, console
+        // input no longer goes to it.
+        log_vm(vm, format_args!("{why}"));
         wait_stopped(vm, vi);
         vm.life.finish_stop();
     }
