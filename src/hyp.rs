@@ -151,14 +151,15 @@ fn find_console(fdt: &Fdt) -> Option<Uart> {
         // SAFETY: the DTB names this a PL011; all of low memory is mapped
         // (or the MMU is off).
         UartKind::Pl011 => Uart::Pl011(unsafe { Pl011::new(base) }),
-        // SAFETY: the DTB names this a 16550-style UART.
         UartKind::Ns16550 {
             reg_shift,
             reg_io_width,
-        } => Uart::Ns16550(unsafe { Ns16550::new(base, reg_shift, reg_io_width) }),
-        // SAFETY: the DTB names this a Cadence UART.
+        } => {
+            // SAFETY: the DTB names this a 16550-style UART.
+            Uart::Ns16550(unsafe { Ns16550::new(base, reg_shift, reg_io_width) })
+        }
         UartKind::Cadence => {
-            // SAFETY: as above.
+            // SAFETY: the DTB names this a Cadence UART.
             let mut u = unsafe { Cadence::new(base) };
             u.enable();
             Uart::Cadence(u)

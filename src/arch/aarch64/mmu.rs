@@ -277,7 +277,8 @@ pub fn zero_range(start: u64, end: u64) {
     if a >= b {
         a = end;
     }
-    // SAFETY (all three): the caller owns `[start, end)`, mapped RAM.
+    // SAFETY: the caller owns `[start, end)`, mapped RAM (the same for
+    // the block zeroing and the tail below).
     unsafe { core::ptr::write_bytes(start as *mut u8, 0, (a.min(end) - start) as usize) };
     let mut p = a;
     // Eight blocks per round where they fit (see for_each_line).

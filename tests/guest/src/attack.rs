@@ -403,7 +403,7 @@ pub fn exc_loop(args: &str) -> ! {
             core::arch::asm!("udf #0");
         }
         i += 1;
-        if i % (1 << 15) == 0 {
+        if i.is_multiple_of(1 << 15) {
             say!("guest: exc-loop n={}", skipped());
         }
     }
@@ -437,7 +437,7 @@ pub fn hvc_loop() -> ! {
         if ret != -1 {
             say!("guest: FAIL hvc-loop {fid:#x} returned {ret}");
         }
-        if n % (1 << 16) == 0 {
+        if n.is_multiple_of(1 << 16) {
             say!("guest: hvc-loop n={n} last={fid:#x}");
         }
     }
