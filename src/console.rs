@@ -27,10 +27,6 @@ fn uart() -> Option<&'static Uart> {
     unsafe { (*CONSOLE.0.get()).as_ref() }
 }
 
-fn with_uart<R>(f: impl FnOnce(&Uart) -> R) -> Option<R> {
-    let _g = LOCKS_OK.load(Ordering::Relaxed).then(|| LOCK.lock());
-    uart().map(f)
-}
 /// Set once the MMU is on: before that, no atomics (hence no lock).
 static LOCKS_OK: AtomicBool = AtomicBool::new(false);
 
@@ -69,7 +65,7 @@ pub fn set_timestamps(on: bool) {
     STAMPS.store(on, Ordering::Relaxed);
 }
 
-/// Writes `s`; the caller holds LOCK (see `with_uart`).
+/// Writes `s`; the caller holds LOCK (see `write_fmt`).
 fn emit(uart: &Uart, s: &str) {
     if !STAMPS.load(Ordering::Relaxed) {
         return emit_raw(uart, s);
@@ -87,9 +83,9 @@ fn emit(uart: &Uart, s: &str) {
     }
 }
 
-/// Writes to the console (nothing if none is set yet).
+/// Writes to the console (nothing if none is set yet), as `write_fmt`.
 pub fn write_str(s: &str) {
-    with_uart(|u| emit(u, s));
+    write_fmt(format_args!("{s}"));
 }
 
 /// The console's receive side, held by one CPU at a time.

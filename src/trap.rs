@@ -119,15 +119,8 @@ fn sysreg(vm: &vmm::Vm, vi: usize, frame: &mut TrapFrame, esr: u64) {
             vmm::sgi(vm, vi, v);
             frame.elr += 4;
         }
-        SysReg::Actlr | SysReg::ErrorRecord => {
-            if a.read && a.rt != 31 {
-                frame.x[a.rt as usize] = match a.reg() {
-                    SysReg::Actlr => sysreg!(read "actlr_el1"),
-                    _ => 0,
-                };
-            }
-            frame.elr += 4;
-        }
+        SysReg::Actlr => read_only(frame, &a, sysreg!(read "actlr_el1")),
+        SysReg::ErrorRecord => read_only(frame, &a, 0),
         _ => {
             if let Some(n) = vm.unhandled.due() {
                 vmm::log_vm(
@@ -141,6 +134,14 @@ fn sysreg(vm: &vmm::Vm, vi: usize, frame: &mut TrapFrame, esr: u64) {
             undefined(frame);
         }
     }
+}
+
+/// A register emulated as read-only with value `v` (writes ignored).
+fn read_only(frame: &mut TrapFrame, a: &SysRegAccess, v: u64) {
+    if a.read && a.rt != 31 {
+        frame.x[a.rt as usize] = v;
+    }
+    frame.elr += 4;
 }
 
 fn undefined(frame: &mut TrapFrame) {

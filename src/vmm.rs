@@ -203,7 +203,6 @@ fn this_cpu() -> &'static PerCpu {
 }
 
 static VMS: Once<Vec<Vm>> = Once::new();
-/// Console input focus: 0 = hypervisor, n = domain index + 1.
 /// Console input focus, Ctrl-a count and drop report; locked only by the
 /// holder of the console's receive side.
 static INPUT: Mutex<console_in::Input> = Mutex::new(console_in::Input::new());
@@ -941,10 +940,13 @@ static OUT_WANTED: AtomicBool = AtomicBool::new(false);
 /// faster than the console writes) waits, for its own lines.
 fn print_line(vm: &Vm, line: &[u8]) {
     while !vm.out.lock().push(line) {
-        if let Some(o) = console::output(true) {
-            let queued = vm.out.lock().lines();
-            write_queued(&o, vm, queued);
-        }
+        // Full: wait for the console and write this domain's own lines. With
+        // no console at all there is nowhere to write them: the line goes.
+        let Some(o) = console::output(true) else {
+            return;
+        };
+        let queued = vm.out.lock().lines();
+        write_queued(&o, vm, queued);
     }
     QUEUED.fetch_add(1, Ordering::SeqCst);
     drain_output(Some(vm));

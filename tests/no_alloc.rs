@@ -10,7 +10,8 @@ use std::cell::Cell;
 
 use dtvisor::emul::console::Input;
 use dtvisor::emul::vpl011::Vpl011;
-use dtvisor::hw::spectre::{self, CpuIds, Firmware};
+use dtvisor::hw::cpufeat::IdRegs;
+use dtvisor::hw::spectre::{self, Firmware};
 use dtvisor::psci::Call;
 use dtvisor::vgic::{v2, v3, Lr, LrState, Version, Vgic};
 
@@ -133,9 +134,9 @@ fn console_uart_and_calls_do_not_allocate() {
     let mut u = Vpl011::new();
     let mut input = Input::new();
     let plan = spectre::plan(
-        CpuIds {
+        &IdRegs {
             midr: 0x410f_d083,
-            ..CpuIds::default()
+            ..IdRegs::default()
         },
         Firmware::default(),
     );

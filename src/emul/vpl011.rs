@@ -133,11 +133,6 @@ impl Vpl011 {
         self.len != 0
     }
 
-    /// Whether the receive FIFO can take another byte.
-    pub fn rx_room(&self) -> bool {
-        self.rx_len < RX_SIZE
-    }
-
     /// Console input for this domain; false when the FIFO is full.
     pub fn push_rx(&mut self, b: u8) -> bool {
         if self.rx_len == RX_SIZE {

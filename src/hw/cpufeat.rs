@@ -7,6 +7,7 @@
 /// reads as zero on older CPUs).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct IdRegs {
+    pub midr: u64,
     pub pfr0: u64,
     pub pfr1: u64,
     pub dfr0: u64,
@@ -75,7 +76,8 @@ pub struct Features {
     pub the: bool,
 }
 
-fn f(reg: u64, shift: u32) -> u8 {
+/// The 4-bit ID register field at `shift`.
+pub fn field(reg: u64, shift: u32) -> u8 {
     ((reg >> shift) & 0xf) as u8
 }
 
@@ -85,46 +87,46 @@ pub const PMUV3P5: u8 = 6;
 
 impl Features {
     pub fn from_ids(r: &IdRegs) -> Features {
-        let sme = f(r.pfr1, 24) != 0;
-        let pmuver = match f(r.dfr0, 8) {
+        let sme = field(r.pfr1, 24) != 0;
+        let pmuver = match field(r.dfr0, 8) {
             0xf => 0,
             v => v,
         };
-        let mpam = f(r.pfr0, 40) != 0 || f(r.pfr1, 16) != 0;
+        let mpam = field(r.pfr0, 40) != 0 || field(r.pfr1, 16) != 0;
         Features {
-            sve: f(r.pfr0, 32) != 0,
+            sve: field(r.pfr0, 32) != 0,
             sme,
-            sme2: sme && f(r.pfr1, 24) >= 2,
+            sme2: sme && field(r.pfr1, 24) >= 2,
             sme_fa64: sme && r.smfr0 >> 63 != 0,
             // ISAR1 APA, API, GPA, GPI; ISAR2 GPA3, APA3.
             pauth: r.isar1 & 0xff00_0ff0 != 0 || r.isar2 & 0xff00 != 0,
-            mte: f(r.pfr1, 8) >= 1,
-            mte2: f(r.pfr1, 8) >= 2,
+            mte: field(r.pfr1, 8) >= 1,
+            mte2: field(r.pfr1, 8) >= 2,
             pmuver,
-            brps: f(r.dfr0, 12) + 1,
-            wrps: f(r.dfr0, 20) + 1,
-            ras: f(r.pfr0, 28) != 0,
-            amu: f(r.pfr0, 44) != 0,
-            spe: f(r.dfr0, 32) != 0,
-            trf: f(r.dfr0, 40) != 0,
+            brps: field(r.dfr0, 12) + 1,
+            wrps: field(r.dfr0, 20) + 1,
+            ras: field(r.pfr0, 28) != 0,
+            amu: field(r.pfr0, 44) != 0,
+            spe: field(r.dfr0, 32) != 0,
+            trf: field(r.dfr0, 40) != 0,
             mpam,
-            fgt: f(r.mmfr0, 56) != 0,
-            hcx: f(r.mmfr1, 40) != 0,
-            pan: f(r.mmfr1, 20) != 0,
-            scxtnum: f(r.pfr0, 56) >= 2,
-            spe_ver: f(r.dfr0, 32),
-            trbe: f(r.dfr0, 44) != 0,
-            brbe: f(r.dfr0, 52) != 0,
-            iesb: f(r.mmfr2, 12) != 0,
-            mops: f(r.isar2, 16) != 0,
-            tcr2: f(r.mmfr3, 0) != 0,
-            sctlr2: f(r.mmfr3, 4) != 0,
-            s1pie: f(r.mmfr3, 8) != 0,
-            s1poe: f(r.mmfr3, 16) != 0,
-            s2poe: f(r.mmfr3, 20) != 0,
-            aie: f(r.mmfr3, 24) != 0,
-            gcs: f(r.pfr1, 44) != 0,
-            the: f(r.pfr1, 48) != 0,
+            fgt: field(r.mmfr0, 56) != 0,
+            hcx: field(r.mmfr1, 40) != 0,
+            pan: field(r.mmfr1, 20) != 0,
+            scxtnum: field(r.pfr0, 56) >= 2,
+            spe_ver: field(r.dfr0, 32),
+            trbe: field(r.dfr0, 44) != 0,
+            brbe: field(r.dfr0, 52) != 0,
+            iesb: field(r.mmfr2, 12) != 0,
+            mops: field(r.isar2, 16) != 0,
+            tcr2: field(r.mmfr3, 0) != 0,
+            sctlr2: field(r.mmfr3, 4) != 0,
+            s1pie: field(r.mmfr3, 8) != 0,
+            s1poe: field(r.mmfr3, 16) != 0,
+            s2poe: field(r.mmfr3, 20) != 0,
+            aie: field(r.mmfr3, 24) != 0,
+            gcs: field(r.pfr1, 44) != 0,
+            the: field(r.pfr1, 48) != 0,
         }
     }
 
@@ -141,6 +143,7 @@ mod tests {
     /// QEMU 7.2's cortex-a57: FP/AdvSIMD, PMUv3, 6 breakpoints and 4
     /// watchpoints, nothing newer.
     const A57: IdRegs = IdRegs {
+        midr: 0x411f_d070,
         pfr0: 0x0000_0000_0000_2222,
         pfr1: 0,
         dfr0: 0x0000_0000_1030_5106,
@@ -164,6 +167,7 @@ mod tests {
     #[test]
     fn each_field_from_its_bits() {
         let r = IdRegs {
+            midr: 0,
             pfr0: (1 << 32) | (1 << 28) | (1 << 44) | (2 << 56) | (1 << 40),
             pfr1: (2 << 24) | (2 << 8),
             dfr0: (6 << 8) | (15 << 12) | (15 << 20) | (1 << 32) | (1 << 40),

@@ -1,6 +1,6 @@
-//! Speculation side channels, portable: from a CPU's ID registers (MIDR,
-//! ID_AA64PFR0/PFR1, ID_AA64MMFR1, ID_AA64ISAR2) and what its firmware
-//! offers over SMCCC, what the hypervisor does on every entry from a guest
+//! Speculation side channels, portable: from a CPU's ID registers
+//! (`cpufeat::IdRegs`: MIDR, ID_AA64PFR0/PFR1, ID_AA64MMFR1,
+//! ID_AA64ISAR2) and what its firmware offers over SMCCC, what the hypervisor does on every entry from a guest
 //! and what it answers a guest's SMCCC_ARCH_FEATURES for
 //! ARCH_WORKAROUND_1/2/3.
 //!
@@ -19,6 +19,7 @@
 //! the boot log says so. Without ARCH_WORKAROUND_2 a guest is told the
 //! truth: nothing mitigates Speculative Store Bypass for it.
 
+use super::cpufeat::{field, IdRegs};
 use core::fmt;
 
 pub const ARCH_WORKAROUND_1: u32 = 0x8000_8000;
@@ -40,16 +41,6 @@ pub const UNAFFECTED: i64 = 1;
 pub const NOT_SUPPORTED: i64 = -1;
 /// ARCH_WORKAROUND_2: no call is needed (not affected, or always on).
 pub const NOT_REQUIRED: i64 = -2;
-
-/// The ID registers that decide it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct CpuIds {
-    pub midr: u64,
-    pub pfr0: u64,
-    pub pfr1: u64,
-    pub mmfr1: u64,
-    pub isar2: u64,
-}
 
 /// Which ARCH_WORKAROUND calls the firmware (EL3) implements.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -153,12 +144,8 @@ fn bhb_loop_k(p: u64) -> u8 {
 /// Cores whose branch history only the firmware can clear (WA3).
 const BHB_FIRMWARE: [u64; 2] = [A73, A75];
 
-fn field(reg: u64, shift: u32) -> u64 {
-    (reg >> shift) & 0xf
-}
-
 /// The plan for a CPU with `ids` whose firmware offers `fw`.
-pub fn plan(ids: CpuIds, fw: Firmware) -> Plan {
+pub fn plan(ids: &IdRegs, fw: Firmware) -> Plan {
     let p = part(ids.midr);
     let in_order = p.is_some_and(|p| IN_ORDER.contains(&p));
     let csv2 = field(ids.pfr0, 56);
@@ -313,10 +300,10 @@ mod tests {
     const QEMU_A72: u64 = 0x410f_d083;
     const QEMU_A53: u64 = 0x410f_d034;
 
-    fn ids(midr: u64) -> CpuIds {
-        CpuIds {
+    fn ids(midr: u64) -> IdRegs {
+        IdRegs {
             midr,
-            ..CpuIds::default()
+            ..IdRegs::default()
         }
     }
 
@@ -334,7 +321,7 @@ mod tests {
     #[test]
     fn a72_and_a57_without_firmware_run_the_k8_loop() {
         for midr in [QEMU_A57, QEMU_A72] {
-            let p = plan(ids(midr), NONE);
+            let p = plan(&ids(midr), NONE);
             assert_eq!(p.entry.bits(), 8);
             assert_eq!(
                 (p.v2, p.bhb, p.ssb),
@@ -350,7 +337,7 @@ mod tests {
 
     #[test]
     fn a72_with_firmware_calls_wa1_and_turns_ssbd_on() {
-        let p = plan(ids(QEMU_A72), Firmware { wa3: false, ..ALL });
+        let p = plan(&ids(QEMU_A72), Firmware { wa3: false, ..ALL });
         assert_eq!(
             p.entry,
             Entry {
@@ -367,7 +354,7 @@ mod tests {
 
     #[test]
     fn in_order_cores_are_not_affected() {
-        let p = plan(ids(QEMU_A53), ALL);
+        let p = plan(&ids(QEMU_A53), ALL);
         assert_eq!(p.entry, Entry::default());
         assert_eq!(p.features(ARCH_WORKAROUND_1), Some(UNAFFECTED));
         assert_eq!(p.features(ARCH_WORKAROUND_3), Some(UNAFFECTED));
@@ -378,10 +365,10 @@ mod tests {
     #[test]
     fn a73_needs_the_firmware_for_bhb() {
         let a73 = ids(0x410f_d090);
-        let p = plan(a73, NONE);
+        let p = plan(&a73, NONE);
         assert_eq!((p.v2, p.bhb), (State::Vulnerable, State::Vulnerable));
         assert_eq!(p.features(ARCH_WORKAROUND_1), Some(NOT_SUPPORTED));
-        let p = plan(a73, ALL);
+        let p = plan(&a73, ALL);
         assert_eq!(
             p.entry,
             Entry {
@@ -395,17 +382,17 @@ mod tests {
     #[test]
     fn csv2_ecbhb_clrbhb_and_ssbs_come_from_the_id_registers() {
         // Neoverse N1 with CSV2 = 1: v2 unaffected, BHB loop of 24.
-        let n1 = CpuIds {
+        let n1 = IdRegs {
             midr: 0x413f_d0c1,
             pfr0: 1 << 56,
-            ..CpuIds::default()
+            ..IdRegs::default()
         };
-        let p = plan(n1, NONE);
+        let p = plan(&n1, NONE);
         assert_eq!((p.v2, p.bhb), (State::Unaffected, State::Mitigated));
         assert_eq!(p.entry.bhb_loop, 24);
         // The same with ECBHB: nothing to do.
         let p = plan(
-            CpuIds {
+            &IdRegs {
                 mmfr1: 1 << 60,
                 ..n1
             },
@@ -414,7 +401,7 @@ mod tests {
         assert_eq!((p.bhb, p.entry), (State::Unaffected, Entry::default()));
         // CLRBHB is preferred to the loop.
         let p = plan(
-            CpuIds {
+            &IdRegs {
                 isar2: 1 << 28,
                 ..n1
             },
@@ -429,7 +416,7 @@ mod tests {
         );
         // CSV2 = 3 means BHB too is handled by hardware.
         let p = plan(
-            CpuIds {
+            &IdRegs {
                 pfr0: 3 << 56,
                 ..n1
             },
@@ -437,7 +424,7 @@ mod tests {
         );
         assert_eq!(p.bhb, State::Unaffected);
         // SSBS: the guest sets PSTATE.SSBS itself; no firmware calls.
-        let p = plan(CpuIds { pfr1: 1 << 4, ..n1 }, ALL);
+        let p = plan(&IdRegs { pfr1: 1 << 4, ..n1 }, ALL);
         assert_eq!((p.ssb, p.ssbd_at_boot), (State::Mitigated, false));
         assert_eq!(p.features(ARCH_WORKAROUND_2), Some(NOT_SUPPORTED));
     }
@@ -446,12 +433,12 @@ mod tests {
     fn other_implementers_and_unknown_parts_are_judged_by_id_registers_only() {
         // Not Arm's: no table applies; without CSV2, v2 needs the firmware.
         let other = ids(0x510f_8000);
-        assert_eq!(plan(other, NONE).v2, State::Vulnerable);
-        assert_eq!(plan(other, NONE).bhb, State::Unaffected);
-        assert!(plan(other, Firmware { wa1: true, ..NONE }).entry.fw_wa1);
+        assert_eq!(plan(&other, NONE).v2, State::Vulnerable);
+        assert_eq!(plan(&other, NONE).bhb, State::Unaffected);
+        assert!(plan(&other, Firmware { wa1: true, ..NONE }).entry.fw_wa1);
         assert_eq!(
             plan(
-                CpuIds {
+                &IdRegs {
                     pfr0: 1 << 56,
                     ..other
                 },
@@ -464,7 +451,7 @@ mod tests {
 
     #[test]
     fn features_answers_only_the_workarounds() {
-        let p = plan(ids(QEMU_A72), NONE);
+        let p = plan(&ids(QEMU_A72), NONE);
         assert_eq!(p.features(0x8000_0000), None);
         assert_eq!(p.guest_call(ARCH_WORKAROUND_1), Some(SUCCESS));
         assert_eq!(p.guest_call(ARCH_WORKAROUND_2), Some(NOT_SUPPORTED));

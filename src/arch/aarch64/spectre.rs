@@ -5,11 +5,10 @@
 //! branch, and for the guests' SMCCC_ARCH_FEATURES answers.
 
 use core::sync::atomic::{AtomicU32, Ordering};
-use dtvisor::hw::spectre::{self, CpuIds, Firmware, Plan};
+use dtvisor::hw::spectre::{self, Firmware, Plan};
 use smccc::Smc;
 use spin::Once;
 
-use super::vcpu::sysreg;
 use crate::boot::MAX_CPUS;
 
 /// What the vectors run on an entry from a guest, one word per CPU
@@ -22,18 +21,6 @@ static PLANS: [Once<Plan>; MAX_CPUS] = [const { Once::new() }; MAX_CPUS];
 
 /// What the firmware offers: the same for every CPU, asked once.
 static FIRMWARE: Once<Firmware> = Once::new();
-
-fn ids() -> CpuIds {
-    CpuIds {
-        midr: sysreg!(read "midr_el1"),
-        pfr0: sysreg!(read "id_aa64pfr0_el1"),
-        pfr1: sysreg!(read "id_aa64pfr1_el1"),
-        mmfr1: sysreg!(read "id_aa64mmfr1_el1"),
-        // ID_AA64ISAR2_EL1 by its encoding (older assemblers lack the
-        // name); it reads as zero on CPUs before Armv8.7.
-        isar2: sysreg!(read "S3_0_C0_C6_2"),
-    }
-}
 
 /// Asks the firmware over SMC (only where PSCI says it answers SMCs):
 /// PSCI_FEATURES(SMCCC_VERSION), SMCCC_VERSION >= 1.1, then
@@ -58,7 +45,7 @@ fn probe_firmware(smc: bool) -> Firmware {
 /// answers SMCs (PSCI's conduit). Returns the plan, for the boot log.
 pub fn init_this_cpu(cpu: usize, smc: bool) -> Plan {
     let fw = *FIRMWARE.call_once(|| probe_firmware(smc));
-    let plan = *PLANS[cpu].call_once(|| spectre::plan(ids(), fw));
+    let plan = *PLANS[cpu].call_once(|| spectre::plan(&super::vcpu::id_regs(), fw));
     if plan.ssbd_at_boot {
         let _ = smccc::arch::arch_workaround_2::<Smc>(true);
     }

@@ -23,6 +23,7 @@ use dtvisor::hw::el2cfg;
 /// This CPU's ID registers, raw (decoded by `dtvisor::hw::cpufeat`).
 pub fn id_regs() -> IdRegs {
     IdRegs {
+        midr: sysreg!(read "midr_el1"),
         pfr0: sysreg!(read "id_aa64pfr0_el1"),
         pfr1: sysreg!(read "id_aa64pfr1_el1"),
         dfr0: sysreg!(read "id_aa64dfr0_el1"),
