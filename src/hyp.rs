@@ -365,16 +365,16 @@ extern "C" fn primary_main(dtb_pa: u64, load: u64, t_entry: u64) -> ! {
         );
         stay_up("invalid configuration")
     };
-    apply_options(&fdt, plan.hyp_cmdline.as_deref().unwrap_or(""));
+    let boot_scrub = apply_options(&fdt, plan.hyp_cmdline.as_deref().unwrap_or(""));
     println!("boot plan parsed in {parse_us} us:");
     print!("{plan}");
     print!("{}", render::Diagnostics(&report.diagnostics));
-    vmm::boot(&plat, &plan)
+    vmm::boot(&plat, &plan, boot_scrub)
 }
 
 /// Acts on the hypervisor's command line (see `config::hypopts`) and
-/// lists, once, what it does not act on.
-fn apply_options(fdt: &Fdt, cmdline: &str) {
+/// lists, once, what it does not act on. Returns `bootscrub=`.
+fn apply_options(fdt: &Fdt, cmdline: &str) -> bool {
     let o = hypopts::parse(cmdline);
     if let Some(v) = o.loglvl {
         log::set_max_level(match v {
@@ -387,7 +387,6 @@ fn apply_options(fdt: &Fdt, cmdline: &str) {
         });
     }
     console::set_timestamps(o.timestamps);
-    vmm::set_boot_scrub(o.bootscrub);
     if let Some(d) = o.dtuart {
         match platform::is_console(fdt, d) {
             Some(true) => {}
@@ -411,6 +410,7 @@ fn apply_options(fdt: &Fdt, cmdline: &str) {
     if !o.bootscrub {
         log::info!("bootscrub=0: guest RAM is not scrubbed before each domain's first start");
     }
+    o.bootscrub
 }
 
 static T_ENTRY: AtomicU64 = AtomicU64::new(0);

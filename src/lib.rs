@@ -13,6 +13,7 @@ pub mod hw;
 pub mod mm;
 pub mod placement;
 pub mod psci;
+pub mod rt;
 pub mod stamp;
 pub mod uboot;
 pub mod vgic;

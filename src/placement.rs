@@ -39,7 +39,7 @@ pub struct Needs {
     /// Host range of the kernel module.
     #[cfg_attr(
         all(feature = "serde", not(target_os = "none")),
-        serde(serialize_with = "crate::config::model::ser::range")
+        serde(serialize_with = "crate::mm::ser::range")
     )]
     pub kernel: Range,
     /// `text_offset` and `image_size` from the kernel's Image header.
@@ -47,13 +47,13 @@ pub struct Needs {
     pub image_size: u64,
     #[cfg_attr(
         all(feature = "serde", not(target_os = "none")),
-        serde(serialize_with = "crate::config::model::ser::opt_range")
+        serde(serialize_with = "crate::mm::ser::opt_range")
     )]
     pub ramdisk: Option<Range>,
     /// `xen,static-mem`: its RAM at these host ranges, not from free RAM.
     #[cfg_attr(
         all(feature = "serde", not(target_os = "none")),
-        serde(serialize_with = "crate::config::model::ser::ranges")
+        serde(serialize_with = "crate::mm::ser::ranges")
     )]
     pub static_mem: Vec<Range>,
     /// Guest addresses are host addresses (needs `static_mem`).
@@ -69,7 +69,7 @@ pub struct Needs {
 pub struct RamMap {
     #[cfg_attr(
         all(feature = "serde", not(target_os = "none")),
-        serde(serialize_with = "crate::config::model::ser::range")
+        serde(serialize_with = "crate::mm::ser::range")
     )]
     pub ipa: Range,
     pub pa: u64,
@@ -86,29 +86,29 @@ pub struct DomainLayout {
     /// Guest-physical banks as the guest DTB lists them.
     #[cfg_attr(
         all(feature = "serde", not(target_os = "none")),
-        serde(serialize_with = "crate::config::model::ser::ranges")
+        serde(serialize_with = "crate::mm::ser::ranges")
     )]
     pub banks: Vec<Range>,
     #[cfg_attr(
         all(feature = "serde", not(target_os = "none")),
-        serde(serialize_with = "crate::config::model::ser::range")
+        serde(serialize_with = "crate::mm::ser::range")
     )]
     pub kernel_ipa: Range,
     #[cfg_attr(
         all(feature = "serde", not(target_os = "none")),
-        serde(serialize_with = "crate::config::model::ser::opt_range")
+        serde(serialize_with = "crate::mm::ser::opt_range")
     )]
     pub initrd_ipa: Option<Range>,
     #[cfg_attr(
         all(feature = "serde", not(target_os = "none")),
-        serde(serialize_with = "crate::config::model::ser::range")
+        serde(serialize_with = "crate::mm::ser::range")
     )]
     pub dtb_ipa: Range,
     /// Host ranges a (re)start copies the kernel and initrd from: the boot
     /// modules themselves.
     #[cfg_attr(
         all(feature = "serde", not(target_os = "none")),
-        serde(serialize_with = "crate::config::model::ser::ranges")
+        serde(serialize_with = "crate::mm::ser::ranges")
     )]
     pub pristine: Vec<Range>,
     /// pCPU index of each vCPU.
@@ -145,13 +145,13 @@ pub struct Layout {
     /// when domains share one).
     #[cfg_attr(
         all(feature = "serde", not(target_os = "none")),
-        serde(serialize_with = "crate::config::model::ser::ranges")
+        serde(serialize_with = "crate::mm::ser::ranges")
     )]
     pub kept: Vec<Range>,
     /// Free host RAM left after placement.
     #[cfg_attr(
         all(feature = "serde", not(target_os = "none")),
-        serde(serialize_with = "crate::config::model::ser::ranges")
+        serde(serialize_with = "crate::mm::ser::ranges")
     )]
     pub free: Vec<Range>,
 }

@@ -107,17 +107,7 @@ pub fn features(fid: u32) -> i64 {
     }
 }
 
-/// Power state of one vCPU.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Power {
-    Off = 0,
-    /// CPU_ON accepted; the owning pCPU has not entered it yet.
-    Pending = 1,
-    On = 2,
-    /// The domain was stopped (SYSTEM_OFF) or is being reset.
-    Stopped = 3,
-}
+pub use crate::vm::lifecycle::Power;
 
 /// One vCPU's power state and its CPU_ON arguments, shared between the
 /// pCPU that runs it and the vCPUs of its domain that power it on.

@@ -6,11 +6,12 @@
 use crate::arch;
 use crate::arch::exception::{exception_class_name, TrapFrame};
 use crate::arch::vcpu::{self, sysreg};
-use crate::vmm;
+use crate::vmm::{self, ImageHw, Vm};
 use dtvisor::emul::mmio::{emulable, fault_ipa, Access};
 use dtvisor::emul::sysreg::{SysReg, SysRegAccess};
 use dtvisor::hw::spectre;
 use dtvisor::psci::{self, Call};
+use dtvisor::rt::Runtime;
 
 const EC_UNKNOWN: u64 = 0x00;
 const EC_WFX: u64 = 0x01;
@@ -32,49 +33,48 @@ pub fn handle(kind: u64, frame: &mut TrapFrame) -> Option<bool> {
     if !crate::boot::stack_intact(crate::arch::cpu_index()) {
         crate::arch::early_fatal("stack overflow on this CPU");
     }
-    let (vm, vi) = vmm::current()?;
+    let rt = vmm::runtime()?;
+    let (vm, vi) = rt.current()?;
     match kind {
         8 => {} // synchronous, lower EL AArch64
         9 | 10 => {
             // Physical IRQ/FIQ while a guest ran: a kick, the timers,
             // maintenance, console input.
-            vmm::irq(vm, vi);
+            rt.irq(vm, vi);
             if vm.stopping() {
-                vmm::park(vm, vi);
+                vmm::park(rt, vm, vi);
             }
-            vmm::resume(vm, vi);
+            rt.resume(vm, vi);
             return Some(true);
         }
         11 => {
-            vmm::system_off(vm, vi, "SError from the guest: domain stopped");
+            vmm::system_off(rt, vm, vi, "SError from the guest: domain stopped");
         }
         _ => return None,
     }
     if vm.stopping() {
-        vmm::park(vm, vi);
+        vmm::park(rt, vm, vi);
     }
     let esr = sysreg!(read "esr_el2");
     let ec = esr >> 26;
     match ec {
-        EC_HVC64 => hypercall(vm, vi, frame),
+        EC_HVC64 => hypercall(rt, vm, vi, frame),
         EC_SMC64 => {
             frame.elr += 4; // SMC traps with the preferred return on itself
-            hypercall(vm, vi, frame)
+            hypercall(rt, vm, vi, frame)
         }
         EC_WFX => frame.elr += 4,
-        EC_DABT_LOW => data_abort(vm, vi, frame, esr),
+        EC_DABT_LOW => data_abort(rt, vm, vi, frame, esr),
         EC_IABT_LOW => {
             let far = sysreg!(read "far_el2");
             let hpfar = sysreg!(read "hpfar_el2");
             // A fetch in the instant a shared page is switched: retry.
-            if vmm::shared_fault(vm, fault_ipa(hpfar, far)) {
-                vmm::resume(vm, vi);
+            if rt.shared_fault(vm, fault_ipa(hpfar, far)) {
+                rt.resume(vm, vi);
                 return Some(true);
             }
             if let Some(n) = vm.faults.due() {
-                vmm::log_vm(
-                    vm,
-                    format_args!(
+                vm.log(format_args!(
                         "instruction fetch from {far:#x} outside its memory: abort injected ({n} faults so far)"
                     ),
                 );
@@ -86,12 +86,10 @@ pub fn handle(kind: u64, frame: &mut TrapFrame) -> Option<bool> {
             };
             vcpu::inject_sync(frame, (ec << 26) | IL | FSC_EXTERNAL, far);
         }
-        EC_SYSREG => sysreg(vm, vi, frame, esr),
+        EC_SYSREG => sysreg(rt, vm, vi, frame, esr),
         _ => {
             if let Some(n) = vm.unhandled.due() {
-                vmm::log_vm(
-                    vm,
-                    format_args!(
+                vm.log(format_args!(
                         "unhandled trap, class {ec:#04x} ({}) at {:#x}: undefined instruction injected ({n} so far)",
                         exception_class_name(ec),
                         frame.elr
@@ -101,13 +99,13 @@ pub fn handle(kind: u64, frame: &mut TrapFrame) -> Option<bool> {
             undefined(frame);
         }
     }
-    vmm::resume(vm, vi);
+    rt.resume(vm, vi);
     Some(true)
 }
 
 /// A trapped MSR/MRS: the SGI registers go to the vGIC; anything else
 /// is logged (rate limited) and answered with an undefined instruction.
-fn sysreg(vm: &vmm::Vm, vi: usize, frame: &mut TrapFrame, esr: u64) {
+fn sysreg(rt: &Runtime<ImageHw>, vm: &Vm, vi: usize, frame: &mut TrapFrame, esr: u64) {
     let a = SysRegAccess::decode(esr);
     match a.reg() {
         SysReg::IccSgi1r | SysReg::IccAsgi1r | SysReg::IccSgi0r if !a.read && vm.vgic.is_some() => {
@@ -116,16 +114,14 @@ fn sysreg(vm: &vmm::Vm, vi: usize, frame: &mut TrapFrame, esr: u64) {
             } else {
                 frame.x[a.rt as usize]
             };
-            vmm::sgi(vm, vi, v);
+            rt.sgi(vm, vi, v);
             frame.elr += 4;
         }
         SysReg::Actlr => read_only(frame, &a, sysreg!(read "actlr_el1")),
         SysReg::ErrorRecord => read_only(frame, &a, 0),
         _ => {
             if let Some(n) = vm.unhandled.due() {
-                vmm::log_vm(
-                    vm,
-                    format_args!(
+                vm.log(format_args!(
                         "trapped system register access {a} at {:#x}: undefined instruction injected ({n} so far)",
                         frame.elr
                     ),
@@ -148,7 +144,7 @@ fn undefined(frame: &mut TrapFrame) {
     vcpu::inject_sync(frame, (EC_UNKNOWN << 26) | IL, 0);
 }
 
-fn data_abort(vm: &vmm::Vm, vi: usize, frame: &mut TrapFrame, esr: u64) {
+fn data_abort(rt: &Runtime<ImageHw>, vm: &Vm, vi: usize, frame: &mut TrapFrame, esr: u64) {
     let far = sysreg!(read "far_el2");
     let hpfar = sysreg!(read "hpfar_el2");
     let ipa = fault_ipa(hpfar, far);
@@ -161,7 +157,7 @@ fn data_abort(vm: &vmm::Vm, vi: usize, frame: &mut TrapFrame, esr: u64) {
         } else {
             frame.x[a.reg as usize]
         };
-        if let Some(v) = vmm::mmio(vm, vi, &a, a.store_value(src)) {
+        if let Some(v) = rt.mmio(vm, vi, &a, a.store_value(src)) {
             if !a.write && a.reg != 31 {
                 frame.x[a.reg as usize] = a.load_value(v);
             }
@@ -171,10 +167,10 @@ fn data_abort(vm: &vmm::Vm, vi: usize, frame: &mut TrapFrame, esr: u64) {
     }
     // A page shared with a boot module (after the devices: MMIO is the
     // hot path): copied on the first write, then the access is retried.
-    if vmm::shared_fault(vm, ipa) {
+    if rt.shared_fault(vm, ipa) {
         return;
     }
-    let device = vmm::emulated_device(vm, ipa);
+    let device = vm.emulated_device(ipa);
     // A decoded access a device refused was logged (rate limited) by it.
     let refused = decoded.is_some() && device.is_some();
     if let Some(n) = (!refused).then(|| vm.faults.due()).flatten() {
@@ -184,17 +180,13 @@ fn data_abort(vm: &vmm::Vm, vi: usize, frame: &mut TrapFrame, esr: u64) {
             // emulate it from (ESR ISV clear): a load/store pair, pre- or
             // post-indexed, SIMD, atomic or exclusive. The architecture
             // leaves it to the hypervisor; like KVM, dtvisor aborts it.
-            Some(dev) => vmm::log_vm(
-                vm,
-                format_args!(
+            Some(dev) => vm.log(format_args!(
                     "{what} at {dev} address {ipa:#x} (pc {:#x}) is not a single load or store (no syndrome): \
                      only those are emulated; external abort injected ({n} faults so far)",
                     frame.elr
                 ),
             ),
-            None => vmm::log_vm(
-                vm,
-                format_args!(
+            None => vm.log(format_args!(
                     "{what} at IPA {ipa:#x} (pc {:#x}) hits nothing: external abort injected ({n} faults so far)",
                     frame.elr
                 ),
@@ -210,7 +202,7 @@ fn data_abort(vm: &vmm::Vm, vi: usize, frame: &mut TrapFrame, esr: u64) {
     vcpu::inject_sync(frame, (ec << 26) | IL | wnr | FSC_EXTERNAL, far);
 }
 
-fn hypercall(vm: &vmm::Vm, vi: usize, frame: &mut TrapFrame) {
+fn hypercall(rt: &Runtime<ImageHw>, vm: &Vm, vi: usize, frame: &mut TrapFrame) {
     let call = Call::decode([frame.x[0], frame.x[1], frame.x[2], frame.x[3]]);
     let ret = match call {
         Call::Version => psci::VERSION_1_1,
@@ -227,11 +219,11 @@ fn hypercall(vm: &vmm::Vm, vi: usize, frame: &mut TrapFrame) {
             }
             r
         }
-        Call::CpuOff => vmm::park(vm, vi),
+        Call::CpuOff => vmm::park(rt, vm, vi),
         Call::AffinityInfo { target, level } => psci::affinity_info(&vm.vcpus, target, level),
         Call::MigrateInfoType => psci::MIGRATE_NONE,
-        Call::SystemOff => vmm::system_off(vm, vi, "SYSTEM_OFF: domain powered off"),
-        Call::SystemReset => vmm::system_reset(vm, vi),
+        Call::SystemOff => vmm::system_off(rt, vm, vi, "SYSTEM_OFF: domain powered off"),
+        Call::SystemReset => vmm::system_reset(rt, vm, vi),
         Call::SmcccVersion => psci::SMCCC_1_1,
         // The speculation workarounds: what this pCPU's plan says (the
         // vCPU is pinned to it). A guest's own workaround calls need
@@ -244,9 +236,7 @@ fn hypercall(vm: &vmm::Vm, vi: usize, frame: &mut TrapFrame) {
             .unwrap_or(psci::NOT_SUPPORTED),
         Call::Unknown(fid) => {
             if let Some(n) = vm.unknown_calls.due() {
-                vmm::log_vm(
-                    vm,
-                    format_args!("SMCCC function {fid:#x} is not implemented: NOT_SUPPORTED ({n} such calls so far)"),
+                vm.log(format_args!("SMCCC function {fid:#x} is not implemented: NOT_SUPPORTED ({n} such calls so far)"),
                 );
             }
             psci::NOT_SUPPORTED

@@ -175,7 +175,7 @@ pub struct Domain {
     /// (empty: placed from free RAM).
     #[cfg_attr(
         all(feature = "serde", not(target_os = "none")),
-        serde(serialize_with = "ser::ranges")
+        serde(serialize_with = "crate::mm::ser::ranges")
     )]
     pub static_mem: Vec<Range>,
     /// `direct-map`: guest-physical addresses are host-physical ones.
@@ -214,7 +214,7 @@ pub struct Device {
 pub struct DeviceRegion {
     #[cfg_attr(
         all(feature = "serde", not(target_os = "none")),
-        serde(serialize_with = "ser::range")
+        serde(serialize_with = "crate::mm::ser::range")
     )]
     pub host: Range,
     pub guest: u64,
@@ -290,7 +290,7 @@ pub struct BootPlan {
 }
 
 /// `serialize_with` helpers for fields whose JSON form is not their Rust
-/// form (the layout types use them too).
+/// form (ranges as `{start, end}`: `crate::mm::ser`).
 #[cfg(all(feature = "serde", not(target_os = "none")))]
 pub mod ser {
     use crate::mm::Range;
@@ -303,30 +303,6 @@ pub mod ser {
         st.serialize_field("start", &r.start)?;
         st.serialize_field("size", &r.size())?;
         st.end()
-    }
-
-    /// A range as `{"start": .., "end": ..}`, end exclusive.
-    pub fn range<S: Serializer>(r: &Range, s: S) -> Result<S::Ok, S::Error> {
-        StartEnd(r).serialize(s)
-    }
-
-    pub fn opt_range<S: Serializer>(r: &Option<Range>, s: S) -> Result<S::Ok, S::Error> {
-        r.as_ref().map(StartEnd).serialize(s)
-    }
-
-    pub fn ranges<S: Serializer>(v: &[Range], s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(v.iter().map(StartEnd))
-    }
-
-    struct StartEnd<'a>(&'a Range);
-
-    impl Serialize for StartEnd<'_> {
-        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            let mut st = s.serialize_struct("Range", 2)?;
-            st.serialize_field("start", &self.0.start)?;
-            st.serialize_field("end", &self.0.end)?;
-            st.end()
-        }
     }
 
     /// A UUID as 32 lowercase hex digits, as the text plan prints it.

@@ -77,7 +77,7 @@ pub use vm_fdt::FdtWriter;
 
 /// The phandle Xen gives the guest's GIC (`GUEST_PHANDLE_GIC`); it and
 /// everything above it are reserved.
-pub const GIC_PHANDLE: u32 = crate::vm::guest_dtb::GIC_PHANDLE;
+pub const GIC_PHANDLE: u32 = 65000;
 
 /// Deepest nesting of a copied node, counted from the root (`/passthrough`
 /// is at depth 1). Xen's own device tree code stops at the same depth.

@@ -597,6 +597,13 @@ impl<'a> Node<'a> {
             self.prop("#size-cells").and_then(|p| p.u32()),
         )
     }
+
+    /// `#address-cells`/`#size-cells` that govern the `reg` of this node's
+    /// children, per the DT spec (defaults 2/1, not inherited).
+    pub fn child_cells(&self) -> (u32, u32) {
+        let (a, s) = self.cells();
+        (a.unwrap_or(2), s.unwrap_or(1))
+    }
 }
 
 /// Iterator over a node's properties.

@@ -3,13 +3,12 @@
 //! range the heap must not be carved from.
 
 use crate::fdt::{Fdt, Node};
-use crate::hw::memory::child_cells;
 use crate::mm::Range;
 
 /// Calls `f` with each RAM bank of the `memory` nodes (`device_type = "memory"`).
 pub fn for_each_ram(fdt: &Fdt<'_>, mut f: impl FnMut(Range)) {
     let root = fdt.root();
-    let (ac, sc) = child_cells(&root);
+    let (ac, sc) = root.child_cells();
     for n in root.children() {
         let is_mem = n.prop("device_type").and_then(|p| p.str()) == Some("memory");
         if !is_mem || !n.is_enabled() {
@@ -37,7 +36,7 @@ pub fn for_each_busy(fdt: &Fdt<'_>, mut f: impl FnMut(Range)) {
     }
     let root = fdt.root();
     if let Some(rm) = root.child("reserved-memory") {
-        let (ac, sc) = child_cells(&rm);
+        let (ac, sc) = rm.child_cells();
         for c in rm.children() {
             if let Some(regs) = c.prop("reg").and_then(|p| p.ranges(ac, sc)) {
                 regs.filter_map(|(a, s)| Range::from_base_size(a, s))

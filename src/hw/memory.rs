@@ -1,7 +1,7 @@
 //! Host memory from the boot DTB: RAM banks, `/memreserve/` entries and
 //! `/reserved-memory` children.
 
-use crate::fdt::{Fdt, Node};
+use crate::fdt::Fdt;
 use crate::mm::Range;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -36,13 +36,6 @@ pub struct HostMemory {
     pub reserved: Vec<Reserved>,
 }
 
-/// `#address-cells`/`#size-cells` that govern the `reg` of `node`'s
-/// children, per the DT spec (defaults 2/1 at the root, not inherited).
-pub fn child_cells(node: &Node<'_>) -> (u32, u32) {
-    let (a, s) = node.cells();
-    (a.unwrap_or(2), s.unwrap_or(1))
-}
-
 impl HostMemory {
     /// Reads RAM and reservations. Ranges that cannot be decoded are
     /// skipped here; discovery reports them (hw::Platform).
@@ -60,7 +53,7 @@ impl HostMemory {
             })
             .collect();
         if let Some(rm) = root.child("reserved-memory") {
-            let (ac, sc) = child_cells(&rm);
+            let (ac, sc) = rm.child_cells();
             for c in rm.children().filter(|c| c.is_enabled()) {
                 let Some(regs) = c.prop("reg").and_then(|p| p.ranges(ac, sc)) else {
                     continue; // dynamically placed (size/alloc-ranges only)

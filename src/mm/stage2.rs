@@ -213,21 +213,25 @@ pub fn vtcr(pa_range: u64) -> u64 {
         | (1 << 31)
 }
 
+/// Table pages from the host's allocator, counted (host tests).
+#[cfg(test)]
+pub struct HostPages(pub usize);
+
+#[cfg(test)]
+impl PageSource for HostPages {
+    fn zeroed_page(&mut self) -> Option<NonNull<u8>> {
+        extern crate std;
+        use std::alloc::{alloc_zeroed, Layout};
+        self.0 += 1;
+        // SAFETY: a non-zero-sized layout; leaked on purpose (test).
+        NonNull::new(unsafe { alloc_zeroed(Layout::from_size_align(4096, 4096).unwrap()) })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     extern crate std;
-    use std::alloc::{alloc_zeroed, Layout};
-
-    struct HostPages(usize);
-
-    impl PageSource for HostPages {
-        fn zeroed_page(&mut self) -> Option<NonNull<u8>> {
-            self.0 += 1;
-            // SAFETY: a non-zero-sized layout; leaked on purpose (test).
-            NonNull::new(unsafe { alloc_zeroed(Layout::from_size_align(4096, 4096).unwrap()) })
-        }
-    }
 
     #[test]
     fn blocks_where_aligned_pages_elsewhere() {

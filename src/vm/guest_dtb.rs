@@ -11,8 +11,9 @@ use alloc::string::{String, ToString};
 use alloc::vec;
 use alloc::vec::Vec;
 
-/// Phandle of the vGIC (Xen's GUEST_PHANDLE_GIC).
-pub const GIC_PHANDLE: u32 = 65000;
+/// Phandle of the vGIC (Xen's GUEST_PHANDLE_GIC), as the partial device
+/// tree contract fixes it.
+pub use crate::config::partial::GIC_PHANDLE;
 pub use crate::vgic::v3::{GICD_BASE, GICR_BASE, GICR_STRIDE};
 pub use crate::vgic::Version as GicVersion;
 pub const GICC_BASE: u64 = 0x0300_2000;

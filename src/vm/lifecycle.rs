@@ -41,7 +41,7 @@
 //!
 //! # vCPU power states during a stop
 //!
-//! The vCPU power states are those of [`crate::psci::Power`], reached
+//! The vCPU power states are those of [`Power`], reached
 //! through the [`PowerCell`] trait (one cell per vCPU). While the domain
 //! stops, the initiator's sweep ([`poll_stopped`]) moves every other vCPU
 //! to `Stopped`:
@@ -95,37 +95,24 @@
 //! access to the same byte (`psci::cpu_on`'s claim, `VcpuPower::start`'s
 //! `Pending` store).
 //!
-//! # Wiring (sketch)
+//! # Wiring
 //!
-//! ```ignore
-//! // SYSTEM_RESET (SYSTEM_OFF is the same with request_off) on vCPU `vi`:
-//! match vm.life.request_reset() {
-//!     Request::Accepted => {
-//!         kick_others(vm, vi);
-//!         while !poll_stopped_with(&vm.power, vi, |i| kick(vm, i)) {
-//!             spin_loop(); // and warn once after a second
-//!         }
-//!         if vm.life.finish_stop() == Some(After::Reset) {
-//!             reload_images(vm);
-//!             power_off_all(&vm.power);
-//!             vm.life.restarted();
-//!             vm.power[0].start(vm.entry_ipa, vm.dtb_ipa);
-//!             wake_all();
-//!         } else {
-//!             leave(&vm.life, &vm.power[vi]); // ended off
-//!         }
-//!     }
-//!     Request::AlreadyStopping | Request::Refused => {
-//!         leave(&vm.life, &vm.power[vi]);
-//!     }
-//! }
-//! idle()
-//! // idle(): first load on vCPU 0's pCPU: load, vm.life.loaded(), start
-//! // vCPU 0; then `if try_enter(&vm.life, &vm.power[vi]) == Entry::Run`
-//! // enter it. At every trap: `if vm.life.stopping()` leave and idle.
-//! ```
+//! `crate::rt` drives it: `Runtime::system_off` and `system_reset` are the
+//! initiator's side, `Runtime::next_run` the entering pCPU's (the first
+//! load, then [`try_enter`]), `Runtime::leave` a vCPU's at a trap.
 
-use crate::psci::Power;
+/// Power state of one vCPU (PSCI's view; `crate::psci` acts on it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Power {
+    Off = 0,
+    /// CPU_ON accepted; the owning pCPU has not entered it yet.
+    Pending = 1,
+    On = 2,
+    /// The domain was stopped (SYSTEM_OFF) or is being reset.
+    Stopped = 3,
+}
+
 use core::fmt;
 use core::sync::atomic::{AtomicU8, Ordering::SeqCst};
 

@@ -21,13 +21,7 @@ use core::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use dtvisor::vgic::{self, Lr, LrState};
 use safe_mmio::UniqueMmioPointer;
 
-/// SGI 0: "leave the guest and look at your vCPU".
-pub const KICK: u32 = 0;
-/// The GIC maintenance interrupt (PPI 9).
-pub const MAINTENANCE: u32 = 25;
-/// EL1 virtual timer (PPI 11) and non-secure physical timer (PPI 14).
-pub const VTIMER: u32 = 27;
-pub const PTIMER: u32 = 30;
+pub use dtvisor::rt::hw::{Acked, ICH_HCR_EN, KICK, MAINTENANCE, PTIMER, VTIMER};
 /// INTIDs 1020..1023 are special (1023: nothing pending).
 const SPURIOUS: u32 = 1020;
 
@@ -219,11 +213,6 @@ fn v3_clear_active_private(cpu: usize, mask: u32) {
 }
 
 // ---- the virtual CPU interface (ICH_*_EL2) -------------------------------
-
-/// ICH_HCR_EL2 bits.
-pub const ICH_HCR_EN: u64 = 1 << 0;
-pub const ICH_HCR_UIE: u64 = 1 << 1;
-pub const ICH_HCR_NPIE: u64 = 1 << 3;
 
 /// Number of list registers this CPU implements.
 fn v3_nr_lrs() -> usize {
@@ -445,14 +434,6 @@ pub fn kick(cpu: usize, mpidr: u64) {
         2 => gicv2::kick(cpu),
         _ => {}
     }
-}
-
-/// An acknowledged interrupt: `raw` is what EOI and DIR want back
-/// (GICv2 SGIs carry their source), `id` its INTID.
-#[derive(Clone, Copy)]
-pub struct Acked {
-    raw: u32,
-    pub id: u32,
 }
 
 pub fn ack() -> Option<Acked> {
