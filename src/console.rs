@@ -72,7 +72,7 @@ fn emit(uart: &Uart, s: &str) {
     }
     // SAFETY: LOCK is held by the caller, so no other CPU is here.
     let st = unsafe { &mut *STAMPER.0.get() };
-    let now = || crate::hyp::micros(crate::arch::counter().saturating_sub(crate::hyp::t_entry()));
+    let now = || crate::time::micros(crate::arch::counter().saturating_sub(crate::time::t_entry()));
     for b in s.bytes() {
         st.push(b, &now, &mut |c| {
             if c == b'\n' {

@@ -24,7 +24,6 @@
 //! module that does not fit) is printed naming the line, node and file,
 //! and the stub returns to the firmware: nothing is half started.
 
-use crate::hyp;
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
@@ -110,7 +109,7 @@ extern "C" fn efi_main(image: *mut core::ffi::c_void, st: *const core::ffi::c_vo
 fn stub() -> Result<core::convert::Infallible, String> {
     let heap = alloc_pages(STUB_HEAP as u64, 1 << 12)?;
     // SAFETY: pages the firmware just gave us, used only as this heap.
-    unsafe { hyp::init_heap_at(heap, STUB_HEAP) };
+    unsafe { crate::heap::init_at(heap, STUB_HEAP) };
     let me = image_path()?;
     let cfg_file = efi_cfg::cfg_path(&me);
     // Xen's rule: a firmware DTB that already holds boot modules is the
@@ -174,7 +173,7 @@ fn stub() -> Result<core::convert::Infallible, String> {
     let dtb_buf = alloc_pages(size as u64, 1 << 12)?;
     // Linker symbols: the image's first and one past its last loaded byte.
     let (start, file_end) = (&raw const _start as u64, &raw const __file_end as u64);
-    let image_size = crate::boot::image_range().1 - crate::boot::image_range().0;
+    let image_size = crate::arch::boot::image_range().1 - crate::arch::boot::image_range().0;
     let copy = alloc_pages(image_size, MIB2)?;
     say!("dtvisor: leaving boot services; the image continues at {copy:#x}");
     ACTIVE.store(false, core::sync::atomic::Ordering::Relaxed);

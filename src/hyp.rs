@@ -1,108 +1,15 @@
 //! The boot path of the image: from the bootloader's DTB to the boot plan.
 
+use crate::arch::boot;
 use crate::arch::{self, mmu};
 use crate::drivers::{Cadence, Imx, Ns16550, Pl011, Uart};
-use crate::{boot, console, vmm};
+use crate::{console, fatal, heap, time, vmm};
 use aarch64_cpu::registers::Writeable;
-use buddy_system_allocator::LockedHeapWithRescue;
-use core::sync::atomic::{AtomicU64, Ordering};
 use dtvisor::config::{self, hypopts, render};
 use dtvisor::fdt::Fdt;
 use dtvisor::hw::{early, platform, Platform, Reserved, ReservedKind, UartKind};
 use dtvisor::mm::range::Size;
 use dtvisor::mm::Range;
-
-static HEAP: LockedHeapWithRescue<32> = LockedHeapWithRescue::new(grow_heap);
-
-/// RAM nothing uses once the domains are placed: where the heap grows
-/// when it runs out (empty before placement, so the heap never takes RAM
-/// a guest is about to get).
-static SPARE: crate::arch::Mutex<[Range; 32]> = crate::arch::Mutex::new([Range::new(0, 0); 32]);
-
-/// Smallest step the heap grows by.
-const GROW_STEP: u64 = 256 << 10;
-
-/// Hands RAM that placement left free to the heap's reserve.
-pub fn donate_free(free: &[Range]) {
-    {
-        let mut spare = SPARE.lock();
-        for (slot, r) in spare
-            .iter_mut()
-            .zip(free.iter().filter(|r| r.size() >= GROW_STEP))
-        {
-            *slot = *r;
-        }
-    }
-    if SELFTEST_HEAP.load(Ordering::Relaxed) {
-        // dtvisor.selftest=heap-grow: more than the whole heap at once.
-        let (_, _, before) = heap_stats();
-        let v: alloc::vec::Vec<u8> = alloc::vec![1; before as usize + (1 << 20)];
-        let (_, _, after) = heap_stats();
-        log::info!(
-            "dtvisor.selftest=heap-grow: the heap grew from {before} B to {after} B for {} B",
-            v.len()
-        );
-    }
-}
-
-/// `dtvisor.selftest=heap-grow` (tests only).
-static SELFTEST_HEAP: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
-
-/// The allocator's rescue (it holds the heap lock; nothing here allocates).
-fn grow_heap(heap: &mut buddy_system_allocator::Heap<32>, layout: &core::alloc::Layout) {
-    let want = (layout.size().max(layout.align()) as u64)
-        .next_power_of_two()
-        .saturating_mul(2)
-        .max(GROW_STEP);
-    let mut spare = SPARE.lock();
-    for r in spare.iter_mut() {
-        let start = r.start.next_multiple_of(want.min(2 << 20));
-        if start.checked_add(want).is_some_and(|e| e <= r.end) {
-            // SAFETY: free RAM placement gave to no one (see SPARE), identity
-            // mapped Normal, handed to the heap once (cut from the reserve).
-            unsafe { heap.add_to_heap(start as usize, (start + want) as usize) };
-            r.start = start + want;
-            return;
-        }
-    }
-}
-
-/// The heap with its high-water mark kept (for the boot log's memory
-/// figures): allocation goes to HEAP.
-struct Tracked;
-
-static PEAK: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: forwards to HEAP, a correct allocator; only reads its statistics.
-unsafe impl core::alloc::GlobalAlloc for Tracked {
-    unsafe fn alloc(&self, layout: core::alloc::Layout) -> *mut u8 {
-        arch::exception::count_allocation(layout.size());
-        // SAFETY: the caller's contract is HEAP's.
-        let p = unsafe { core::alloc::GlobalAlloc::alloc(&HEAP, layout) };
-        let used = HEAP.lock().stats_alloc_actual() as u64;
-        PEAK.fetch_max(used, Ordering::Relaxed);
-        p
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: core::alloc::Layout) {
-        // SAFETY: as above.
-        unsafe { core::alloc::GlobalAlloc::dealloc(&HEAP, ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static ALLOC: Tracked = Tracked;
-
-/// Heap bytes: (in use now, most ever in use, size).
-pub fn heap_stats() -> (u64, u64, u64) {
-    let h = HEAP.lock();
-    let used = h.stats_alloc_actual() as u64;
-    (
-        used,
-        PEAK.load(Ordering::Relaxed).max(used),
-        h.stats_total_bytes() as u64,
-    )
-}
 
 /// Largest DTB accepted from the bootloader.
 const MAX_DTB: usize = 2 << 20;
@@ -189,30 +96,19 @@ fn init_heap(fdt: &Fdt, ram: &[Range], image: Range, dtb: Range) -> Range {
         }
     });
     if overflow {
-        arch::early_fatal("more than 125 reserved ranges and modules in the device tree");
+        fatal::fatal("more than 125 reserved ranges and modules in the device tree");
     }
     let size = early::heap_size(fdt);
     let Some(heap) = early::find_free(ram, &busy[..n], size, 64 << 10) else {
-        arch::early_fatal("no free RAM for the hypervisor heap (1 MiB and more)");
+        fatal::fatal("no free RAM for the hypervisor heap (1 MiB and more)");
     };
     // SAFETY: `heap` is RAM that nothing else uses (checked above), mapped
     // Normal by the identity map, and handed to the allocator once.
-    unsafe { HEAP.lock().init(heap.start as usize, heap.size() as usize) };
+    unsafe { heap::init_at(heap.start, heap.size() as usize) };
     heap
 }
 
-/// The EFI stub's heap: `size` bytes at `start` that the firmware gave it
-/// (the image's own heap replaces it once the image runs: BSS is zeroed
-/// again at its entry).
-///
-/// # Safety
-/// `start..start + size` is RAM used by nothing else while the stub runs.
-pub unsafe fn init_heap_at(start: u64, size: usize) {
-    // SAFETY: the caller's promise.
-    unsafe { HEAP.lock().init(start as usize, size) };
-}
-
-/// Entered from boot/entry.S at EL1 (or EL3): say why we stop, then park.
+/// Entered from arch/aarch64/entry.S at EL1 (or EL3): say why we stop, then park.
 #[unsafe(no_mangle)]
 extern "C" fn wrong_el_entry(dtb: u64, _load: u64) -> ! {
     let uart = Fdt::new(dtb_slice(dtb)).ok().and_then(|f| find_console(&f));
@@ -220,6 +116,15 @@ extern "C" fn wrong_el_entry(dtb: u64, _load: u64) -> ! {
     console::set(uart.unwrap_or(Uart::Pl011(unsafe { Pl011::new(FALLBACK_UART) })));
     console::write_str("\ndtvisor must be entered at EL2 (QEMU: -machine virtualization=on)\n");
     arch::halt()
+}
+
+/// A secondary pCPU's Rust entry (arch/aarch64/entry.S, after PSCI
+/// CPU_ON): its own setup, its GIC CPU interface, then its idle loop.
+#[unsafe(no_mangle)]
+extern "C" fn secondary_main(idx: u64) -> ! {
+    arch::smp::secondary_setup(idx);
+    vmm::init_secondary_gic(idx as usize);
+    vmm::idle()
 }
 
 /// The boot CPU's Rust entry, MMU off, DAIF masked.
@@ -253,7 +158,7 @@ extern "C" fn primary_main(dtb_pa: u64, load: u64, t_entry: u64) -> ! {
     let ram = &mut ram[..nram];
     ram.sort_unstable();
     if ram.is_empty() {
-        arch::early_fatal("the device tree has no memory node with a usable reg");
+        fatal::fatal("the device tree has no memory node with a usable reg");
     }
     let m = mmu::build(ram);
     mmu::enable(&m, true);
@@ -268,7 +173,7 @@ extern "C" fn primary_main(dtb_pa: u64, load: u64, t_entry: u64) -> ! {
     let dtb = Range::from_base_size(dtb_pa, fdt.as_bytes().len() as u64).unwrap_or_default();
     let heap = init_heap(&fdt, ram, image, dtb);
     console::init_log(log::LevelFilter::Info);
-    T_ENTRY.store(t_entry, Ordering::Relaxed);
+    time::set_entry(t_entry);
     // Timestamps from the first line when `xen,xen-bootargs` asks (the
     // whole command line is read again once the plan names it).
     let early_cmdline = fdt
@@ -292,7 +197,7 @@ extern "C" fn primary_main(dtb_pa: u64, load: u64, t_entry: u64) -> ! {
             for e in &errs {
                 println!("  error: {e}");
             }
-            stay_up("the machine description is unusable")
+            fatal::stay_up("the machine description is unusable")
         }
     };
     for (range, kind) in [
@@ -312,12 +217,12 @@ extern "C" fn primary_main(dtb_pa: u64, load: u64, t_entry: u64) -> ! {
     }
     println!(
         "  discovery took {} us (system counter)",
-        micros(arch::counter() - t_entry)
+        time::micros(arch::counter() - t_entry)
     );
 
     // dtvisor.selftest=el2-fault: an EL2 data abort on purpose, so the
     // tests can see the unexpected-exception report (never in production).
-    SELFTEST_HEAP.store(early_opts.selftest == Some("heap-grow"), Ordering::Relaxed);
+    heap::set_selftest(early_opts.selftest == Some("heap-grow"));
     if early_opts.selftest == Some("el2-fault") {
         log::warn!("dtvisor.selftest=el2-fault: reading an unmapped address");
         // SAFETY: deliberately faults; the exception handler halts this CPU.
@@ -356,14 +261,14 @@ extern "C" fn primary_main(dtb_pa: u64, load: u64, t_entry: u64) -> ! {
         true
     };
     let report = config::parse_with(&fdt, &plat.memory, Some(&peek), Some(&contents));
-    let parse_us = micros(arch::counter() - t0);
+    let parse_us = time::micros(arch::counter() - t0);
     let Some(plan) = report.plan else {
         print!("{}", render::Diagnostics(&report.diagnostics));
         println!(
             "configuration invalid: {} errors (parsed in {parse_us} us)",
             report.errors().count()
         );
-        stay_up("invalid configuration")
+        fatal::stay_up("invalid configuration")
     };
     let boot_scrub = apply_options(&fdt, plan.hyp_cmdline.as_deref().unwrap_or(""));
     println!("boot plan parsed in {parse_us} us:");
@@ -411,46 +316,4 @@ fn apply_options(fdt: &Fdt, cmdline: &str) -> bool {
         log::info!("bootscrub=0: guest RAM is not scrubbed before each domain's first start");
     }
     o.bootscrub
-}
-
-static T_ENTRY: AtomicU64 = AtomicU64::new(0);
-
-/// Counter ticks to microseconds.
-pub fn micros(ticks: u64) -> u64 {
-    ticks * 1_000_000 / arch::counter_freq().max(1)
-}
-
-/// Counter value at hypervisor entry.
-pub fn t_entry() -> u64 {
-    T_ENTRY.load(Ordering::Relaxed)
-}
-
-/// Nothing to run: the hypervisor stays up and answers on its console.
-/// Each byte of input repeats why nothing started, so whoever attaches to
-/// the console later (the errors scrolled by before it was opened) learns
-/// what is wrong and that the machine is not hung.
-pub fn stay_up(why: &str) -> ! {
-    log::error!("{why}: no domain started; dtvisor stays up on its console");
-    // This CPU takes the receive side for good (a CPU still polling finds
-    // it held and leaves input alone); the UART's interrupt is not used.
-    // Its event stream wakes `wfe` below to poll the UART: one register
-    // read per turn (under QEMU each device access takes the lock its I/O
-    // thread needs to deliver input).
-    let rx = loop {
-        if let Some(rx) = crate::console::try_rx() {
-            break rx;
-        }
-        crate::arch::relax();
-    };
-    rx.set_irq(false);
-    crate::arch::vcpu::timer_access_and_event_stream();
-    loop {
-        if rx.getc().is_some() {
-            // Whatever else was typed with it is answered by one line.
-            while rx.getc().is_some() {}
-            log::error!("{why}: no domain started (the errors are above; any key repeats this)");
-        }
-        // SAFETY: waiting for an event has no memory effects.
-        unsafe { core::arch::asm!("wfe") };
-    }
 }

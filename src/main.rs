@@ -14,13 +14,17 @@ mod arch {
     pub use aarch64::*;
 }
 #[cfg(target_os = "none")]
-mod boot;
-#[cfg(target_os = "none")]
 mod drivers;
 #[cfg(target_os = "none")]
 mod efi;
 #[cfg(target_os = "none")]
+mod fatal;
+#[cfg(target_os = "none")]
+mod heap;
+#[cfg(target_os = "none")]
 mod hyp;
+#[cfg(target_os = "none")]
+mod time;
 #[cfg(target_os = "none")]
 mod trap;
 #[cfg(target_os = "none")]

@@ -4,7 +4,7 @@
 //! return to the guest.
 
 use crate::arch;
-use crate::arch::exception::{exception_class_name, TrapFrame};
+use crate::arch::exception::{self, exception_class_name, TrapFrame};
 use crate::arch::vcpu::{self, sysreg};
 use crate::vmm::{self, ImageHw, Vm};
 use dtvisor::emul::mmio::{emulable, fault_ipa, Access};
@@ -26,12 +26,29 @@ const IL: u64 = 1 << 25;
 /// DFSC/IFSC: synchronous external abort, not on a table walk.
 const FSC_EXTERNAL: u64 = 0x10;
 
+/// Called by the vectors (arch/aarch64/vectors.S) for every exception
+/// taken to EL2: a guest's trap is handled and returns to it; anything
+/// else is reported and this CPU halts instead of looping on the fault.
+#[unsafe(no_mangle)]
+extern "C" fn el2_exception(kind: u64, frame: &mut TrapFrame) {
+    exception::trap_begins(kind);
+    let handled = handle(kind, frame);
+    exception::trap_ends(kind);
+    if handled == Some(true) {
+        return;
+    }
+    use core::fmt::Write;
+    let report = exception::Unexpected { kind, frame };
+    let _ = writeln!(crate::console::PanicWriter, "{report}");
+    arch::halt();
+}
+
 /// Handles an exception from a guest. Returns None for anything that is
 /// not a guest trap (the caller reports it as unexpected), Some(true) when
 /// the guest may resume.
-pub fn handle(kind: u64, frame: &mut TrapFrame) -> Option<bool> {
-    if !crate::boot::stack_intact(crate::arch::cpu_index()) {
-        crate::arch::early_fatal("stack overflow on this CPU");
+fn handle(kind: u64, frame: &mut TrapFrame) -> Option<bool> {
+    if !crate::arch::boot::stack_intact(crate::arch::cpu_index()) {
+        crate::fatal::fatal("stack overflow on this CPU");
     }
     let rt = vmm::runtime()?;
     let (vm, vi) = rt.current()?;

@@ -4,9 +4,9 @@
 //! into domains. Everything the run-time decides is in the library and
 //! tested on the host; this file only touches the hardware.
 
+use crate::arch::boot;
 use crate::arch::stage2::{self, HeapPages};
 use crate::arch::{self, gic, mmu, smp, vcpu, Yield};
-use crate::boot;
 use crate::console;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -75,7 +75,7 @@ impl Hw for ImageHw {
         vcpu::timer_controls()
     }
     fn fatal(&self, msg: &str) -> ! {
-        arch::early_fatal(msg)
+        crate::fatal::fatal(msg)
     }
     fn gic_present(&self) -> bool {
         gic::present()
@@ -156,7 +156,7 @@ impl Hw for ImageHw {
         console::try_rx()
     }
     fn memory(&self) -> HypMemory {
-        let (used, peak, heap) = crate::hyp::heap_stats();
+        let (used, peak, heap) = crate::heap::heap_stats();
         let (start, end) = boot::image_range();
         HypMemory {
             image: end - start,
@@ -191,12 +191,12 @@ pub fn idle() -> ! {
     let stack_top = boot::stack_top(cpu);
     loop {
         if !boot::stack_intact(cpu) {
-            arch::early_fatal("stack overflow on this CPU");
+            crate::fatal::fatal("stack overflow on this CPU");
         }
         if let Some(rt) = RT.get() {
             if let Some((vm, vi, (entry, ctx))) = rt.next_run() {
                 if rt.first_entry() {
-                    let us = crate::hyp::micros(arch::counter() - crate::hyp::t_entry());
+                    let us = crate::time::micros(arch::counter() - crate::time::t_entry());
                     log::info!(
                         "hypervisor entry to first guest instruction: {us} us (system counter)"
                     );
@@ -297,11 +297,11 @@ fn build_specs(plat: &Platform, plan: &BootPlan, cpus: &[u64]) -> (Vec<DomainSpe
             for e in &errs {
                 println!("error: {e}");
             }
-            crate::hyp::stay_up("the domains cannot be built on this machine")
+            crate::fatal::stay_up("the domains cannot be built on this machine")
         }
     };
     print!("{layout}");
-    crate::hyp::donate_free(&layout.free);
+    crate::heap::donate_free(&layout.free);
     (specs, layout.kept.iter().map(|r| r.size()).sum())
 }
 
@@ -363,18 +363,18 @@ fn map_domain(
     let mut s2 = Stage2Tables::new(HeapPages);
     for m in &s.layout.ram {
         if s2.map_ram(m.ipa, m.pa).is_err() {
-            crate::hyp::stay_up("stage-2 mapping failed");
+            crate::fatal::stay_up("stage-2 mapping failed");
         }
     }
     for sh in &s.restart.shared {
         if s2.map_shared(sh.ipa, sh.module).is_err() {
-            crate::hyp::stay_up("stage-2 mapping of a module's shared pages failed");
+            crate::fatal::stay_up("stage-2 mapping of a module's shared pages failed");
         }
     }
     if let (Some(VgicVersion::V2), Some(v)) = (vgic, gicv(plat)) {
         let ipa = Range::new(s.map.gicc, s.map.gicc + v2::GICC_SIZE);
         if s2.map_device(ipa, v.start).is_err() {
-            crate::hyp::stay_up("stage-2 mapping of the GICv2 virtual CPU interface failed");
+            crate::fatal::stay_up("stage-2 mapping of the GICv2 virtual CPU interface failed");
         }
     }
     let first = s.layout.pcpus[0];
@@ -382,7 +382,7 @@ fn map_domain(
         for r in &dev.regions {
             let ipa = Range::new(r.guest, r.guest + r.host.size());
             if s2.map_device(ipa, r.host.start).is_err() {
-                crate::hyp::stay_up("stage-2 mapping of an assigned device failed");
+                crate::fatal::stay_up("stage-2 mapping of an assigned device failed");
             }
             log::info!(
                 "{}: {} mmio host {} at guest {:#x}",
@@ -461,6 +461,6 @@ fn start_secondaries(plat: &Platform, rt: &Runtime<ImageHw>, cpus: &[u64]) {
         }
     }
     if failed {
-        crate::hyp::stay_up("a physical CPU the domains need did not start");
+        crate::fatal::stay_up("a physical CPU the domains need did not start");
     }
 }

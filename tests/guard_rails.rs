@@ -54,12 +54,12 @@ const ALLOWED: &[&str] = &[
     "src/console.rs:STAMPER",
     "src/console.rs:BEFORE_LINE",
     "src/console.rs:LOGGER",
-    "src/hyp.rs:HEAP",
-    "src/hyp.rs:SPARE",
-    "src/hyp.rs:SELFTEST_HEAP",
-    "src/hyp.rs:PEAK",
-    "src/hyp.rs:ALLOC",
-    "src/hyp.rs:T_ENTRY",
+    "src/heap.rs:HEAP",
+    "src/heap.rs:SPARE",
+    "src/heap.rs:SELFTEST_HEAP",
+    "src/heap.rs:PEAK",
+    "src/heap.rs:ALLOC",
+    "src/time.rs:T_ENTRY",
     // The run-time object (one `Once`, built at boot, read by every CPU).
     "src/vmm.rs:RT",
 ];

@@ -1,10 +1,10 @@
-//! EL2 exception entry: the trap frame and the report of an unexpected
-//! exception (class in words, ESR, ELR, FAR, SPSR), after which that CPU
-//! halts instead of looping on the same fault.
+//! EL2 exception entry: the vectors (`vectors.S`, which call the
+//! `el2_exception` the trap layer defines), the trap frame, the count of
+//! heap allocations on guest trap paths, and the report of an unexpected
+//! exception (class in words, ESR, ELR, FAR, SPSR).
 
-use crate::boot::MAX_CPUS;
+use super::boot::MAX_CPUS;
 use aarch64_cpu::registers::{Readable, ESR_EL2, FAR_EL2};
-use core::fmt::Write;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 core::arch::global_asm!(include_str!("vectors.S"));
@@ -111,38 +111,47 @@ fn report_trap_allocations() {
     }
 }
 
-/// Called by the vectors for every exception taken to EL2.
-#[unsafe(no_mangle)]
-extern "C" fn el2_exception(kind: u64, frame: &mut TrapFrame) {
-    let from_guest = (8..16).contains(&kind);
-    if from_guest {
+/// A guest's trap (exception `kind` of the vectors' 16) begins on this
+/// CPU: heap allocations from now to `trap_done` are counted.
+pub fn trap_begins(kind: u64) {
+    if (8..16).contains(&kind) {
         if let Some(t) = IN_TRAP.get(super::cpu_index()) {
             t.store(true, Ordering::Relaxed);
         }
     }
-    let handled = crate::trap::handle(kind, frame);
-    if from_guest {
+}
+
+/// A guest's trap ended (it returns to the guest): the allocations it
+/// made, if any, are reported.
+pub fn trap_ends(kind: u64) {
+    if (8..16).contains(&kind) {
         trap_done();
         report_trap_allocations();
     }
-    if handled == Some(true) {
-        return;
+}
+
+/// The report of an exception nothing handled: its kind, class, ESR_EL2,
+/// ELR_EL2, FAR_EL2 and SPSR_EL2 (the caller writes it and halts).
+pub struct Unexpected<'a> {
+    pub kind: u64,
+    pub frame: &'a TrapFrame,
+}
+
+impl core::fmt::Display for Unexpected<'_> {
+    fn fmt(&self, out: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let esr = ESR_EL2.get();
+        let ec = (esr >> 26) & 0x3f;
+        write!(
+            out,
+            "\r\ndtvisor: unexpected exception: {} on CPU {}\r\n  class {:#04x}: {}\r\n  ESR_EL2 {:#018x}  ELR_EL2 {:#018x}\r\n  FAR_EL2 {:#018x}  SPSR_EL2 {:#018x}\r\n  this CPU halts",
+            KINDS.get(self.kind as usize).copied().unwrap_or("?"),
+            super::cpu_index(),
+            ec,
+            exception_class_name(ec),
+            esr,
+            self.frame.elr,
+            FAR_EL2.get(),
+            self.frame.spsr
+        )
     }
-    let esr = ESR_EL2.get();
-    let ec = (esr >> 26) & 0x3f;
-    let far = FAR_EL2.get();
-    let mut out = crate::console::PanicWriter;
-    let _ = writeln!(
-        out,
-        "\r\ndtvisor: unexpected exception: {} on CPU {}\r\n  class {:#04x}: {}\r\n  ESR_EL2 {:#018x}  ELR_EL2 {:#018x}\r\n  FAR_EL2 {:#018x}  SPSR_EL2 {:#018x}\r\n  this CPU halts",
-        KINDS.get(kind as usize).copied().unwrap_or("?"),
-        super::cpu_index(),
-        ec,
-        exception_class_name(ec),
-        esr,
-        frame.elr,
-        far,
-        frame.spsr
-    );
-    super::halt();
 }

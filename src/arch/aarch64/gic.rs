@@ -32,8 +32,8 @@ unsafe impl Send for Gic {}
 
 static GIC: Mutex<Option<Gic>> = Mutex::new(None);
 /// Per pCPU: its redistributor's SGI frame (0 = none).
-static SGI_FRAME: [AtomicU64; crate::boot::MAX_CPUS] =
-    [const { AtomicU64::new(0) }; crate::boot::MAX_CPUS];
+static SGI_FRAME: [AtomicU64; super::boot::MAX_CPUS] =
+    [const { AtomicU64::new(0) }; super::boot::MAX_CPUS];
 static GICR_BASE: AtomicU64 = AtomicU64::new(0);
 static GICD_BASE: AtomicU64 = AtomicU64::new(0);
 /// Redistributor frames present (counted at boot, at most the CPU count).

@@ -21,8 +21,8 @@ static GICD: AtomicU64 = AtomicU64::new(0);
 static GICC: AtomicU64 = AtomicU64::new(0);
 static GICH: AtomicU64 = AtomicU64::new(0);
 /// Per pCPU: its CPU interface bit (GICD_ITARGETSR0 as it reads it).
-static IFACE: [AtomicU8; crate::boot::MAX_CPUS] =
-    [const { AtomicU8::new(0) }; crate::boot::MAX_CPUS];
+static IFACE: [AtomicU8; super::boot::MAX_CPUS] =
+    [const { AtomicU8::new(0) }; super::boot::MAX_CPUS];
 
 const GICC_CTLR: u64 = 0x0;
 const GICC_PMR: u64 = 0x4;
@@ -61,10 +61,10 @@ fn wr(base: &AtomicU64, off: u64, v: u32) {
 /// priorities; its private interrupts enabled; its interface bit noted.
 fn cpu_setup(g: &mut GicV2<'static>, cpu: usize, maintenance: u32) {
     for id in [
-        super::gic::KICK,
+        dtvisor::rt::hw::KICK,
         maintenance,
-        super::gic::VTIMER,
-        super::gic::PTIMER,
+        dtvisor::rt::hw::VTIMER,
+        dtvisor::rt::hw::PTIMER,
     ] {
         let intid = if id < 16 {
             IntId::sgi(id)
@@ -165,7 +165,7 @@ pub fn kick(cpu: usize) {
     }
     if let Some(Gic(g)) = GIC.lock().as_mut() {
         g.send_sgi(
-            IntId::sgi(super::gic::KICK),
+            IntId::sgi(dtvisor::rt::hw::KICK),
             SgiTarget::List {
                 target_list_filter: SgiTargetListFilter::CPUTargetList,
                 target_list: t as u16,

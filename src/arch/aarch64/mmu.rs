@@ -41,7 +41,7 @@ struct StaticPool {
 impl Translation<El23Attributes> for StaticPool {
     fn allocate_table(&mut self) -> (NonNull<PageTable<El23Attributes>>, PhysicalAddress) {
         if self.next >= POOL_PAGES {
-            super::early_fatal("EL2 page-table pool exhausted");
+            panic!("EL2 page-table pool exhausted");
         }
         // SAFETY: each index is handed out once; the page is zeroed (BSS)
         // and 4 KiB aligned, which is what a PageTable needs.
@@ -110,7 +110,7 @@ pub fn build(ram: &[Range]) -> El2Mmu {
         )
         .is_err()
         {
-            super::early_fatal("cannot build the EL2 identity map");
+            panic!("cannot build the EL2 identity map");
         }
     };
     // Device holes between RAM banks (RAM rounded out to 2 MiB for blocks).
@@ -135,8 +135,8 @@ pub fn build(ram: &[Range]) -> El2Mmu {
         map(&mut table, Range::new(start, end), ram_attrs());
     }
     // The image over it, by permission (its blocks split into pages).
-    let (image_start, _) = crate::boot::image_range();
-    let (text_end, data_start) = crate::boot::image_parts();
+    let (image_start, _) = super::boot::image_range();
+    let (text_end, data_start) = super::boot::image_parts();
     map(&mut table, Range::new(image_start, text_end), text_attrs());
     map(&mut table, Range::new(text_end, data_start), rodata_attrs());
     let pa_bits = match ID_AA64MMFR0_EL1.read(ID_AA64MMFR0_EL1::PARange) {
@@ -167,7 +167,7 @@ pub fn build(ram: &[Range]) -> El2Mmu {
 /// memory before it starts them.
 pub fn enable(m: &El2Mmu, boot: bool) {
     if boot {
-        let (start, end) = crate::boot::image_range();
+        let (start, end) = super::boot::image_range();
         invalidate_dcache_range(start, end);
     }
     MAIR_EL2.set(m.mair);

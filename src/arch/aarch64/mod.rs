@@ -1,4 +1,5 @@
 //! AArch64 glue: exception vectors, EL2 MMU, CPU identity, timing.
+pub mod boot;
 pub mod exception;
 pub mod gic;
 pub mod gicv2;
@@ -70,11 +71,4 @@ pub fn halt() -> ! {
         // SAFETY: masking interrupts and waiting has no memory effects.
         unsafe { core::arch::asm!("msr daifset, #0xf", "wfi") };
     }
-}
-
-/// A fatal error before the console may exist: say it if possible, halt.
-pub fn early_fatal(msg: &str) -> ! {
-    use core::fmt::Write;
-    let _ = writeln!(crate::console::PanicWriter, "\ndtvisor: fatal: {msg}");
-    halt()
 }

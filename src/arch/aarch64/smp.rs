@@ -1,7 +1,7 @@
 //! Secondary pCPUs: started with PSCI CPU_ON over the conduit the host DTB
-//! names, each enters `secondary_entry` (boot/entry.S) with its index,
-//! turns on the same EL2 translation as the boot CPU, and idles until its
-//! vCPU is powered on.
+//! names, each enters `secondary_entry` (entry.S) with its index,
+//! turns on the same EL2 translation as the boot CPU (`secondary_setup`),
+//! and idles until its vCPU is powered on.
 
 use super::mmu::{self, El2Mmu};
 use aarch64_cpu::registers::{Writeable, TPIDR_EL2};
@@ -29,7 +29,7 @@ pub fn publish_mmu(m: El2Mmu) {
 /// Starts pCPU `idx` (MPIDR `mpidr`). Returns the PSCI error, if any.
 pub fn start_cpu(conduit: Conduit, idx: usize, mpidr: u64) -> Result<(), smccc::psci::Error> {
     // Secondaries read the tables, MMU settings and code with the MMU off.
-    let (start, end) = crate::boot::image_range();
+    let (start, end) = super::boot::image_range();
     mmu::clean_dcache_range(start, end);
     let entry = secondary_entry as *const () as u64;
     match conduit {
@@ -38,8 +38,10 @@ pub fn start_cpu(conduit: Conduit, idx: usize, mpidr: u64) -> Result<(), smccc::
     }
 }
 
-#[unsafe(no_mangle)]
-extern "C" fn secondary_main(idx: u64) -> ! {
+/// A secondary pCPU's own setup (its index in TPIDR_EL2, the boot CPU's
+/// EL2 translation, the EL2 controls, its speculation mitigations), from
+/// the start layer's `secondary_main`.
+pub fn secondary_setup(idx: u64) {
     TPIDR_EL2.set(idx);
     match MMU.get() {
         Some(m) => mmu::enable(m, false),
@@ -47,6 +49,4 @@ extern "C" fn secondary_main(idx: u64) -> ! {
     }
     super::vcpu::write_el2_controls();
     super::spectre::init_secondary(idx as usize);
-    crate::vmm::init_secondary_gic(idx as usize);
-    crate::vmm::idle()
 }

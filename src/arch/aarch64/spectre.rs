@@ -9,7 +9,7 @@ use dtvisor::hw::spectre::{self, Firmware, Plan};
 use smccc::Smc;
 use spin::Once;
 
-use crate::boot::MAX_CPUS;
+use super::boot::MAX_CPUS;
 
 /// What the vectors run on an entry from a guest, one word per CPU
 /// (`spectre::Entry::bits`); read by vectors.S with this CPU's index.
