@@ -15,6 +15,7 @@ pub mod placement;
 pub mod psci;
 pub mod rt;
 pub mod stamp;
-pub mod uboot;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod vgic;
 pub mod vm;

@@ -27,34 +27,22 @@ pub const DTB_MAX: u64 = 2 << 20;
 
 /// What placement needs to know of one domain.
 #[derive(Clone, Debug)]
-#[cfg_attr(
-    all(feature = "serde", not(target_os = "none")),
-    derive(serde::Serialize)
-)]
+#[cfg_attr(json, derive(serde::Serialize))]
 pub struct Needs {
     pub name: String,
     pub path: String,
     pub memory: u64,
     pub vcpus: u32,
     /// Host range of the kernel module.
-    #[cfg_attr(
-        all(feature = "serde", not(target_os = "none")),
-        serde(serialize_with = "crate::mm::ser::range")
-    )]
+    #[cfg_attr(json, serde(serialize_with = "crate::mm::ser::range"))]
     pub kernel: Range,
     /// `text_offset` and `image_size` from the kernel's Image header.
     pub text_offset: u64,
     pub image_size: u64,
-    #[cfg_attr(
-        all(feature = "serde", not(target_os = "none")),
-        serde(serialize_with = "crate::mm::ser::opt_range")
-    )]
+    #[cfg_attr(json, serde(serialize_with = "crate::mm::ser::opt_range"))]
     pub ramdisk: Option<Range>,
     /// `xen,static-mem`: its RAM at these host ranges, not from free RAM.
-    #[cfg_attr(
-        all(feature = "serde", not(target_os = "none")),
-        serde(serialize_with = "crate::mm::ser::ranges")
-    )]
+    #[cfg_attr(json, serde(serialize_with = "crate::mm::ser::ranges"))]
     pub static_mem: Vec<Range>,
     /// Guest addresses are host addresses (needs `static_mem`).
     pub direct_map: bool,
@@ -62,54 +50,30 @@ pub struct Needs {
 
 /// Guest RAM: `ipa` is backed by host memory from `pa`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(
-    all(feature = "serde", not(target_os = "none")),
-    derive(serde::Serialize)
-)]
+#[cfg_attr(json, derive(serde::Serialize))]
 pub struct RamMap {
-    #[cfg_attr(
-        all(feature = "serde", not(target_os = "none")),
-        serde(serialize_with = "crate::mm::ser::range")
-    )]
+    #[cfg_attr(json, serde(serialize_with = "crate::mm::ser::range"))]
     pub ipa: Range,
     pub pa: u64,
 }
 
 #[derive(Clone, Debug)]
-#[cfg_attr(
-    all(feature = "serde", not(target_os = "none")),
-    derive(serde::Serialize)
-)]
+#[cfg_attr(json, derive(serde::Serialize))]
 pub struct DomainLayout {
     pub name: String,
     pub ram: Vec<RamMap>,
     /// Guest-physical banks as the guest DTB lists them.
-    #[cfg_attr(
-        all(feature = "serde", not(target_os = "none")),
-        serde(serialize_with = "crate::mm::ser::ranges")
-    )]
+    #[cfg_attr(json, serde(serialize_with = "crate::mm::ser::ranges"))]
     pub banks: Vec<Range>,
-    #[cfg_attr(
-        all(feature = "serde", not(target_os = "none")),
-        serde(serialize_with = "crate::mm::ser::range")
-    )]
+    #[cfg_attr(json, serde(serialize_with = "crate::mm::ser::range"))]
     pub kernel_ipa: Range,
-    #[cfg_attr(
-        all(feature = "serde", not(target_os = "none")),
-        serde(serialize_with = "crate::mm::ser::opt_range")
-    )]
+    #[cfg_attr(json, serde(serialize_with = "crate::mm::ser::opt_range"))]
     pub initrd_ipa: Option<Range>,
-    #[cfg_attr(
-        all(feature = "serde", not(target_os = "none")),
-        serde(serialize_with = "crate::mm::ser::range")
-    )]
+    #[cfg_attr(json, serde(serialize_with = "crate::mm::ser::range"))]
     pub dtb_ipa: Range,
     /// Host ranges a (re)start copies the kernel and initrd from: the boot
     /// modules themselves.
-    #[cfg_attr(
-        all(feature = "serde", not(target_os = "none")),
-        serde(serialize_with = "crate::mm::ser::ranges")
-    )]
+    #[cfg_attr(json, serde(serialize_with = "crate::mm::ser::ranges"))]
     pub pristine: Vec<Range>,
     /// pCPU index of each vCPU.
     pub pcpus: Vec<usize>,
@@ -135,33 +99,21 @@ impl DomainLayout {
 }
 
 #[derive(Clone, Debug, Default)]
-#[cfg_attr(
-    all(feature = "serde", not(target_os = "none")),
-    derive(serde::Serialize)
-)]
+#[cfg_attr(json, derive(serde::Serialize))]
 pub struct Layout {
     pub domains: Vec<DomainLayout>,
     /// Boot modules, kept reserved as the reset sources (each once, even
     /// when domains share one).
-    #[cfg_attr(
-        all(feature = "serde", not(target_os = "none")),
-        serde(serialize_with = "crate::mm::ser::ranges")
-    )]
+    #[cfg_attr(json, serde(serialize_with = "crate::mm::ser::ranges"))]
     pub kept: Vec<Range>,
     /// Free host RAM left after placement.
-    #[cfg_attr(
-        all(feature = "serde", not(target_os = "none")),
-        serde(serialize_with = "crate::mm::ser::ranges")
-    )]
+    #[cfg_attr(json, serde(serialize_with = "crate::mm::ser::ranges"))]
     pub free: Vec<Range>,
 }
 
 /// A placement failure, naming the domain.
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[cfg_attr(
-    all(feature = "serde", not(target_os = "none")),
-    derive(serde::Serialize)
-)]
+#[cfg_attr(json, derive(serde::Serialize))]
 pub struct PlacementError {
     pub path: String,
     pub message: String,

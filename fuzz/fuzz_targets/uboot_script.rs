@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 
 use dtvisor::fdt::tree::{Node, Tree};
 use dtvisor::fdt::Fdt;
-use dtvisor::uboot;
+use dtvisor_plan::uboot;
 use libfuzzer_sys::fuzz_target;
 
 fn node(name: &str, props: &[(&str, &[u8])], children: Vec<Node>) -> Node {

@@ -6,11 +6,7 @@ use alloc::string::String;
 use core::fmt;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-#[cfg_attr(
-    all(feature = "serde", not(target_os = "none")),
-    derive(serde::Serialize),
-    serde(rename_all = "lowercase")
-)]
+#[cfg_attr(json, derive(serde::Serialize), serde(rename_all = "lowercase"))]
 pub enum Severity {
     Error,
     Warning,
@@ -20,8 +16,8 @@ macro_rules! kinds {
     ($($v:ident = $s:literal),* $(,)?) => {
         /// What is wrong, as a stable name (also its serialised form).
         #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-        #[cfg_attr(all(feature = "serde", not(target_os = "none")), derive(serde::Serialize))]
-        pub enum Kind { $(#[cfg_attr(all(feature = "serde", not(target_os = "none")), serde(rename = $s))] $v),* }
+        #[cfg_attr(json, derive(serde::Serialize))]
+        pub enum Kind { $(#[cfg_attr(json, serde(rename = $s))] $v),* }
         impl Kind {
             /// Every kind, in declaration order.
             pub const ALL: &[Kind] = &[$(Kind::$v),*];
@@ -75,10 +71,7 @@ kinds! {
 
 /// One finding of the parser.
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[cfg_attr(
-    all(feature = "serde", not(target_os = "none")),
-    derive(serde::Serialize)
-)]
+#[cfg_attr(json, derive(serde::Serialize))]
 pub struct Diagnostic {
     pub severity: Severity,
     pub path: String,

@@ -10,35 +10,21 @@ use alloc::vec::Vec;
 
 /// Which container the domains came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(
-    all(feature = "serde", not(target_os = "none")),
-    derive(serde::Serialize),
-    serde(rename_all = "lowercase")
-)]
+#[cfg_attr(json, derive(serde::Serialize), serde(rename_all = "lowercase"))]
 pub enum Container {
     /// `/chosen/<name>` nodes with compatible `xen,domain`.
     Dom0less,
     /// Children of `/chosen/hypervisor`.
     Hyperlaunch,
     /// Only a legacy dom0 (modules directly under `/chosen`).
-    #[cfg_attr(
-        all(feature = "serde", not(target_os = "none")),
-        serde(rename = "legacy dom0")
-    )]
+    #[cfg_attr(json, serde(rename = "legacy dom0"))]
     Legacy,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(
-    all(feature = "serde", not(target_os = "none")),
-    derive(serde::Serialize),
-    serde(rename_all = "lowercase")
-)]
+#[cfg_attr(json, derive(serde::Serialize), serde(rename_all = "lowercase"))]
 pub enum Origin {
-    #[cfg_attr(
-        all(feature = "serde", not(target_os = "none")),
-        serde(rename = "legacy dom0")
-    )]
+    #[cfg_attr(json, serde(rename = "legacy dom0"))]
     LegacyDom0,
     Dom0less,
     Hyperlaunch,
@@ -46,10 +32,7 @@ pub enum Origin {
 
 /// Roles, in dom0less `capabilities` bits (serialised as the number).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[cfg_attr(
-    all(feature = "serde", not(target_os = "none")),
-    derive(serde::Serialize)
-)]
+#[cfg_attr(json, derive(serde::Serialize))]
 pub struct Caps(pub u32);
 
 impl Caps {
@@ -60,11 +43,7 @@ impl Caps {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-#[cfg_attr(
-    all(feature = "serde", not(target_os = "none")),
-    derive(serde::Serialize),
-    serde(rename_all = "kebab-case")
-)]
+#[cfg_attr(json, derive(serde::Serialize), serde(rename_all = "kebab-case"))]
 pub enum ModuleKind {
     Kernel,
     Ramdisk,
@@ -89,17 +68,11 @@ impl ModuleKind {
 
 /// A boot module: a file the bootloader placed in RAM.
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[cfg_attr(
-    all(feature = "serde", not(target_os = "none")),
-    derive(serde::Serialize)
-)]
+#[cfg_attr(json, derive(serde::Serialize))]
 pub struct Module {
     pub kind: ModuleKind,
     /// Serialised as `start` and `size` (bytes).
-    #[cfg_attr(
-        all(feature = "serde", not(target_os = "none")),
-        serde(flatten, serialize_with = "ser::start_size")
-    )]
+    #[cfg_attr(json, serde(flatten, serialize_with = "ser::start_size"))]
     pub range: Range,
     pub path: String,
     pub bootargs: Option<String>,
@@ -107,11 +80,7 @@ pub struct Module {
 
 /// `xen,enhanced`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(
-    all(feature = "serde", not(target_os = "none")),
-    derive(serde::Serialize),
-    serde(rename_all = "kebab-case")
-)]
+#[cfg_attr(json, derive(serde::Serialize), serde(rename_all = "kebab-case"))]
 pub enum Enhanced {
     Disabled,
     Enabled,
@@ -121,43 +90,28 @@ pub enum Enhanced {
 
 /// One domain of the plan.
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[cfg_attr(
-    all(feature = "serde", not(target_os = "none")),
-    derive(serde::Serialize)
-)]
+#[cfg_attr(json, derive(serde::Serialize))]
 pub struct Domain {
     pub name: String,
     pub path: String,
     pub origin: Origin,
-    #[cfg_attr(all(feature = "serde", not(target_os = "none")), serde(rename = "id"))]
+    #[cfg_attr(json, serde(rename = "id"))]
     pub domid: u16,
-    #[cfg_attr(
-        all(feature = "serde", not(target_os = "none")),
-        serde(rename = "capabilities")
-    )]
+    #[cfg_attr(json, serde(rename = "capabilities"))]
     pub caps: Caps,
     /// hyperlaunch `capability` CAP_CONSOLE_IO (dom0less domUs: always).
     pub console_io: bool,
     pub vcpus: u32,
     pub memory_kib: u64,
-    #[cfg_attr(
-        all(feature = "serde", not(target_os = "none")),
-        serde(rename = "memory_min_kib")
-    )]
+    #[cfg_attr(json, serde(rename = "memory_min_kib"))]
     pub mem_min_kib: Option<u64>,
-    #[cfg_attr(
-        all(feature = "serde", not(target_os = "none")),
-        serde(rename = "memory_max_kib")
-    )]
+    #[cfg_attr(json, serde(rename = "memory_max_kib"))]
     pub mem_max_kib: Option<u64>,
     pub vpl011: bool,
     pub enhanced: Enhanced,
     pub mode: Option<u32>,
     /// Serialised as 32 lowercase hex digits.
-    #[cfg_attr(
-        all(feature = "serde", not(target_os = "none")),
-        serde(serialize_with = "ser::uuid")
-    )]
+    #[cfg_attr(json, serde(serialize_with = "ser::uuid"))]
     pub uuid: Option<[u8; 16]>,
     pub security_id: Option<String>,
     pub nr_spis: Option<u32>,
@@ -173,10 +127,7 @@ pub struct Domain {
     pub device_tree: Option<Module>,
     /// `xen,static-mem`: the host ranges of the domain's RAM, in order
     /// (empty: placed from free RAM).
-    #[cfg_attr(
-        all(feature = "serde", not(target_os = "none")),
-        serde(serialize_with = "crate::mm::ser::ranges")
-    )]
+    #[cfg_attr(json, serde(serialize_with = "crate::mm::ser::ranges"))]
     pub static_mem: Vec<Range>,
     /// `direct-map`: guest-physical addresses are host-physical ones.
     pub direct_map: bool,
@@ -190,10 +141,7 @@ pub struct Domain {
 
 /// One device a partial device tree assigns to a domain.
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[cfg_attr(
-    all(feature = "serde", not(target_os = "none")),
-    derive(serde::Serialize)
-)]
+#[cfg_attr(json, derive(serde::Serialize))]
 pub struct Device {
     /// The node in the partial device tree (under `/passthrough`).
     pub node: String,
@@ -207,25 +155,16 @@ pub struct Device {
 
 /// An MMIO region of an assigned device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(
-    all(feature = "serde", not(target_os = "none")),
-    derive(serde::Serialize)
-)]
+#[cfg_attr(json, derive(serde::Serialize))]
 pub struct DeviceRegion {
-    #[cfg_attr(
-        all(feature = "serde", not(target_os = "none")),
-        serde(serialize_with = "crate::mm::ser::range")
-    )]
+    #[cfg_attr(json, serde(serialize_with = "crate::mm::ser::range"))]
     pub host: Range,
     pub guest: u64,
 }
 
 /// A physical SPI of an assigned device (INTID >= 32).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(
-    all(feature = "serde", not(target_os = "none")),
-    derive(serde::Serialize)
-)]
+#[cfg_attr(json, derive(serde::Serialize))]
 pub struct DeviceIrq {
     pub intid: u32,
     pub edge: bool,
@@ -270,28 +209,19 @@ impl Domain {
 
 /// Everything the boot DTB asks the hypervisor to do.
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[cfg_attr(
-    all(feature = "serde", not(target_os = "none")),
-    derive(serde::Serialize)
-)]
+#[cfg_attr(json, derive(serde::Serialize))]
 pub struct BootPlan {
     pub container: Container,
-    #[cfg_attr(
-        all(feature = "serde", not(target_os = "none")),
-        serde(rename = "hypervisor_cmdline")
-    )]
+    #[cfg_attr(json, serde(rename = "hypervisor_cmdline"))]
     pub hyp_cmdline: Option<String>,
-    #[cfg_attr(
-        all(feature = "serde", not(target_os = "none")),
-        serde(rename = "hypervisor_modules")
-    )]
+    #[cfg_attr(json, serde(rename = "hypervisor_modules"))]
     pub hyp_modules: Vec<Module>,
     pub domains: Vec<Domain>,
 }
 
 /// `serialize_with` helpers for fields whose JSON form is not their Rust
 /// form (ranges as `{start, end}`: `crate::mm::ser`).
-#[cfg(all(feature = "serde", not(target_os = "none")))]
+#[cfg(json)]
 pub mod ser {
     use crate::mm::Range;
     use serde::ser::{SerializeStruct, Serializer};

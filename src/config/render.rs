@@ -202,10 +202,7 @@ pub const JSON_SCHEMA: &str = "dtvisor-plan/1";
 /// `schema`, `valid`, `plan` (or null) and `diagnostics` (in the order the
 /// parser found them). With the `serde` feature it is `Serialize`.
 #[derive(Clone, Copy, Debug)]
-#[cfg_attr(
-    all(feature = "serde", not(target_os = "none")),
-    derive(serde::Serialize)
-)]
+#[cfg_attr(json, derive(serde::Serialize))]
 pub struct Document<'a> {
     pub schema: &'static str,
     pub valid: bool,
@@ -224,7 +221,7 @@ impl<'a> Document<'a> {
     }
 }
 
-#[cfg(all(test, feature = "serde"))]
+#[cfg(all(test, json))]
 mod tests {
     use super::*;
     use crate::config::Kind;

@@ -1,26 +1,8 @@
 use super::*;
-use std::io::Write;
-use std::process::{Command, Stdio};
 
 /// Compiles DTS source with dtc (the tests' only way of making blobs, so
 /// they exercise real dtc output).
-pub fn dtc(src: &str) -> Vec<u8> {
-    let mut child = Command::new("dtc")
-        .args(["-I", "dts", "-O", "dtb", "-q", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("dtc must be installed (scripts/setup)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(src.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "dtc failed on:\n{src}");
-    out.stdout
-}
+pub use crate::testing::dtc;
 
 const SAMPLE: &str = r#"/dts-v1/;
 /memreserve/ 0x48000000 0x100000;

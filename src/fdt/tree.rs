@@ -84,15 +84,15 @@ pub struct Tree {
 }
 
 // libfdt's error numbers (libfdt.h), for the failures an edit can report.
-pub(crate) const FDT_ERR_NOTFOUND: i32 = 1;
-pub(crate) const FDT_ERR_EXISTS: i32 = 2;
-pub(crate) const FDT_ERR_NOSPACE: i32 = 3;
-pub(crate) const FDT_ERR_BADPATH: i32 = 5;
-pub(crate) const FDT_ERR_BADVERSION: i32 = 10;
-pub(crate) const FDT_ERR_BADLAYOUT: i32 = 12;
+pub const FDT_ERR_NOTFOUND: i32 = 1;
+pub const FDT_ERR_EXISTS: i32 = 2;
+pub const FDT_ERR_NOSPACE: i32 = 3;
+pub const FDT_ERR_BADPATH: i32 = 5;
+pub const FDT_ERR_BADVERSION: i32 = 10;
+pub const FDT_ERR_BADLAYOUT: i32 = 12;
 
 /// libfdt's name for error number `code`, as `fdt_strerror()` prints it.
-pub(crate) fn fdt_err_name(code: i32) -> &'static str {
+pub fn fdt_err_name(code: i32) -> &'static str {
     match code {
         1 => "FDT_ERR_NOTFOUND",
         2 => "FDT_ERR_EXISTS",
@@ -114,7 +114,7 @@ pub(crate) fn fdt_err_name(code: i32) -> &'static str {
 /// Why an edit failed: a libfdt error (with the call U-Boot names in its
 /// message), or a limit of this implementation.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum EditError {
+pub enum EditError {
     Libfdt {
         code: i32,
         call: &'static str,
@@ -161,7 +161,7 @@ pub(crate) fn name_matches(node_name: &str, comp: &str) -> bool {
 }
 
 /// Rounds up to libfdt's 4-byte tag alignment.
-pub(crate) fn align4(n: usize) -> usize {
+pub fn align4(n: usize) -> usize {
     n.saturating_add(3) & !3
 }
 
@@ -265,7 +265,7 @@ impl Tree {
     // ---- crate-internal helpers used by the U-Boot interpreter ----
 
     /// Child indices from the root to the node `path` names.
-    pub(crate) fn resolve(&self, path: &str) -> Result<Vec<usize>, EditError> {
+    pub fn resolve(&self, path: &str) -> Result<Vec<usize>, EditError> {
         self.resolve_hops(path, 0)
     }
 
@@ -318,7 +318,7 @@ impl Tree {
         self.resolve_hops(target, hops + 1)
     }
 
-    pub(crate) fn node_at(&self, idx: &[usize]) -> &Node {
+    pub fn node_at(&self, idx: &[usize]) -> &Node {
         let mut n = &self.root;
         for &i in idx {
             n = &n.children[i];
@@ -326,7 +326,7 @@ impl Tree {
         n
     }
 
-    pub(crate) fn node_at_mut(&mut self, idx: &[usize]) -> &mut Node {
+    pub fn node_at_mut(&mut self, idx: &[usize]) -> &mut Node {
         let mut n = &mut self.root;
         for &i in idx {
             n = &mut n.children[i];
@@ -335,7 +335,7 @@ impl Tree {
     }
 
     /// The full path of the node at `idx` ("/" for the root).
-    pub(crate) fn path_of(&self, idx: &[usize]) -> String {
+    pub fn path_of(&self, idx: &[usize]) -> String {
         if idx.is_empty() {
             return "/".to_string();
         }
@@ -350,7 +350,7 @@ impl Tree {
     }
 
     /// `fdt_add_subnode()`; returns the new node's full path.
-    pub(crate) fn add_node(&mut self, parent: &str, name: &str) -> Result<String, EditError> {
+    pub fn add_node(&mut self, parent: &str, name: &str) -> Result<String, EditError> {
         let idx = self.resolve(parent)?;
         let p = self.node_at(&idx);
         if let Some(c) = p.child(name) {
@@ -374,7 +374,7 @@ impl Tree {
     }
 
     /// `fdt_setprop()`; returns the node's full path.
-    pub(crate) fn put_prop(
+    pub fn put_prop(
         &mut self,
         path: &str,
         name: &str,
@@ -390,7 +390,7 @@ impl Tree {
     }
 
     /// `fdt_delprop()` or `fdt_del_node()`; returns the node's full path.
-    pub(crate) fn remove(&mut self, path: &str, prop: Option<&str>) -> Result<String, EditError> {
+    pub fn remove(&mut self, path: &str, prop: Option<&str>) -> Result<String, EditError> {
         let idx = self.resolve(path)?;
         let full = self.path_of(&idx);
         match prop {

@@ -1,6 +1,6 @@
 //! Memory: physical ranges, the free-RAM map, stage-2 tables.
 pub mod range;
-#[cfg(all(feature = "serde", not(target_os = "none")))]
+#[cfg(json)]
 pub mod ser;
 pub mod stage2;
 pub use range::Range;

@@ -46,7 +46,7 @@ def guest():
 def plan_tool():
     """The host tool dtvisor-plan."""
     return _built(os.path.join(harness.ROOT, "target/release/dtvisor-plan"),
-                  _build_hint("cargo build --release --bin dtvisor-plan"))
+                  _build_hint("cargo build --release -p dtvisor-plan"))
 
 
 @pytest.fixture(scope="session")

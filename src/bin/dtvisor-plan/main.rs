@@ -16,9 +16,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-mod esp;
-mod mkboot;
-mod preflight;
+use dtvisor_plan::{esp, mkboot, preflight};
 
 const EXAMPLES: &str = "\
 Examples:

@@ -7,11 +7,11 @@
 //! files' contents for partial device trees. Diagnostics gain the script
 //! line that caused them.
 
+use crate::uboot::{self, Outcome};
 use dtvisor::config::{self, Diagnostic, Kind, Report, Severity};
 use dtvisor::fdt::Fdt;
 use dtvisor::hw::{HostMemory, Reserved, ReservedKind};
 use dtvisor::mm::Range;
-use dtvisor::uboot::{self, Outcome};
 use std::path::{Path, PathBuf};
 
 /// What the check found: the parser's report on the edited DTB, plus the

@@ -32,7 +32,7 @@
 //!   are set as U-Boot sets them (hex, no `0x`), and `filesize` is left
 //!   unset when a size is unknown.
 //! * `fdt`: every subcommand of `cmd/fdt.c`, matched by prefix in the same
-//!   order as U-Boot. Edits follow libfdt (see `crate::fdt::tree`), and the
+//!   order as U-Boot. Edits follow libfdt (see `dtvisor::fdt::tree`), and the
 //!   blob's free space is accounted for like libfdt does (the structure and
 //!   strings blocks grow, `fdt resize` is `fdt_shrink_to_minimum()`, `fdt
 //!   addr ADDR LEN` is `fdt_open_into()`; like every number there, the
@@ -66,7 +66,7 @@ use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::fmt;
 
-use crate::fdt::tree::Tree;
+use dtvisor::fdt::tree::Tree;
 
 mod fdtcmd;
 mod parse;

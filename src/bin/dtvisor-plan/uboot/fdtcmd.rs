@@ -17,11 +17,11 @@ use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
 use super::{hextoul, strtoul_auto, Interp, MAX_FDT_BYTES};
-use crate::fdt::tree::{
+use dtvisor::fdt::tree::{
     align4, fdt_err_name, EditError, Node, Tree, FDT_ERR_BADLAYOUT, FDT_ERR_BADVERSION,
     FDT_ERR_NOSPACE, FDT_ERR_NOTFOUND,
 };
-use crate::fdt::Fdt;
+use dtvisor::fdt::Fdt;
 
 /// Size of cmd/fdt.c's static buffer for `fdt set` values.
 pub(super) const SCRATCHPAD: usize = 1024;
@@ -964,8 +964,8 @@ impl Interp<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fdt::tests::dtc;
     use alloc::vec;
+    use dtvisor::testing::dtc;
     use std::process::Command;
 
     const SRC: &str =

@@ -1,10 +1,10 @@
 //! Tests of the boot-script interpreter, on a QEMU-virt-like board DTB.
 
 use super::*;
-use crate::fdt::tests::dtc;
-use crate::fdt::tree::Node;
-use crate::fdt::Fdt;
 use alloc::vec;
+use dtvisor::fdt::tree::Node;
+use dtvisor::fdt::Fdt;
+use dtvisor::testing::dtc;
 use std::collections::HashMap;
 
 const BOARD: &str = r#"/dts-v1/;
@@ -258,7 +258,7 @@ fn imagebuilder_two_domus() {
 
     // The pre-flight check proper: dtvisor's parser accepts the result.
     let blob = o.tree.as_ref().unwrap().to_dtb().unwrap();
-    let report = crate::config::parse_blob(&blob);
+    let report = dtvisor::config::parse_blob(&blob);
     let errors: Vec<_> = report.errors().collect();
     assert!(errors.is_empty(), "{errors:#?}");
     let plan = report.plan.expect("a boot plan");
@@ -274,7 +274,7 @@ fn parser_diagnostics_map_to_lines() {
     let o = run_with(&lines, IMAGEBUILDER_SIZES);
     assert!(o.errors.is_empty(), "{:#?}", o.errors);
     let blob = o.tree.as_ref().unwrap().to_dtb().unwrap();
-    let report = crate::config::parse_blob(&blob);
+    let report = dtvisor::config::parse_blob(&blob);
     let d = report.errors().next().expect("zero vCPUs is an error");
     assert_eq!(o.line_of(&d.path, d.property.as_deref()), Some(16), "{d:?}");
 }

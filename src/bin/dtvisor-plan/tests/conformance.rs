@@ -1,5 +1,5 @@
 //! The DTB conformance suite, one trial per case (libtest-mimic, so
-//! `cargo test dl-basic` or `cargo test --test conformance -- --exact
+//! `cargo test -p dtvisor-plan dl-basic` or `cargo test -p dtvisor-plan --test conformance -- --exact
 //! dl-basic` runs one). Every directory under tests/conformance has an
 //! `input.dts` (compiled with dtc here) and either `expected.plan` (the
 //! exact plan text) or `expected.errors` (one `path property kind` line per
@@ -13,7 +13,7 @@
 //! panicking); `cli::*` runs the `dtvisor-plan` binary (text identical to
 //! the library's rendering, exit status, subcommand, colour, help).
 //!
-//! `UPDATE_GOLDEN=1 cargo test --test conformance` rewrites expected.plan
+//! `UPDATE_GOLDEN=1 cargo test -p dtvisor-plan --test conformance` rewrites expected.plan
 //! and tests/plan-json/*.json files (an empty CASE.json adds a case).
 
 use dtvisor::config::{self, Report, Severity};
@@ -30,16 +30,14 @@ fn main() {
         let name = case_name(&dir);
         trials.push(Trial::test(name, move || Ok(check(&dir, update)?)));
     }
-    #[cfg(feature = "serde")]
     trials.extend(json::trials(update));
     trials.extend(malformed::trials());
-    #[cfg(feature = "cli")]
     trials.extend(cli::trials());
     libtest_mimic::run(&args, trials).exit();
 }
 
 fn suite() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../tests/conformance")
 }
 
 fn cases() -> Vec<PathBuf> {
@@ -223,13 +221,12 @@ fn check(dir: &Path, update: bool) -> Result<(), String> {
 }
 
 /// The JSON document against the committed examples in tests/plan-json.
-#[cfg(feature = "serde")]
 mod json {
     use super::*;
     use dtvisor::config::render::Document;
 
     fn dir() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/plan-json")
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../tests/plan-json")
     }
 
     /// The document as the committed files hold it: pretty, one final
@@ -284,7 +281,6 @@ mod json {
         if doc["schema"] != config::render::JSON_SCHEMA {
             return Err(format!("schema is {}", doc["schema"]));
         }
-        #[cfg(feature = "cli")]
         {
             // The tool prints the same document, on one line.
             let dtb = super::cli::dtb(&case_dir)?;
@@ -355,7 +351,6 @@ mod malformed {
     fn refused(blob: &[u8], what: &str) -> Report {
         let r = std::panic::catch_unwind(|| config::parse_blob(blob))
             .unwrap_or_else(|_| panic!("panic on {what}"));
-        #[cfg(feature = "serde")]
         let _ = serde_json::to_string(&config::render::Document::new(&r)).unwrap();
         let _ = config::render::Diagnostics(&r.diagnostics).to_string();
         if let Some(p) = &r.plan {
@@ -486,7 +481,6 @@ mod malformed {
 }
 
 /// The `dtvisor-plan` binary.
-#[cfg(feature = "cli")]
 mod cli {
     use super::*;
     use std::process::Output;

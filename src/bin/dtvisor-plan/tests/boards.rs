@@ -12,8 +12,9 @@ use dtvisor::hw::{GicVersion, Platform, UartKind};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// The repository (this package is src/bin/dtvisor-plan in it).
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../..")
 }
 
 struct Board {
@@ -260,7 +261,7 @@ fn boards_are_found_and_their_example_scripts_plan() {
 fn fits(b: &Board, dir: &Path, board: &[u8]) {
     let script = std::fs::read_to_string(dir.join("boot.cmd")).unwrap();
     let size = |f: &str| std::fs::metadata(dir.join(f)).ok().map(|m| m.len());
-    let out = dtvisor::uboot::run(&script, board, &size, &[]);
+    let out = dtvisor_plan::uboot::run(&script, board, &size, &[]);
     assert!(out.errors.is_empty(), "{}: {:?}", b.dir, out.errors);
     let dtb = out.tree.expect("fdt addr").to_dtb().unwrap();
     let fdt = Fdt::new(&dtb).unwrap();
