@@ -10,15 +10,15 @@ use crate::arch::{self, gic, mmu, smp, vcpu, Yield};
 use crate::console;
 use alloc::string::String;
 use alloc::vec::Vec;
+use arm_gic::Trigger;
 use dtvisor::config::BootPlan;
 use dtvisor::hw::{Conduit, GicVersion, Platform};
 use dtvisor::mm::stage2::Stage2Tables;
 use dtvisor::mm::Range;
 use dtvisor::rt::hw::{Acked, ConsoleOut, ConsoleRx, HypMemory};
 use dtvisor::rt::{self, vcpu_mpidr, Hw, ResetEnd, Runtime, Settings};
-use dtvisor::vgic::{v2, Lr, LrState, Version as VgicVersion};
+use dtvisor::vgic::{v2, Lr, LrState};
 use dtvisor::vm::build::{self, DomainSpec};
-use dtvisor::vm::guest_dtb;
 use spin::Once;
 
 /// A domain as the image runs it.
@@ -26,6 +26,8 @@ pub type Vm = rt::Vm<ImageHw>;
 
 /// The machine: this CPU, the physical GIC, the console.
 pub struct ImageHw {
+    /// The host's GIC (none usable: guests get no interrupts).
+    gic: Option<&'static dyn gic::Driver>,
     /// CPUs in the host DTB, for finding redistributors.
     host_cpus: usize,
 }
@@ -78,46 +80,68 @@ impl Hw for ImageHw {
         crate::fatal::fatal(msg)
     }
     fn gic_present(&self) -> bool {
-        gic::present()
+        self.gic.is_some()
     }
     fn kick(&self, pcpu: usize, mpidr: u64) {
-        gic::kick(pcpu, mpidr);
+        if let Some(g) = self.gic {
+            g.kick(pcpu, mpidr);
+        }
     }
     fn route_spi(&self, id: u32, pcpu: usize, mpidr: u64) {
-        gic::route_spi(id, pcpu, mpidr);
+        if let Some(g) = self.gic {
+            g.route_spi(id, pcpu, mpidr);
+        }
     }
     fn set_spi_enabled(&self, id: u32, on: bool) {
-        gic::set_spi_enabled(id, on);
+        if let Some(g) = self.gic {
+            gic::spi_bit(g, if on { 0x100 } else { 0x180 }, id);
+        }
     }
     fn clear_active_spi(&self, id: u32) {
-        gic::clear_active_spi(id);
+        if let Some(g) = self.gic {
+            gic::spi_bit(g, 0x380, id);
+        }
     }
     fn clear_active_private(&self, mask: u32) {
-        gic::clear_active_private(arch::cpu_index(), mask);
+        if let Some(g) = self.gic {
+            g.clear_active_private(arch::cpu_index(), mask);
+        }
     }
     fn ack(&self) -> Option<Acked> {
-        gic::ack()
+        self.gic?.ack()
     }
     fn eoi(&self, a: Acked) {
-        gic::eoi(a);
+        if let Some(g) = self.gic {
+            g.eoi(a);
+        }
     }
     fn deactivate(&self, a: Acked) {
-        gic::deactivate(a);
+        if let Some(g) = self.gic {
+            g.deactivate(a);
+        }
     }
     fn lr_state(&self, n: usize) -> LrState {
-        gic::lr_state(n)
+        self.gic.map_or(LrState::Invalid, |g| g.lr_state(n))
     }
     fn set_lr(&self, n: usize, lr: &Lr) {
-        gic::set_lr(n, lr);
+        if let Some(g) = self.gic {
+            g.set_lr(n, lr);
+        }
     }
     fn clear_lr(&self, n: usize) {
-        gic::clear_lr(n);
+        if let Some(g) = self.gic {
+            g.clear_lr(n);
+        }
     }
     fn write_hcr(&self, v: u64) {
-        gic::write_hcr(v);
+        if let Some(g) = self.gic {
+            g.write_hcr(v);
+        }
     }
     fn reset_virtual_interface(&self) {
-        gic::reset_virtual_interface();
+        if let Some(g) = self.gic {
+            g.reset_virtual_interface();
+        }
     }
     unsafe fn copy(&self, src: u64, dst: u64, len: u64) {
         // SAFETY: the caller's contract (disjoint host RAM, `dst` unused
@@ -170,10 +194,13 @@ impl Hw for ImageHw {
 /// Per-CPU GIC setup on a secondary pCPU.
 pub fn init_secondary_gic(cpu: usize) {
     let Some(rt) = RT.get() else { return };
-    if gic::present() && !gic::init_secondary(cpu, rt.mpidr_of(cpu), rt.hw.host_cpus) {
+    let Some(g) = rt.hw.gic else {
+        return rt.cpu_ready(0);
+    };
+    if !g.init_secondary(cpu, rt.mpidr_of(cpu), rt.hw.host_cpus) {
         log::error!("pCPU {cpu}: its GIC CPU interface cannot be set up (no redistributor with its affinity?)");
     }
-    rt.cpu_ready(if gic::present() { gic::nr_lrs() } else { 0 });
+    rt.cpu_ready(gic::nr_lrs(g));
 }
 
 /// Wakes CPUs waiting in `idle` (after a vCPU was made pending).
@@ -246,12 +273,13 @@ pub fn boot(plat: &Platform, plan: &BootPlan, boot_scrub: bool) -> ! {
     let cpus = build::cpu_order(plat, me, boot::MAX_CPUS);
     let (specs, modules_kept) = build_specs(plat, plan, &cpus);
     let console_irq = plat.console.as_ref().and_then(|c| c.irq);
-    let vgic = init_host_gic(plat, me, console_irq);
+    let driver = init_host_gic(plat, me, console_irq);
+    let vgic = driver.map(|d| d.version());
     let vtcr = stage2::vtcr();
     let vms: Vec<Vm> = specs
         .into_iter()
         .map(|s| {
-            let s2 = map_domain(&s, vgic, plat, &cpus);
+            let s2 = map_domain(&s, driver, plat, &cpus);
             rt::Vm::new(s, vtcr, s2, vgic)
         })
         .collect();
@@ -260,8 +288,9 @@ pub fn boot(plat: &Platform, plan: &BootPlan, boot_scrub: bool) -> ! {
         boot_scrub,
         modules_kept,
     };
-    let nr_lrs = if vgic.is_some() { gic::nr_lrs() } else { 0 };
+    let nr_lrs = driver.map_or(0, gic::nr_lrs);
     let hw = ImageHw {
+        gic: driver,
         host_cpus: plat.cpus.len().min(boot::MAX_CPUS),
     };
     let rt = RT.call_once(|| Runtime::new(hw, vms, &cpus, nr_lrs, settings));
@@ -280,10 +309,7 @@ pub fn boot(plat: &Platform, plan: &BootPlan, boot_scrub: bool) -> ! {
 /// the heap), and the bytes of boot modules kept as pristine images.
 fn build_specs(plat: &Platform, plan: &BootPlan, cpus: &[u64]) -> (Vec<DomainSpec>, u64) {
     let usable = if plat.psci.is_some() { cpus.len() } else { 1 };
-    let guest_gic = match plat.gic.as_ref().map(|g| g.version) {
-        Some(GicVersion::V2) => guest_dtb::GicVersion::V2,
-        _ => guest_dtb::GicVersion::V3,
-    };
+    let guest_gic = plat.gic.as_ref().map_or(GicVersion::V3, |g| g.version);
     // SAFETY: modules the plan checked to lie inside RAM (identity mapped),
     // reserved and never written.
     let head =
@@ -306,9 +332,13 @@ fn build_specs(plat: &Platform, plan: &BootPlan, cpus: &[u64]) -> (Vec<DomainSpe
 }
 
 /// Sets the physical GIC up from the boot CPU (affinity `me`), the
-/// console's interrupt taken at EL2. The guests' vGIC version, if the
-/// host GIC is usable for one.
-fn init_host_gic(plat: &Platform, me: u64, console_irq: Option<u32>) -> Option<VgicVersion> {
+/// console's interrupt taken at EL2. Its driver, if the host GIC is
+/// usable for a vGIC (its version is the guests').
+fn init_host_gic(
+    plat: &Platform,
+    me: u64,
+    console_irq: Option<u32>,
+) -> Option<&'static dyn gic::Driver> {
     let host = plat.gic.as_ref().and_then(|g| match g.version {
         GicVersion::V3 => g.gicr.first().map(|r| gic::Host::V3 {
             gicd: g.gicd.start,
@@ -322,14 +352,11 @@ fn init_host_gic(plat: &Platform, me: u64, console_irq: Option<u32>) -> Option<V
             maintenance: g.maintenance.unwrap_or(gic::MAINTENANCE),
         }),
     });
-    let vgic = match host {
-        Some(h) if gic::init_boot(h, me, console_irq) => gic::version(),
-        _ => None,
-    };
+    let driver = host.and_then(|h| gic::init_boot(h, me, console_irq));
     // A GICv2 guest's CPU interface is the host's GICV frame, mapped at
     // the guest's GICC address; without one there is no vGICv2.
-    let vgic = vgic.filter(|&v| v == VgicVersion::V3 || gicv(plat).is_some());
-    if vgic.is_some() {
+    let driver = driver.filter(|d| d.version() == GicVersion::V3 || gicv(plat).is_some());
+    if driver.is_some() {
         if console_irq.is_some() {
             if let Some(rx) = console::try_rx() {
                 rx.set_irq(true);
@@ -340,7 +367,7 @@ fn init_host_gic(plat: &Platform, me: u64, console_irq: Option<u32>) -> Option<V
             "the host GIC cannot be used (no GICv3 redistributors, or no GICv2 GICH/GICV frames): guests get no virtual GIC, and SYSTEM_OFF/RESET wait for the domain's other vCPUs to trap"
         );
     }
-    vgic
+    driver
 }
 
 /// The host's GICv2 virtual CPU interface frame, if it is large enough.
@@ -356,10 +383,11 @@ fn gicv(plat: &Platform) -> Option<Range> {
 /// SPIs are set up and routed to vCPU 0's pCPU).
 fn map_domain(
     s: &DomainSpec,
-    vgic: Option<VgicVersion>,
+    gic: Option<&'static dyn gic::Driver>,
     plat: &Platform,
     cpus: &[u64],
 ) -> Stage2Tables<HeapPages> {
+    let vgic = gic.map(|d| d.version());
     let mut s2 = Stage2Tables::new(HeapPages);
     for m in &s.layout.ram {
         if s2.map_ram(m.ipa, m.pa).is_err() {
@@ -371,7 +399,7 @@ fn map_domain(
             crate::fatal::stay_up("stage-2 mapping of a module's shared pages failed");
         }
     }
-    if let (Some(VgicVersion::V2), Some(v)) = (vgic, gicv(plat)) {
+    if let (Some(GicVersion::V2), Some(v)) = (vgic, gicv(plat)) {
         let ipa = Range::new(s.map.gicc, s.map.gicc + v2::GICC_SIZE);
         if s2.map_device(ipa, v.start).is_err() {
             crate::fatal::stay_up("stage-2 mapping of the GICv2 virtual CPU interface failed");
@@ -393,12 +421,19 @@ fn map_domain(
             );
         }
         for i in &dev.irqs {
-            gic::assign_spi(
-                i.intid,
-                i.edge,
-                first,
-                cpus.get(first).copied().unwrap_or(0),
-            );
+            if let Some(g) = gic {
+                let trigger = if i.edge {
+                    Trigger::Edge
+                } else {
+                    Trigger::Level
+                };
+                g.assign_spi(
+                    i.intid,
+                    trigger,
+                    first,
+                    cpus.get(first).copied().unwrap_or(0),
+                );
+            }
             log::info!(
                 "{}: {} interrupt {} ({}) routed to the domain",
                 s.name,
@@ -413,7 +448,7 @@ fn map_domain(
 }
 
 /// "<domain>: vCPUs 0..n on pCPUs ...; guest GIC ...".
-fn log_placement(s: &DomainSpec, vgic: Option<VgicVersion>) {
+fn log_placement(s: &DomainSpec, vgic: Option<GicVersion>) {
     let pcpus: Vec<String> = s
         .layout
         .pcpus
@@ -423,7 +458,7 @@ fn log_placement(s: &DomainSpec, vgic: Option<VgicVersion>) {
     let gic = match vgic {
         Some(v) => alloc::format!(
             "v{} (distributor {:#x}, {} SPIs from INTID 32)",
-            if v == VgicVersion::V3 { 3 } else { 2 },
+            if v == GicVersion::V3 { 3 } else { 2 },
             s.map.gicd,
             s.spis
         ),
@@ -447,10 +482,7 @@ fn start_secondaries(plat: &Platform, rt: &Runtime<ImageHw>, cpus: &[u64]) {
         .flat_map(|v| v.vcpus.iter().map(|c| c.pcpu))
         .max()
         .unwrap_or(0);
-    let conduit = match plat.psci {
-        Some(Conduit::Hvc) => smp::Conduit::Hvc,
-        _ => smp::Conduit::Smc,
-    };
+    let conduit = plat.psci.unwrap_or(Conduit::Smc);
     let spectre = arch::spectre::init_this_cpu(arch::cpu_index(), plat.psci == Some(Conduit::Smc));
     log::info!("speculation: {spectre}");
     let mut failed = false;

@@ -13,7 +13,7 @@ use dtvisor::emul::vpl011::Vpl011;
 use dtvisor::hw::cpufeat::IdRegs;
 use dtvisor::hw::spectre::{self, Firmware};
 use dtvisor::psci::Call;
-use dtvisor::vgic::{v2, v3, Lr, LrState, Version, Vgic};
+use dtvisor::vgic::{v2, v3, GicVersion, Lr, LrState, Vgic};
 
 struct Counting;
 
@@ -61,7 +61,7 @@ fn every_register(mut op: impl FnMut(&v3::Access)) {
     }
 }
 
-fn built(version: Version) -> Vgic {
+fn built(version: GicVersion) -> Vgic {
     let mut g = Vgic::new(version, &[0, 1], 64);
     assert!(g.link_spi(40, false));
     assert!(g.link_spi(41, true));
@@ -84,7 +84,7 @@ fn lr_round(g: &mut Vgic, v: usize) {
 
 #[test]
 fn vgic_v3_trap_paths_do_not_allocate() {
-    let mut g = built(Version::V3);
+    let mut g = built(GicVersion::V3);
     let n = allocations(|| {
         for v in 0..2 {
             g.inject_hw(v, 27, 27);
@@ -116,7 +116,7 @@ fn vgic_v3_trap_paths_do_not_allocate() {
 
 #[test]
 fn vgic_v2_trap_paths_do_not_allocate() {
-    let mut g = built(Version::V2);
+    let mut g = built(GicVersion::V2);
     let n = allocations(|| {
         for v in 0..2 {
             g.inject_hw(v, 27, 27);

@@ -37,7 +37,7 @@
 
 use dtvisor::config;
 use dtvisor::fdt::Fdt;
-use dtvisor::hw::{self, Platform};
+use dtvisor::hw::Platform;
 use dtvisor::mm::Range;
 use dtvisor::placement::{self, free_ram, guest_banks, Layout, Needs, DTB_MAX};
 use dtvisor::vgic::Vgic;
@@ -349,10 +349,7 @@ fn pipeline(data: &[u8]) {
     let boot = fdt.boot_cpuid() as u64;
     let cpus = build::cpu_order(&plat, boot, 16);
     let usable = if plat.psci.is_some() { cpus.len() } else { 1 };
-    let gic = match plat.gic.as_ref().map(|g| g.version) {
-        Some(hw::GicVersion::V2) => GicVersion::V2,
-        _ => GicVersion::V3,
-    };
+    let gic = plat.gic.as_ref().map_or(GicVersion::V3, |g| g.version);
     let is_dt = |r: Range| {
         plan.domains
             .iter()
@@ -450,7 +447,7 @@ fn pipeline(data: &[u8]) {
         }
         // Every assigned SPI is offered by the vGIC the image makes.
         let aff: Vec<u64> = (0..d.vcpus as u64).collect();
-        let mut g = Vgic::new(dtvisor::vgic::Version::V3, &aff, s.spis);
+        let mut g = Vgic::new(dtvisor::vgic::GicVersion::V3, &aff, s.spis);
         for dev in &s.devices {
             for irq in &dev.irqs {
                 assert!(

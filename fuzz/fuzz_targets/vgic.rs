@@ -32,7 +32,7 @@
 //! then operations until the bytes run out (see `Op`).
 #![no_main]
 
-use dtvisor::vgic::{self, v2, v3, Fill, Lr, LrState, Version, Vgic, MAX_LRS, PRIVATE, SGIS};
+use dtvisor::vgic::{self, v2, v3, Fill, GicVersion, Lr, LrState, Vgic, MAX_LRS, PRIVATE, SGIS};
 use libfuzzer_sys::fuzz_target;
 
 mod bytes;
@@ -167,7 +167,7 @@ impl Machine {
             let e3 = v3::encode_lr(l);
             assert_eq!(v3::lr_state(e3), l.state);
             assert_eq!(e3 & 0xffff_ffff, l.intid as u64);
-            if g.version == Version::V2 {
+            if g.version == GicVersion::V2 {
                 let e2 = v2::encode_lr(l);
                 assert_eq!(v2::lr_state(e2), l.state);
                 assert_eq!(e2 & 0x3ff, l.intid);
@@ -254,9 +254,9 @@ impl Machine {
         // The whole state before (a copy is cheaper than any digest of it).
         let before = self.g.clone();
         let out = match (version, frame) {
-            (Version::V2, _) => v2::distributor(&mut self.g, v, &a),
-            (Version::V3, Frame::Dist) => v3::distributor(&mut self.g, v, &a),
-            (Version::V3, Frame::Redist) => v3::redistributor(&mut self.g, v, &a),
+            (GicVersion::V2, _) => v2::distributor(&mut self.g, v, &a),
+            (GicVersion::V3, Frame::Dist) => v3::distributor(&mut self.g, v, &a),
+            (GicVersion::V3, Frame::Redist) => v3::redistributor(&mut self.g, v, &a),
         };
         let what = format!("{version:?} {frame:?} {off:#x}/{size} {write:x?} by vCPU {v}");
         let bad_width = !matches!(size, 1 | 4 | 8) || off % size as u64 != 0;
@@ -304,12 +304,12 @@ fuzz_target!(|data: &[u8]| {
     let mut b = Bytes(data);
     let head = b.u8();
     let version = if head & 1 != 0 {
-        Version::V2
+        GicVersion::V2
     } else {
-        Version::V3
+        GicVersion::V3
     };
     // GICv2 names 8 vCPUs; one more checks the ninth. GICv3: past 16, Aff1.
-    let max_vcpus = if version == Version::V2 { 9 } else { 20 };
+    let max_vcpus = if version == GicVersion::V2 { 9 } else { 20 };
     let vcpus = 1 + (b.u8() as usize % max_vcpus);
     let spis = (b.u16() % 1024) as u32;
     let nr_lrs = 1 + (b.u8() as usize % MAX_LRS);
@@ -347,15 +347,15 @@ fuzz_target!(|data: &[u8]| {
         match op % 16 {
             // A guest access: most ops are.
             0..=7 => {
-                let frame = if version == Version::V3 && op & 0x10 != 0 {
+                let frame = if version == GicVersion::V3 && op & 0x10 != 0 {
                     Frame::Redist
                 } else {
                     Frame::Dist
                 };
                 let limit = match (version, frame) {
-                    (Version::V2, _) => v2::GICD_SIZE + 0x10,
-                    (Version::V3, Frame::Dist) => v3::GICD_SIZE + 0x10,
-                    (Version::V3, Frame::Redist) => (vcpus as u64 + 1) * v3::GICR_STRIDE,
+                    (GicVersion::V2, _) => v2::GICD_SIZE + 0x10,
+                    (GicVersion::V3, Frame::Dist) => v3::GICD_SIZE + 0x10,
+                    (GicVersion::V3, Frame::Redist) => (vcpus as u64 + 1) * v3::GICR_STRIDE,
                 };
                 let mut off = b.u32() as u64 % limit;
                 if op & 0x20 == 0 {
@@ -389,14 +389,14 @@ fuzz_target!(|data: &[u8]| {
             // An edge (the tests' injection; not an SGI on GICv2, whose SGIs
             // are pending per source only).
             10 => {
-                let low = if version == Version::V2 { SGIS } else { 0 };
+                let low = if version == GicVersion::V2 { SGIS } else { 0 };
                 let id = low + (b.u16() as u32 % (m.g.intid_end() + 4 - low));
                 let w = m.watched(None);
                 let mask = m.g.inject(v, id);
                 m.changed("inject", w, mask);
             }
             // ICC_SGI1R_EL1 from vCPU v (GICv3; GICv2 SGIs go through GICD_SGIR).
-            11 if version == Version::V3 => {
+            11 if version == GicVersion::V3 => {
                 let val = b.u64();
                 let (sgi, targets) = v3::sgi_targets(&m.g, v, val);
                 assert!(sgi < SGIS);

@@ -9,7 +9,7 @@ use crate::emul::vpl011::{self, Vpl011};
 use crate::mm::stage2::Stage2Tables;
 use crate::mm::Range;
 use crate::psci::VcpuPower;
-use crate::vgic::{v2, v3, Version as VgicVersion, Vgic};
+use crate::vgic::{v2, v3, GicVersion, Vgic};
 use crate::vm::build::DomainSpec;
 use crate::vm::guest_dtb::{self, GuestMap};
 use crate::vm::lifecycle::Lifecycle;
@@ -53,7 +53,7 @@ pub struct Vm<H: Hw> {
     /// inside trap handling, never across a guest entry.
     pub vgic: Option<Lock<Vgic, H>>,
     /// Its version (immutable: read without the lock).
-    pub(super) vgic_version: Option<VgicVersion>,
+    pub(super) vgic_version: Option<GicVersion>,
     /// Where the guest sees its vGIC and vPL011.
     pub(super) map: GuestMap,
     /// Bytes of the GICv3 redistributor region that trap to the vGIC: Xen's
@@ -97,7 +97,7 @@ impl<H: Hw> Vm<H> {
         s: DomainSpec,
         vtcr: u64,
         s2: Stage2Tables<H::Pages>,
-        vgic: Option<VgicVersion>,
+        vgic: Option<GicVersion>,
     ) -> Self {
         let vttbr = s2.vttbr(s.layout.vmid);
         let affinities: Vec<u64> = (0..s.layout.pcpus.len() as u64).map(vmpidr_aff).collect();
@@ -186,11 +186,11 @@ impl<H: Hw> Vm<H> {
             |base: u64, size: u64| (base..base + size).contains(&ipa).then(|| ipa - base);
         let m = &self.map;
         match self.vgic_version? {
-            VgicVersion::V3 => match in_frame(m.gicd, v3::GICD_SIZE) {
+            GicVersion::V3 => match in_frame(m.gicd, v3::GICD_SIZE) {
                 Some(off) => Some((off, true)),
                 None => Some((in_frame(m.gicr, self.gicr_size)?, false)),
             },
-            VgicVersion::V2 => Some((in_frame(m.gicd, v2::GICD_SIZE)?, true)),
+            GicVersion::V2 => Some((in_frame(m.gicd, v2::GICD_SIZE)?, true)),
         }
     }
 

@@ -8,7 +8,7 @@ use super::Runtime;
 use crate::emul::mmio::Access;
 use crate::emul::vpl011::Vpl011;
 use crate::psci::Power;
-use crate::vgic::{self, v2, v3, Lr, LrState, VcpuMask, Version as VgicVersion, Vgic, MAX_LRS};
+use crate::vgic::{self, v2, v3, GicVersion, Lr, LrState, VcpuMask, Vgic, MAX_LRS};
 use core::sync::atomic::Ordering;
 
 impl<H: Hw> Runtime<H> {
@@ -137,9 +137,9 @@ impl<H: Hw> Runtime<H> {
                 self.sample_timers(&mut g, vi);
             }
             let out = match (version, dist) {
-                (VgicVersion::V2, _) => v2::distributor(&mut g, vi, &acc),
-                (VgicVersion::V3, true) => v3::distributor(&mut g, vi, &acc),
-                (VgicVersion::V3, false) => v3::redistributor(&mut g, vi, &acc),
+                (GicVersion::V2, _) => v2::distributor(&mut g, vi, &acc),
+                (GicVersion::V3, true) => v3::distributor(&mut g, vi, &acc),
+                (GicVersion::V3, false) => v3::redistributor(&mut g, vi, &acc),
             };
             if dist && a.write && !vm.hw_spis.is_empty() {
                 self.follow_hw_spis(vm, &mut g);

@@ -46,12 +46,9 @@ pub const PRIORITY_MASK: u8 = 0xf8;
 /// Priority of every interrupt after reset.
 pub const RESET_PRIORITY: u8 = 0;
 
-/// Which register view the guest sees.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Version {
-    V2,
-    V3,
-}
+/// Which register view the guest sees: the GIC version (one type for
+/// the host's GIC and the guest's).
+pub use crate::hw::GicVersion;
 
 /// Whether a read at `off` of the distributor (`dist`) or of the GICv3
 /// redistributor region shows pending or active state, which list
@@ -59,12 +56,12 @@ pub enum Version {
 /// registers be taken back first (and refilled after). Every other read
 /// (TYPER, CTLR, enables, priorities, routing...) sees state the list
 /// registers never change, and leaves them in place.
-pub fn read_sees_list_registers(version: Version, dist: bool, off: u64) -> bool {
+pub fn read_sees_list_registers(version: GicVersion, dist: bool, off: u64) -> bool {
     let pending_active = |o: u64| (0x200..0x400).contains(&o);
     match (version, dist) {
-        (Version::V2, _) => pending_active(off) || (0xf10..0xf30).contains(&off),
-        (Version::V3, true) => pending_active(off),
-        (Version::V3, false) => {
+        (GicVersion::V2, _) => pending_active(off) || (0xf10..0xf30).contains(&off),
+        (GicVersion::V3, true) => pending_active(off),
+        (GicVersion::V3, false) => {
             let local = off % v3::GICR_STRIDE;
             local >= 0x1_0000 && pending_active(local - 0x1_0000)
         }
@@ -212,7 +209,7 @@ const EMPTY: LrSlot = LrSlot {
 /// One domain's virtual GIC.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Vgic {
-    pub version: Version,
+    pub version: GicVersion,
     /// GICD_CTLR group enables: bit 0 group 0, bit 1 group 1.
     pub groups: u32,
     spis: Vec<Irq>,
@@ -246,7 +243,7 @@ pub enum BitField {
 impl Vgic {
     /// A vGIC for vCPUs with these MPIDR affinities and `spis` SPIs
     /// (rounded up to a multiple of 32, at most 988).
-    pub fn new(version: Version, affinities: &[u64], spis: u32) -> Vgic {
+    pub fn new(version: GicVersion, affinities: &[u64], spis: u32) -> Vgic {
         let spis = spis.div_ceil(32).min((SPI_END - PRIVATE) / 32) * 32;
         let n = affinities.len().min(MAX_VCPUS);
         let mut g = Vgic {
@@ -303,7 +300,7 @@ impl Vgic {
     /// pending, not active; SGIs edge, the rest level; group 1 for a
     /// GICv3 view (as Linux and KVM expect), group 0 for GICv2.
     pub fn reset(&mut self) {
-        let group1 = self.version == Version::V3;
+        let group1 = self.version == GicVersion::V3;
         self.groups = 0;
         let fresh = |intid: u32| Irq {
             edge: intid < SGIS,
@@ -382,7 +379,7 @@ impl Vgic {
     pub fn spi_target(&self, intid: u32) -> Option<usize> {
         let irq = self.irq(0, intid)?;
         match self.version {
-            Version::V3 => {
+            GicVersion::V3 => {
                 if irq.route & (1 << 31) != 0 {
                     // 1 of N: the first vCPU that is awake.
                     return Some(self.vcpus.iter().position(|c| !c.asleep).unwrap_or(0));
@@ -390,7 +387,7 @@ impl Vgic {
                 let aff = irq.route & 0xff_00ff_ffff;
                 self.vcpus.iter().position(|c| c.affinity == aff)
             }
-            Version::V2 => {
+            GicVersion::V2 => {
                 let t = irq.route as u8;
                 (t != 0)
                     .then(|| t.trailing_zeros() as usize)
@@ -482,7 +479,7 @@ impl Vgic {
         if sgi >= SGIS {
             return 0;
         }
-        let v2 = self.version == Version::V2;
+        let v2 = self.version == GicVersion::V2;
         for (t, c) in self.vcpus.iter_mut().enumerate() {
             if targets & bit(t) != 0 {
                 let i = &mut c.private[sgi as usize];
@@ -729,7 +726,7 @@ impl Vgic {
             best[pos] = key;
             count = (count + 1).min(n);
         }
-        let v2 = self.version == Version::V2;
+        let v2 = self.version == GicVersion::V2;
         let mut any_pending = false;
         let mut all_active = true;
         for (slot, &(_, _, id)) in best[..count].iter().enumerate() {

@@ -8,7 +8,7 @@ fn gic(vcpus: usize) -> Vgic {
     let aff: alloc::vec::Vec<u64> = (0..vcpus as u64)
         .map(|n| (n & 0xf) | ((n >> 4) << 8))
         .collect();
-    Vgic::new(Version::V3, &aff, 32)
+    Vgic::new(GicVersion::V3, &aff, 32)
 }
 
 fn rd(g: &mut Vgic, v: usize, frame_dist: bool, off: u64, size: u8) -> u64 {
@@ -100,7 +100,7 @@ fn typer_reports_spis_offered_and_id_bits() {
     assert_eq!(t & 0x1f, 1, "32 SPIs: ITLinesNumber 1 (64 INTIDs)");
     assert_eq!((t >> 19) & 0x1f, 9);
     assert_eq!((t >> 5) & 7, 1, "CPUNumber = vCPUs - 1");
-    let g2 = Vgic::new(Version::V3, &[0], 40);
+    let g2 = Vgic::new(GicVersion::V3, &[0], 40);
     assert_eq!(g2.spis(), 64, "rounded up to whole registers");
 }
 
@@ -262,7 +262,7 @@ fn irouter_64_and_32_bit_halves() {
 #[test]
 fn redistributor_typer_affinity_number_and_last() {
     let aff = [0x0, 0x1, 0x100, 0x1_0000_0203];
-    let mut g = Vgic::new(Version::V3, &aff, 32);
+    let mut g = Vgic::new(GicVersion::V3, &aff, 32);
     for (n, a) in aff.iter().enumerate() {
         let t = rd(&mut g, 0, false, n as u64 * v3::GICR_STRIDE + 8, 8);
         let want = (((a >> 32) & 0xff) << 24) | (a & 0xff_ffff);
@@ -307,7 +307,7 @@ fn sgi_frame_is_banked_per_vcpu() {
 #[test]
 fn sgi1r_target_list_affinity_and_irm() {
     let aff: alloc::vec::Vec<u64> = (0..20u64).map(|n| (n & 0xf) | ((n >> 4) << 8)).collect();
-    let g = Vgic::new(Version::V3, &aff, 32);
+    let g = Vgic::new(GicVersion::V3, &aff, 32);
     // SGI 3 to Aff0 1 and 2 in Aff1 0.
     assert_eq!(v3::sgi_targets(&g, 0, (3 << 24) | 0b110), (3, 0b110));
     // Aff1 = 1: vCPUs 16.. (Aff0 = n & 0xf)
@@ -850,20 +850,20 @@ fn clearing_a_linked_spi_asks_for_its_physical_deactivation() {
 fn only_pending_and_active_reads_need_the_list_registers() {
     use super::read_sees_list_registers as sees;
     for off in [0x200, 0x27c, 0x280, 0x300, 0x3fc] {
-        assert!(sees(Version::V3, true, off), "{off:#x}");
-        assert!(sees(Version::V2, true, off), "{off:#x}");
+        assert!(sees(GicVersion::V3, true, off), "{off:#x}");
+        assert!(sees(GicVersion::V2, true, off), "{off:#x}");
         // The same registers in any vCPU's SGI frame.
-        assert!(sees(Version::V3, false, 0x1_0000 + off), "{off:#x}");
-        assert!(sees(Version::V3, false, 0x3_0000 + off), "{off:#x}");
-        assert!(!sees(Version::V3, false, off), "{off:#x} in RD_base");
+        assert!(sees(GicVersion::V3, false, 0x1_0000 + off), "{off:#x}");
+        assert!(sees(GicVersion::V3, false, 0x3_0000 + off), "{off:#x}");
+        assert!(!sees(GicVersion::V3, false, off), "{off:#x} in RD_base");
     }
     for off in [
         0x0, 0x4, 0x8, 0x100, 0x180, 0x1fc, 0x400, 0x800, 0xc00, 0x6100, 0xffe8,
     ] {
-        assert!(!sees(Version::V3, true, off), "{off:#x}");
+        assert!(!sees(GicVersion::V3, true, off), "{off:#x}");
     }
-    assert!(sees(Version::V2, true, 0xf10) && sees(Version::V2, true, 0xf2c));
-    assert!(!sees(Version::V2, true, 0xf00) && !sees(Version::V2, true, 0xf30));
-    assert!(!sees(Version::V3, true, 0xf10));
-    assert!(!sees(Version::V3, false, 0x1_0100) && !sees(Version::V3, false, 0x0014));
+    assert!(sees(GicVersion::V2, true, 0xf10) && sees(GicVersion::V2, true, 0xf2c));
+    assert!(!sees(GicVersion::V2, true, 0xf00) && !sees(GicVersion::V2, true, 0xf30));
+    assert!(!sees(GicVersion::V3, true, 0xf10));
+    assert!(!sees(GicVersion::V3, false, 0x1_0100) && !sees(GicVersion::V3, false, 0x0014));
 }

@@ -4,7 +4,7 @@
 //! back nothing; the list registers are never overfilled.
 
 use super::v3::{self, Access, Outcome};
-use super::{v2, Lr, Version, Vgic};
+use super::{v2, GicVersion, Lr, Vgic};
 use proptest::prelude::*;
 
 /// Which frame an access goes to.
@@ -69,7 +69,7 @@ fn snapshot(g: &mut Vgic, v2view: bool) -> Vec<u64> {
     out
 }
 
-fn gic(version: Version) -> Vgic {
+fn gic(version: GicVersion) -> Vgic {
     Vgic::new(version, &[0, 1], 64)
 }
 
@@ -81,7 +81,7 @@ proptest! {
         seq in proptest::collection::vec(access(), 0..48),
         probe in access(),
     ) {
-        let mut g = gic(Version::V3);
+        let mut g = gic(GicVersion::V3);
         for a in &seq {
             // A write reads back nothing (Outcome's value is 0).
             if let (Some(_), Outcome::Done { value, .. }) = (a.3, apply(&mut g, false, *a)) {
@@ -103,7 +103,7 @@ proptest! {
         seq in proptest::collection::vec(access(), 0..48),
         probe in access(),
     ) {
-        let mut g = gic(Version::V2);
+        let mut g = gic(GicVersion::V2);
         for a in &seq {
             // A write reads back nothing (Outcome's value is 0).
             if let (Some(_), Outcome::Done { value, .. }) = (a.3, apply(&mut g, true, *a)) {
@@ -124,7 +124,7 @@ proptest! {
     /// never half applied: the registers read the same after one.
     #[test]
     fn bad_width_writes_change_nothing(off in 0u64..0x1_0000, size in prop_oneof![Just(0u8), 3u8..4, 5u8..8, 9u8..=255], val: u64) {
-        let mut g = gic(Version::V3);
+        let mut g = gic(GicVersion::V3);
         let before = snapshot(&mut g, false);
         let _ = apply(&mut g, false, (Frame::Dist, off, size, Some(val), 0));
         prop_assert_eq!(before, snapshot(&mut g, false));
@@ -135,7 +135,7 @@ proptest! {
 /// nothing, at every width the register allows.
 #[test]
 fn writes_to_read_only_id_registers_read_back_nothing() {
-    let mut g = gic(Version::V3);
+    let mut g = gic(GicVersion::V3);
     // GICR_CTLR/IIDR/TYPER (both halves and the doubleword), GICD_TYPER, IIDR.
     let cases = [
         (Frame::Redist, 0x0, 4),

@@ -7,7 +7,7 @@ use super::*;
 /// `vcpus` vCPUs, 32 SPIs, GICv2 view.
 fn gic(vcpus: usize) -> Vgic {
     let aff: alloc::vec::Vec<u64> = (0..vcpus as u64).collect();
-    Vgic::new(Version::V2, &aff, 32)
+    Vgic::new(GicVersion::V2, &aff, 32)
 }
 
 fn access(g: &mut Vgic, v: usize, off: u64, size: u8, write: Option<u64>) -> Outcome {
@@ -66,7 +66,7 @@ fn typer_fields() {
     assert_eq!(t >> 11, 0);
     wr(&mut g, 0, 4, 4, !0);
     assert_eq!(rd(&mut g, 0, 4, 4), t, "read-only");
-    let mut big = Vgic::new(Version::V2, &[0; 12], 100);
+    let mut big = Vgic::new(GicVersion::V2, &[0; 12], 100);
     let t = rd(&mut big, 0, 4, 4);
     assert_eq!(t & 0x1f, 4, "128 SPIs: 160 INTIDs");
     assert_eq!((t >> 5) & 7, 7, "at most 8 CPUs");

@@ -14,8 +14,8 @@ use alloc::vec::Vec;
 /// Phandle of the vGIC (Xen's GUEST_PHANDLE_GIC), as the partial device
 /// tree contract fixes it.
 pub use crate::config::partial::GIC_PHANDLE;
+pub use crate::hw::GicVersion;
 pub use crate::vgic::v3::{GICD_BASE, GICR_BASE, GICR_STRIDE};
-pub use crate::vgic::Version as GicVersion;
 pub const GICC_BASE: u64 = 0x0300_2000;
 
 /// Where a guest sees its virtual devices: Xen's guest map, or for a

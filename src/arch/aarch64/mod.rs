@@ -2,7 +2,6 @@
 pub mod boot;
 pub mod exception;
 pub mod gic;
-pub mod gicv2;
 pub mod mmu;
 pub mod smp;
 pub mod spectre;

@@ -5,17 +5,11 @@
 
 use super::mmu::{self, El2Mmu};
 use aarch64_cpu::registers::{Writeable, TPIDR_EL2};
+use dtvisor::hw::Conduit;
 use smccc::{Hvc, Smc};
 use spin::Once;
 
 static MMU: Once<El2Mmu> = Once::new();
-
-/// The firmware conduit for PSCI calls.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Conduit {
-    Smc,
-    Hvc,
-}
 
 unsafe extern "C" {
     fn secondary_entry();

@@ -13,7 +13,7 @@ use crate::mm::stage2::{HostPages, Stage2Tables};
 use crate::mm::Range;
 use crate::placement::{DomainLayout, RamMap};
 use crate::psci::{self, Power};
-use crate::vgic::{v3, Version};
+use crate::vgic::{v3, GicVersion};
 use crate::vm::build::DomainSpec;
 use crate::vm::guest_dtb::GuestMap;
 use crate::vm::lifecycle::DomainState;
@@ -62,7 +62,7 @@ fn vm(s: DomainSpec) -> Vm<Fake> {
     for sh in &s.restart.shared {
         t.map_shared(sh.ipa, sh.module).unwrap();
     }
-    Vm::new(s, 0, t, Some(Version::V3))
+    Vm::new(s, 0, t, Some(GicVersion::V3))
 }
 
 /// The run-time over `specs` on `cpus` pCPUs with 4 list registers each,

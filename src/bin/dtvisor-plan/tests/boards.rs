@@ -284,10 +284,7 @@ fn fits(b: &Board, dir: &Path, board: &[u8]) {
             .find(|(a, _)| *a == r.start)
             .map_or(&[][..], |(_, h)| &h[..h.len().min(r.size() as usize)])
     };
-    let gic = match plat.gic.as_ref().map(|g| g.version) {
-        Some(GicVersion::V2) => dtvisor::vm::guest_dtb::GicVersion::V2,
-        _ => dtvisor::vm::guest_dtb::GicVersion::V3,
-    };
+    let gic = plat.gic.as_ref().map_or(GicVersion::V3, |g| g.version);
     let built = dtvisor::vm::build::build(&plat, &plan, plat.cpus.len(), gic, &head, &mut |_| 0);
     let (layout, specs) = built.unwrap_or_else(|e| panic!("{}: does not fit: {e:?}", b.dir));
     assert_eq!(specs.len(), 2, "{}", b.dir);

@@ -6,10 +6,13 @@
 //! the driver, which would serialise every acknowledge of every CPU on one
 //! lock; the banked registers here are per CPU and need none.
 
-use super::Mutex;
+use super::{Acked, Driver, Lr, LrState};
+use crate::arch::Mutex;
 use arm_gic::gicv2::{GicV2, SgiTarget, SgiTargetListFilter};
 use arm_gic::{IntId, Trigger};
 use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use dtvisor::hw::GicVersion;
+use dtvisor::vgic;
 
 struct Gic(GicV2<'static>);
 
@@ -21,8 +24,8 @@ static GICD: AtomicU64 = AtomicU64::new(0);
 static GICC: AtomicU64 = AtomicU64::new(0);
 static GICH: AtomicU64 = AtomicU64::new(0);
 /// Per pCPU: its CPU interface bit (GICD_ITARGETSR0 as it reads it).
-static IFACE: [AtomicU8; super::boot::MAX_CPUS] =
-    [const { AtomicU8::new(0) }; super::boot::MAX_CPUS];
+static IFACE: [AtomicU8; crate::arch::boot::MAX_CPUS] =
+    [const { AtomicU8::new(0) }; crate::arch::boot::MAX_CPUS];
 
 const GICC_CTLR: u64 = 0x0;
 const GICC_PMR: u64 = 0x4;
@@ -61,7 +64,7 @@ fn wr(base: &AtomicU64, off: u64, v: u32) {
 /// priorities; its private interrupts enabled; its interface bit noted.
 fn cpu_setup(g: &mut GicV2<'static>, cpu: usize, maintenance: u32) {
     for id in [
-        dtvisor::rt::hw::KICK,
+        super::KICK,
         maintenance,
         dtvisor::rt::hw::VTIMER,
         dtvisor::rt::hw::PTIMER,
@@ -121,7 +124,7 @@ pub fn init_boot(
 static MAINT: AtomicU8 = AtomicU8::new(25);
 
 /// Per-CPU setup on secondary pCPU `cpu`.
-pub fn init_secondary(cpu: usize) -> bool {
+fn init_secondary(cpu: usize) -> bool {
     let mut guard = GIC.lock();
     let Some(Gic(g)) = guard.as_mut() else {
         return false;
@@ -131,12 +134,15 @@ pub fn init_secondary(cpu: usize) -> bool {
 }
 
 /// The distributor's base (0: none).
-pub fn gicd() -> u64 {
+fn gicd() -> u64 {
     GICD.load(Ordering::Relaxed)
 }
 
 /// An assigned device's SPI: trigger, target pCPU `cpu`, enabled.
-pub fn assign_spi(id: u32, trigger: Trigger, cpu: usize) {
+fn assign_spi(id: u32, trigger: Trigger, cpu: usize) {
+    if !(32..1020).contains(&id) {
+        return;
+    }
     if let Some(Gic(g)) = GIC.lock().as_mut() {
         let intid = IntId::spi(id - 32);
         g.set_trigger(intid, trigger);
@@ -146,7 +152,7 @@ pub fn assign_spi(id: u32, trigger: Trigger, cpu: usize) {
 }
 
 /// GICD_ITARGETSR of SPI `id`: pCPU `cpu`'s interface.
-pub fn route_spi(id: u32, cpu: usize) {
+fn route_spi(id: u32, cpu: usize) {
     let me = IFACE.get(cpu).map_or(0, |i| i.load(Ordering::Relaxed));
     let gicd = GICD.load(Ordering::Relaxed);
     if me == 0 || gicd == 0 || !(32..1020).contains(&id) {
@@ -158,14 +164,14 @@ pub fn route_spi(id: u32, cpu: usize) {
 }
 
 /// SGI `KICK` to pCPU `cpu` (GICD_SGIR with its interface bit).
-pub fn kick(cpu: usize) {
+fn kick(cpu: usize) {
     let t = IFACE.get(cpu).map_or(0, |i| i.load(Ordering::Relaxed));
     if t == 0 {
         return;
     }
     if let Some(Gic(g)) = GIC.lock().as_mut() {
         g.send_sgi(
-            IntId::sgi(dtvisor::rt::hw::KICK),
+            IntId::sgi(super::KICK),
             SgiTarget::List {
                 target_list_filter: SgiTargetListFilter::CPUTargetList,
                 target_list: t as u16,
@@ -175,49 +181,106 @@ pub fn kick(cpu: usize) {
 }
 
 /// GICC_IAR: the raw value (SGIs carry the source CPU) if not spurious.
-pub fn ack() -> Option<u32> {
+fn ack() -> Option<u32> {
     let raw = rd(&GICC, GICC_IAR);
     ((raw & 0x3ff) < 1020).then_some(raw)
 }
 
-pub fn eoi(raw: u32) {
+fn eoi(raw: u32) {
     wr(&GICC, GICC_EOIR, raw);
 }
 
-pub fn deactivate(raw: u32) {
+fn deactivate(raw: u32) {
     wr(&GICC, GICC_DIR, raw);
 }
 
 /// Clears the active state of this CPU's private interrupts `mask`
 /// (GICD_ICACTIVER0 is banked per CPU).
-pub fn clear_active_private(mask: u32) {
+fn clear_active_private(mask: u32) {
     if mask != 0 {
         wr(&GICD, GICD_ICACTIVER0, mask);
     }
 }
 
-pub fn nr_lrs() -> usize {
+fn nr_lrs() -> usize {
     ((rd(&GICH, GICH_VTR) & 0x3f) + 1) as usize
 }
 
-pub fn read_lr(n: usize) -> u32 {
+fn read_lr(n: usize) -> u32 {
     rd(&GICH, GICH_LR0 + 4 * n as u64)
 }
 
-pub fn write_lr(n: usize, v: u32) {
+fn write_lr(n: usize, v: u32) {
     wr(&GICH, GICH_LR0 + 4 * n as u64, v);
 }
 
-pub fn write_hcr(v: u32) {
+fn write_hcr(v: u32) {
     wr(&GICH, GICH_HCR, v);
 }
 
 /// A fresh virtual CPU interface for a vCPU about to start.
-pub fn reset_virtual_interface() {
+fn reset_virtual_interface() {
     for n in 0..nr_lrs() {
         write_lr(n, 0);
     }
     wr(&GICH, GICH_APR, 0);
     wr(&GICH, GICH_VMCR, 0);
     write_hcr(1);
+}
+
+/// The GICv2 driver (its state is this module's statics).
+pub struct V2;
+
+impl Driver for V2 {
+    fn version(&self) -> GicVersion {
+        GicVersion::V2
+    }
+    fn init_secondary(&self, cpu: usize, _mpidr: u64, _cpus: usize) -> bool {
+        init_secondary(cpu)
+    }
+    fn assign_spi(&self, id: u32, trigger: Trigger, cpu: usize, _mpidr: u64) {
+        assign_spi(id, trigger, cpu);
+    }
+    fn route_spi(&self, id: u32, cpu: usize, _mpidr: u64) {
+        route_spi(id, cpu);
+    }
+    fn gicd(&self) -> u64 {
+        gicd()
+    }
+    fn kick(&self, cpu: usize, _mpidr: u64) {
+        kick(cpu);
+    }
+    fn ack(&self) -> Option<Acked> {
+        ack().map(|raw| Acked {
+            raw,
+            id: raw & 0x3ff,
+        })
+    }
+    fn eoi(&self, a: Acked) {
+        eoi(a.raw);
+    }
+    fn deactivate(&self, a: Acked) {
+        deactivate(a.raw);
+    }
+    fn clear_active_private(&self, _cpu: usize, mask: u32) {
+        clear_active_private(mask);
+    }
+    fn nr_lrs(&self) -> usize {
+        nr_lrs()
+    }
+    fn lr_state(&self, n: usize) -> LrState {
+        vgic::v2::lr_state(read_lr(n))
+    }
+    fn set_lr(&self, n: usize, lr: &Lr) {
+        write_lr(n, vgic::v2::encode_lr(lr));
+    }
+    fn clear_lr(&self, n: usize) {
+        write_lr(n, 0);
+    }
+    fn write_hcr(&self, v: u64) {
+        write_hcr(v as u32);
+    }
+    fn reset_virtual_interface(&self) {
+        reset_virtual_interface();
+    }
 }

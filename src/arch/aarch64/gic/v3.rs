@@ -7,21 +7,20 @@
 //! the EL1 virtual and physical timers, and the console's RX interrupt.
 //! With HCR_EL2.IMO set they all arrive at EL2 while a guest runs.
 //!
-//! Also the virtual CPU interface registers (ICH_*_EL2) the vGIC uses,
-//! and the functions the run loop calls whatever the GIC version: they
-//! dispatch to this GICv3 code or to `gicv2`.
+//! Also the virtual CPU interface registers (ICH_*_EL2) the vGIC uses.
 
-use super::gicv2;
-use super::Mutex;
+use super::{Acked, ICH_HCR_EN, KICK, MAINTENANCE, PTIMER, VTIMER};
+use super::{Driver, Lr, LrState};
+use crate::arch::Mutex;
 use arm_gic::gicv3::registers::{Gicd, GicrSgi};
 use arm_gic::gicv3::{GicCpuInterface, GicV3};
 use arm_gic::{IntId, Trigger};
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
-use dtvisor::vgic::{self, Lr, LrState};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use dtvisor::hw::GicVersion;
+use dtvisor::vgic;
 use safe_mmio::UniqueMmioPointer;
 
-pub use dtvisor::rt::hw::{Acked, ICH_HCR_EN, KICK, MAINTENANCE, PTIMER, VTIMER};
 /// INTIDs 1020..1023 are special (1023: nothing pending).
 const SPURIOUS: u32 = 1020;
 
@@ -32,8 +31,8 @@ unsafe impl Send for Gic {}
 
 static GIC: Mutex<Option<Gic>> = Mutex::new(None);
 /// Per pCPU: its redistributor's SGI frame (0 = none).
-static SGI_FRAME: [AtomicU64; super::boot::MAX_CPUS] =
-    [const { AtomicU64::new(0) }; super::boot::MAX_CPUS];
+static SGI_FRAME: [AtomicU64; crate::arch::boot::MAX_CPUS] =
+    [const { AtomicU64::new(0) }; crate::arch::boot::MAX_CPUS];
 static GICR_BASE: AtomicU64 = AtomicU64::new(0);
 static GICD_BASE: AtomicU64 = AtomicU64::new(0);
 /// Redistributor frames present (counted at boot, at most the CPU count).
@@ -43,10 +42,10 @@ static REDISTS: AtomicUsize = AtomicUsize::new(0);
 /// each write followed by an ISB, so the next access sees its effect.
 macro_rules! icc {
     (read $r:literal) => {
-        super::vcpu::sysreg!(read $r)
+        crate::arch::vcpu::sysreg!(read $r)
     };
     (write $r:literal, $v:expr) => {{
-        super::vcpu::sysreg!(write $r, $v);
+        crate::arch::vcpu::sysreg!(write $r, $v);
         // SAFETY: a context synchronization barrier has no memory effects.
         unsafe { core::arch::asm!("isb", options(nomem, nostack)) };
     }};
@@ -108,7 +107,7 @@ fn present_redistributors(gicr: u64, max: usize) -> usize {
 /// distributor, every redistributor, and this CPU's interface; routes
 /// `console_irq` (an SPI) here. Returns this CPU's redistributor index,
 /// None if the GIC cannot be used.
-fn v3_init_boot(
+pub fn init_boot(
     gicd: u64,
     gicr: u64,
     cpus: usize,
@@ -284,246 +283,73 @@ fn v3_reset_virtual_interface() {
     v3_write_hcr(ICH_HCR_EN);
 }
 
-// ---- whichever GIC the host has --------------------------------------------
+// ---- the driver -------------------------------------------------------------
 
-/// 0: none usable, 2: GICv2, 3: GICv3.
-static KIND: AtomicU8 = AtomicU8::new(0);
+/// The GICv3 driver (its state is this module's statics).
+pub struct V3;
 
-/// The GIC the host has, as the boot CPU set it up.
-#[derive(Clone, Copy)]
-pub enum Host {
-    V3 {
-        gicd: u64,
-        gicr: u64,
-        cpus: usize,
-    },
-    V2 {
-        gicd: u64,
-        gicc: u64,
-        gich: u64,
-        maintenance: u32,
-    },
-}
-
-/// Sets the GIC up from the boot CPU (affinity `mpidr`) and routes
-/// `console_irq` to it. False if it cannot be used.
-pub fn init_boot(host: Host, mpidr: u64, console_irq: Option<u32>) -> bool {
-    let (ok, kind) = match host {
-        Host::V3 { gicd, gicr, cpus } => (
-            v3_init_boot(gicd, gicr, cpus, mpidr, console_irq).is_some(),
-            3,
-        ),
-        Host::V2 {
-            gicd,
-            gicc,
-            gich,
-            maintenance,
-        } => (
-            gicv2::init_boot(gicd, gicc, gich, maintenance, console_irq),
-            2,
-        ),
-    };
-    if ok {
-        KIND.store(kind, Ordering::Release);
+impl Driver for V3 {
+    fn version(&self) -> GicVersion {
+        GicVersion::V3
     }
-    ok
-}
-
-/// Per-CPU setup on secondary pCPU `cpu`.
-pub fn init_secondary(cpu: usize, mpidr: u64, cpus: usize) -> bool {
-    match KIND.load(Ordering::Acquire) {
-        3 => v3_init_secondary(cpu, mpidr, cpus),
-        2 => gicv2::init_secondary(cpu),
-        _ => false,
+    fn init_secondary(&self, cpu: usize, mpidr: u64, cpus: usize) -> bool {
+        v3_init_secondary(cpu, mpidr, cpus)
     }
-}
-
-/// Configures SPI `id` of an assigned device: its trigger, enabled, routed
-/// to pCPU `cpu` (affinity `mpidr`). It stays enabled for good: while the
-/// guest has it masked, one occurrence waits pending in the vGIC and the
-/// physical one stays active, so a device cannot flood EL2.
-pub fn assign_spi(id: u32, edge: bool, cpu: usize, mpidr: u64) {
-    if !(32..1020).contains(&id) {
-        return;
-    }
-    let trigger = if edge { Trigger::Edge } else { Trigger::Level };
-    match KIND.load(Ordering::Acquire) {
-        3 => {
-            if let Some(Gic(g)) = GIC.lock().as_mut() {
-                let intid = IntId::spi(id - 32);
-                let _ = g.set_trigger(intid, None, trigger);
-                let _ = g.distributor().set_routing(intid, Some(mpidr));
-                let _ = g.enable_interrupt(intid, None, true);
-            }
+    fn assign_spi(&self, id: u32, trigger: Trigger, _cpu: usize, mpidr: u64) {
+        if !(32..1020).contains(&id) {
+            return;
         }
-        2 => gicv2::assign_spi(id, trigger, cpu),
-        _ => {}
-    }
-}
-
-/// Routes SPI `id` to pCPU `cpu` (affinity `mpidr`).
-pub fn route_spi(id: u32, cpu: usize, mpidr: u64) {
-    if !(32..1020).contains(&id) {
-        return;
-    }
-    match KIND.load(Ordering::Acquire) {
-        3 => {
-            if let Some(Gic(g)) = GIC.lock().as_mut() {
-                let _ = g
-                    .distributor()
-                    .set_routing(IntId::spi(id - 32), Some(mpidr));
-            }
+        if let Some(Gic(g)) = GIC.lock().as_mut() {
+            let intid = IntId::spi(id - 32);
+            let _ = g.set_trigger(intid, None, trigger);
+            let _ = g.distributor().set_routing(intid, Some(mpidr));
+            let _ = g.enable_interrupt(intid, None, true);
         }
-        2 => gicv2::route_spi(id, cpu),
-        _ => {}
     }
-}
-
-/// Writes a one for SPI `id` to the distributor's set/clear register bank
-/// at `bank` (GICD_ISENABLER 0x100, GICD_ICENABLER 0x180, GICD_ICACTIVER
-/// 0x380; the same offsets on GICv2). Write-one registers: no read,
-/// modify and write, so no lock is needed and any pCPU may do it.
-fn spi_bit(bank: u64, id: u32) {
-    if !(32..1020).contains(&id) {
-        return;
+    fn route_spi(&self, id: u32, _cpu: usize, mpidr: u64) {
+        if !(32..1020).contains(&id) {
+            return;
+        }
+        if let Some(Gic(g)) = GIC.lock().as_mut() {
+            let _ = g
+                .distributor()
+                .set_routing(IntId::spi(id - 32), Some(mpidr));
+        }
     }
-    let gicd = match KIND.load(Ordering::Acquire) {
-        3 => GICD_BASE.load(Ordering::Relaxed),
-        2 => gicv2::gicd(),
-        _ => 0,
-    };
-    if gicd == 0 {
-        return;
+    fn gicd(&self) -> u64 {
+        GICD_BASE.load(Ordering::Relaxed)
     }
-    let reg = gicd + bank + 4 * (id as u64 / 32);
-    // SAFETY: a set/clear register of the distributor the DTB names
-    // (identity mapped Device memory); writing a one changes only that
-    // SPI's bit, and callers pass an SPI the hypervisor owns or assigned.
-    unsafe { core::ptr::write_volatile(reg as *mut u32, 1 << (id % 32)) };
-}
-
-/// Clears the active state of SPI `id` in the distributor, from any pCPU
-/// (an SPI's active state is not banked).
-pub fn clear_active_spi(id: u32) {
-    spi_bit(0x380, id);
-}
-
-/// Enables or disables SPI `id` at the distributor, from any pCPU without
-/// a lock (an interrupt that arrives meanwhile stays pending).
-pub fn set_spi_enabled(id: u32, on: bool) {
-    spi_bit(if on { 0x100 } else { 0x180 }, id);
-}
-
-/// The guest-visible GIC version, if the host's is usable.
-pub fn version() -> Option<vgic::Version> {
-    match KIND.load(Ordering::Acquire) {
-        3 => Some(vgic::Version::V3),
-        2 => Some(vgic::Version::V2),
-        _ => None,
+    fn kick(&self, _cpu: usize, mpidr: u64) {
+        v3_kick(mpidr);
     }
-}
-
-pub fn present() -> bool {
-    version().is_some()
-}
-
-/// Makes pCPU `cpu` (affinity `mpidr`) take an interrupt to EL2.
-pub fn kick(cpu: usize, mpidr: u64) {
-    match KIND.load(Ordering::Relaxed) {
-        3 => v3_kick(mpidr),
-        2 => gicv2::kick(cpu),
-        _ => {}
+    fn ack(&self) -> Option<Acked> {
+        v3_ack().map(|id| Acked { raw: id, id })
     }
-}
-
-pub fn ack() -> Option<Acked> {
-    match KIND.load(Ordering::Relaxed) {
-        3 => v3_ack().map(|id| Acked { raw: id, id }),
-        2 => gicv2::ack().map(|raw| Acked {
-            raw,
-            id: raw & 0x3ff,
-        }),
-        _ => None,
+    fn eoi(&self, a: Acked) {
+        v3_eoi(a.raw);
     }
-}
-
-/// Drops the running priority (EOImode 1: the interrupt stays active).
-pub fn eoi(a: Acked) {
-    match KIND.load(Ordering::Relaxed) {
-        3 => v3_eoi(a.raw),
-        2 => gicv2::eoi(a.raw),
-        _ => {}
+    fn deactivate(&self, a: Acked) {
+        v3_deactivate(a.raw);
     }
-}
-
-pub fn deactivate(a: Acked) {
-    match KIND.load(Ordering::Relaxed) {
-        3 => v3_deactivate(a.raw),
-        2 => gicv2::deactivate(a.raw),
-        _ => {}
+    fn clear_active_private(&self, cpu: usize, mask: u32) {
+        v3_clear_active_private(cpu, mask);
     }
-}
-
-/// Clears the active state of private interrupts `mask` of pCPU `cpu`
-/// (the calling one).
-pub fn clear_active_private(cpu: usize, mask: u32) {
-    match KIND.load(Ordering::Relaxed) {
-        3 => v3_clear_active_private(cpu, mask),
-        2 => gicv2::clear_active_private(mask),
-        _ => {}
+    fn nr_lrs(&self) -> usize {
+        v3_nr_lrs()
     }
-}
-
-/// List registers this CPU implements (at most the vGIC core's).
-pub fn nr_lrs() -> usize {
-    let n = match KIND.load(Ordering::Relaxed) {
-        3 => v3_nr_lrs(),
-        2 => gicv2::nr_lrs(),
-        _ => 0,
-    };
-    n.min(vgic::MAX_LRS)
-}
-
-/// The state field of list register `n`.
-pub fn lr_state(n: usize) -> LrState {
-    match KIND.load(Ordering::Relaxed) {
-        3 => vgic::v3::lr_state(v3_read_lr(n)),
-        2 => vgic::v2::lr_state(gicv2::read_lr(n)),
-        _ => LrState::Invalid,
+    fn lr_state(&self, n: usize) -> LrState {
+        vgic::v3::lr_state(v3_read_lr(n))
     }
-}
-
-pub fn set_lr(n: usize, lr: &Lr) {
-    match KIND.load(Ordering::Relaxed) {
-        3 => v3_write_lr(n, vgic::v3::encode_lr(lr)),
-        2 => gicv2::write_lr(n, vgic::v2::encode_lr(lr)),
-        _ => {}
+    fn set_lr(&self, n: usize, lr: &Lr) {
+        v3_write_lr(n, vgic::v3::encode_lr(lr));
     }
-}
-
-pub fn clear_lr(n: usize) {
-    match KIND.load(Ordering::Relaxed) {
-        3 => v3_write_lr(n, 0),
-        2 => gicv2::write_lr(n, 0),
-        _ => {}
+    fn clear_lr(&self, n: usize) {
+        v3_write_lr(n, 0);
     }
-}
-
-/// ICH_HCR_EL2 / GICH_HCR: the bits used (En, UIE, NPIE) sit at the same
-/// places in both.
-pub fn write_hcr(v: u64) {
-    match KIND.load(Ordering::Relaxed) {
-        3 => v3_write_hcr(v),
-        2 => gicv2::write_hcr(v as u32),
-        _ => {}
+    fn write_hcr(&self, v: u64) {
+        v3_write_hcr(v);
     }
-}
-
-/// A fresh virtual CPU interface for a vCPU about to start.
-pub fn reset_virtual_interface() {
-    match KIND.load(Ordering::Relaxed) {
-        3 => v3_reset_virtual_interface(),
-        2 => gicv2::reset_virtual_interface(),
-        _ => {}
+    fn reset_virtual_interface(&self) {
+        v3_reset_virtual_interface();
     }
 }
