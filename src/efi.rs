@@ -111,53 +111,12 @@ fn stub() -> Result<core::convert::Infallible, String> {
     // SAFETY: pages the firmware just gave us, used only as this heap.
     unsafe { crate::heap::init_at(heap, STUB_HEAP) };
     let me = image_path()?;
-    let cfg_file = efi_cfg::cfg_path(&me);
-    // Xen's rule: a firmware DTB that already holds boot modules is the
-    // whole configuration, and the .cfg is not read, unless its /chosen
-    // has xen,uefi-cfg-load.
     let fw = firmware_dtb().ok();
-    let fw_fdt = fw.as_deref().and_then(|b| Fdt::new(b).ok());
-    let fw_modules = fw_fdt.as_ref().is_some_and(has_modules);
-    let force = fw_fdt
-        .as_ref()
-        .and_then(|f| f.find("/chosen"))
-        .is_some_and(|c| c.prop("xen,uefi-cfg-load").is_some());
-    let skip_cfg = fw_modules && !force;
-    if skip_cfg {
-        say!("dtvisor: the firmware's DTB holds the boot modules: {cfg_file} not read (xen,uefi-cfg-load in /chosen reads it)");
-    }
-    let cfg = match if skip_cfg {
-        Err(String::new())
-    } else {
-        read_file(&cfg_file)
-    } {
-        Ok(text) => {
-            let text = String::from_utf8(text).map_err(|_| format!("{cfg_file}: not text"))?;
-            match efi_cfg::parse(&text) {
-                Ok((boot, warnings)) => {
-                    for w in warnings {
-                        say!(
-                            "dtvisor: {cfg_file} line {}: {} (warning)",
-                            w.line,
-                            w.message
-                        );
-                    }
-                    Some(boot)
-                }
-                Err(errs) => {
-                    for e in &errs {
-                        say!("dtvisor: {cfg_file} line {}: {}", e.line, e.message);
-                    }
-                    return Err(format!("{cfg_file}: {} errors", errs.len()));
-                }
-            }
-        }
-        Err(_) => None,
-    };
+    let cfg = read_cfg(&me, fw.as_deref())?;
     let dtb = match cfg.as_ref().and_then(|c| c.dtb.as_deref()) {
         Some(f) => {
             let path = efi_cfg::beside(&me, f);
-            read_file(&path).map_err(|e| format!("{cfg_file}: dtb={f}: {e}"))?
+            read_file(&path).map_err(|e| format!("{}: dtb={f}: {e}", efi_cfg::cfg_path(&me)))?
         }
         None => fw.ok_or("no dtb= in the .cfg and no DTB from the firmware")?,
     };
@@ -171,15 +130,66 @@ fn stub() -> Result<core::convert::Infallible, String> {
     // allocated while boot services still run.
     let size = tree.to_dtb()?.len() + DTB_SLACK;
     let dtb_buf = alloc_pages(size as u64, 1 << 12)?;
-    // Linker symbols: the image's first and one past its last loaded byte.
-    let (start, file_end) = (&raw const _start as u64, &raw const __file_end as u64);
     let image_size = crate::arch::boot::image_range().1 - crate::arch::boot::image_range().0;
     let copy = alloc_pages(image_size, MIB2)?;
     say!("dtvisor: leaving boot services; the image continues at {copy:#x}");
     ACTIVE.store(false, core::sync::atomic::Ordering::Relaxed);
     // SAFETY: nothing of boot services is used from here on.
     let mmap = unsafe { boot::exit_boot_services(Some(MemoryType::LOADER_DATA)) };
-    let ram = usable_ram(&mmap);
+    set_memory(&mut tree, &usable_ram(&mmap));
+    let Ok(blob) = tree.to_dtb() else {
+        crate::arch::halt()
+    };
+    if blob.len() > size {
+        crate::arch::halt();
+    }
+    enter_copy(&blob, dtb_buf, copy)
+}
+
+/// The section of the `.cfg` beside the image to boot with, if it is
+/// read. Xen's rule: a firmware DTB that already holds boot modules is
+/// the whole configuration, and the .cfg is not read, unless its /chosen
+/// has xen,uefi-cfg-load. A .cfg with errors says them and stops.
+fn read_cfg(me: &str, fw: Option<&[u8]>) -> Result<Option<efi_cfg::Boot>, String> {
+    let cfg_file = efi_cfg::cfg_path(me);
+    let fw_fdt = fw.and_then(|b| Fdt::new(b).ok());
+    let fw_modules = fw_fdt.as_ref().is_some_and(has_modules);
+    let force = fw_fdt
+        .as_ref()
+        .and_then(|f| f.find("/chosen"))
+        .is_some_and(|c| c.prop("xen,uefi-cfg-load").is_some());
+    if fw_modules && !force {
+        say!("dtvisor: the firmware's DTB holds the boot modules: {cfg_file} not read (xen,uefi-cfg-load in /chosen reads it)");
+        return Ok(None);
+    }
+    let Ok(text) = read_file(&cfg_file) else {
+        return Ok(None);
+    };
+    let text = String::from_utf8(text).map_err(|_| format!("{cfg_file}: not text"))?;
+    match efi_cfg::parse(&text) {
+        Ok((boot, warnings)) => {
+            for w in warnings {
+                say!(
+                    "dtvisor: {cfg_file} line {}: {} (warning)",
+                    w.line,
+                    w.message
+                );
+            }
+            Ok(Some(boot))
+        }
+        Err(errs) => {
+            for e in &errs {
+                say!("dtvisor: {cfg_file} line {}: {}", e.line, e.message);
+            }
+            Err(format!("{cfg_file}: {} errors", errs.len()))
+        }
+    }
+}
+
+/// The DTB's memory nodes replaced by one that lists the RAM the firmware
+/// leaves usable (`ram`, from its memory map). No RAM: no console any
+/// more, so the CPU parks.
+fn set_memory(tree: &mut Tree, ram: &[(u64, u64)]) {
     for n in tree
         .root
         .children
@@ -191,22 +201,22 @@ fn stub() -> Result<core::convert::Infallible, String> {
         let _ = tree.rm(&format!("/{n}"), None);
     }
     let Some(first) = ram.first() else {
-        // No console any more: park.
         crate::arch::halt();
     };
     let name = format!("memory@{:x}", first.0);
     let _ = tree.mknod("/", &name);
-    let reg = efi_cfg::reg(&ram, root_cells(&tree));
+    let reg = efi_cfg::reg(ram, root_cells(tree));
     let _ = tree.set_prop(&format!("/{name}"), "device_type", cstr("memory"));
     let _ = tree.set_prop(&format!("/{name}"), "reg", reg);
-    let Ok(blob) = tree.to_dtb() else {
-        crate::arch::halt()
-    };
-    if blob.len() > size {
-        crate::arch::halt();
-    }
-    // SAFETY: `dtb_buf` holds `size` bytes (allocated above), `copy`
-    // `image_size`; the image's loaded bytes are [start, file_end).
+}
+
+/// Copies the final DTB to `dtb_buf` and the image to `copy` (2 MiB
+/// aligned), then enters the copy as a bootloader would.
+fn enter_copy(blob: &[u8], dtb_buf: u64, copy: u64) -> ! {
+    // Linker symbols: the image's first and one past its last loaded byte.
+    let (start, file_end) = (&raw const _start as u64, &raw const __file_end as u64);
+    // SAFETY: `dtb_buf` holds the blob (the caller checked its size), and
+    // `copy` the image; the image's loaded bytes are [start, file_end).
     unsafe {
         core::ptr::copy_nonoverlapping(blob.as_ptr(), dtb_buf as *mut u8, blob.len());
         core::ptr::copy_nonoverlapping(

@@ -40,13 +40,7 @@ pub struct CfgError {
 
 /// Parses the file and picks the section to boot with; every error.
 pub fn parse(text: &str) -> Result<(Boot, Vec<CfgError>), Vec<CfgError>> {
-    let mut errors = Vec::new();
-    let mut warnings = Vec::new();
-    // (name, line, options, dtb)
-    let mut sections: Vec<(String, usize, Option<String>, Option<String>)> = Vec::new();
-    let mut default: Option<(String, usize)> = None;
-    let mut current: Option<usize> = None; // index in sections; None = [global] or before any
-    let mut in_global = false;
+    let mut r = Reader::default();
     for (i, raw) in text.lines().enumerate() {
         let n = i + 1;
         let line = raw.split('#').next().unwrap_or("").trim();
@@ -54,112 +48,144 @@ pub fn parse(text: &str) -> Result<(Boot, Vec<CfgError>), Vec<CfgError>> {
             continue;
         }
         if let Some(rest) = line.strip_prefix('[') {
-            let Some(name) = rest
-                .strip_suffix(']')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-            else {
-                errors.push(CfgError {
-                    line: n,
-                    message: format!("expected a section name in brackets, found {line:?}"),
-                });
-                continue;
-            };
-            if name == "global" {
-                in_global = true;
-                current = None;
-            } else if sections.iter().any(|s| s.0 == name) {
-                errors.push(CfgError {
-                    line: n,
-                    message: format!("section [{name}] appears twice"),
-                });
-                current = None;
-                in_global = false;
-            } else {
-                sections.push((name.to_string(), n, None, None));
-                current = Some(sections.len() - 1);
-                in_global = false;
-            }
+            r.section(n, line, rest);
             continue;
         }
-        let Some((key, value)) = line.split_once('=') else {
-            errors.push(CfgError {
-                line: n,
-                message: format!("expected key=value or [section], found {line:?}"),
-            });
-            continue;
+        match line.split_once('=') {
+            Some((key, value)) => r.key(n, key.trim(), value.trim()),
+            None => r.error(
+                n,
+                format!("expected key=value or [section], found {line:?}"),
+            ),
+        }
+    }
+    r.finish()
+}
+
+/// One section of the file: its name, `options=` and `dtb=`.
+struct Section {
+    name: String,
+    options: Option<String>,
+    dtb: Option<String>,
+}
+
+/// The file as read so far.
+#[derive(Default)]
+struct Reader {
+    errors: Vec<CfgError>,
+    warnings: Vec<CfgError>,
+    sections: Vec<Section>,
+    /// `[global] default=`, and its line.
+    default: Option<(String, usize)>,
+    /// Index in `sections`; None: `[global]` or before any section.
+    current: Option<usize>,
+    in_global: bool,
+}
+
+impl Reader {
+    fn error(&mut self, line: usize, message: String) {
+        self.errors.push(CfgError { line, message });
+    }
+
+    fn warn(&mut self, line: usize, message: String) {
+        self.warnings.push(CfgError { line, message });
+    }
+
+    /// `[name]` at line `n` (`rest`: after the bracket).
+    fn section(&mut self, n: usize, line: &str, rest: &str) {
+        let Some(name) = rest
+            .strip_suffix(']')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        else {
+            return self.error(
+                n,
+                format!("expected a section name in brackets, found {line:?}"),
+            );
         };
-        let (key, value) = (key.trim(), value.trim());
-        if in_global {
-            match key {
-                "default" => default = Some((value.to_string(), n)),
-                _ => warnings.push(CfgError {
-                    line: n,
-                    message: format!("[global] key {key} is not used by dtvisor, ignored"),
-                }),
-            }
-            continue;
+        self.in_global = name == "global";
+        self.current = None;
+        if self.in_global {
+            return;
         }
-        let Some(s) = current else {
-            if !errors.iter().any(|e: &CfgError| e.line == n) {
-                errors.push(CfgError {
-                    line: n,
-                    message: format!("{key}= outside any section"),
-                });
+        if self.sections.iter().any(|s| s.name == name) {
+            return self.error(n, format!("section [{name}] appears twice"));
+        }
+        self.sections.push(Section {
+            name: name.to_string(),
+            options: None,
+            dtb: None,
+        });
+        self.current = Some(self.sections.len() - 1);
+    }
+
+    /// `key=value` at line `n`.
+    fn key(&mut self, n: usize, key: &str, value: &str) {
+        if self.in_global {
+            match key {
+                "default" => self.default = Some((value.to_string(), n)),
+                _ => self.warn(
+                    n,
+                    format!("[global] key {key} is not used by dtvisor, ignored"),
+                ),
             }
-            continue;
+            return;
+        }
+        let Some(s) = self.current else {
+            if !self.errors.iter().any(|e| e.line == n) {
+                self.error(n, format!("{key}= outside any section"));
+            }
+            return;
         };
         match key {
-            "options" => sections[s].2 = Some(value.to_string()),
-            "dtb" if value.is_empty() => errors.push(CfgError {
-                line: n,
-                message: "dtb= names no file".into(),
-            }),
-            "dtb" => sections[s].3 = Some(value.to_string()),
-            "kernel" | "ramdisk" | "xsm" | "ucode" => errors.push(CfgError {
-                line: n,
-                message: format!(
+            "options" => self.sections[s].options = Some(value.to_string()),
+            "dtb" if value.is_empty() => self.error(n, "dtb= names no file".into()),
+            "dtb" => self.sections[s].dtb = Some(value.to_string()),
+            "kernel" | "ramdisk" | "xsm" | "ucode" => self.error(
+                n,
+                format!(
                     "{key}= describes a Xen dom0, which dtvisor does not boot from the .cfg: give the domains in the DTB, their modules with xen,uefi-binary"
                 ),
-            }),
-            _ => warnings.push(CfgError {
-                line: n,
-                message: format!("key {key} is not used by dtvisor, ignored"),
-            }),
+            ),
+            _ => self.warn(n, format!("key {key} is not used by dtvisor, ignored")),
         }
     }
-    let chosen = match &default {
-        Some((name, n)) => match sections.iter().find(|s| &s.0 == name) {
-            Some(s) => Some(s),
-            None => {
-                errors.push(CfgError {
-                    line: *n,
-                    message: format!("default={name}: there is no section [{name}]"),
-                });
-                None
+
+    /// The section to boot with (`default=`, else the first), or every
+    /// error.
+    fn finish(mut self) -> Result<(Boot, Vec<CfgError>), Vec<CfgError>> {
+        let chosen = match &self.default {
+            Some((name, n)) => {
+                let found = self.sections.iter().position(|s| &s.name == name);
+                if found.is_none() {
+                    let (name, n) = (name.clone(), *n);
+                    self.error(n, format!("default={name}: there is no section [{name}]"));
+                }
+                found
             }
-        },
-        None => sections.first(),
-    };
-    if chosen.is_none() && errors.is_empty() {
-        errors.push(CfgError {
-            line: 0,
-            message: "no section to boot with: add [global] default=NAME and a [NAME] section"
-                .into(),
-        });
+            None => (!self.sections.is_empty()).then_some(0),
+        };
+        if chosen.is_none() && self.errors.is_empty() {
+            self.error(
+                0,
+                "no section to boot with: add [global] default=NAME and a [NAME] section".into(),
+            );
+        }
+        match chosen {
+            Some(i) if self.errors.is_empty() => {
+                let s = self.sections.swap_remove(i);
+                Ok((
+                    Boot {
+                        section: s.name,
+                        options: s.options,
+                        dtb: s.dtb,
+                    },
+                    self.warnings,
+                ))
+            }
+            _ => Err(self.errors),
+        }
     }
-    if !errors.is_empty() {
-        return Err(errors);
-    }
-    let s = chosen.expect("checked above");
-    Ok((
-        Boot {
-            section: s.0.clone(),
-            options: s.2.clone(),
-            dtb: s.3.clone(),
-        },
-        warnings,
-    ))
 }
 
 /// The `.cfg` beside an image at `path` (an EFI path, `\` separated):

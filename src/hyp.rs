@@ -127,7 +127,9 @@ extern "C" fn secondary_main(idx: u64) -> ! {
     vmm::idle()
 }
 
-/// The boot CPU's Rust entry, MMU off, DAIF masked.
+/// The boot CPU's Rust entry, MMU off, DAIF masked: the device tree and
+/// console, the EL2 translation, the heap, the machine, the boot plan,
+/// then the domains (`vmm::boot`).
 #[unsafe(no_mangle)]
 extern "C" fn primary_main(dtb_pa: u64, load: u64, t_entry: u64) -> ! {
     // The boot CPU is pCPU 0 (TPIDR_EL2 is UNKNOWN at reset).
@@ -146,28 +148,8 @@ extern "C" fn primary_main(dtb_pa: u64, load: u64, t_entry: u64) -> ! {
     if let Some(u) = find_console(&fdt) {
         console::set(u);
     }
-    // No heap yet: fixed arrays.
     let mut ram = [Range::default(); 32];
-    let mut nram = 0;
-    early::for_each_ram(&fdt, |r| {
-        if nram < ram.len() {
-            ram[nram] = r;
-            nram += 1;
-        }
-    });
-    let ram = &mut ram[..nram];
-    ram.sort_unstable();
-    if ram.is_empty() {
-        fatal::fatal("the device tree has no memory node with a usable reg");
-    }
-    let m = mmu::build(ram);
-    mmu::enable(&m, true);
-    arch::smp::publish_mmu(m);
-    console::locks_ready();
-    // Every EL2 control register as dtvisor decides it, none as firmware
-    // left it.
-    arch::vcpu::write_el2_controls();
-
+    let ram = enable_mmu(&fdt, &mut ram);
     let (img_start, img_end) = boot::image_range();
     let image = Range::new(img_start, img_end);
     let dtb = Range::from_base_size(dtb_pa, fdt.as_bytes().len() as u64).unwrap_or_default();
@@ -183,7 +165,6 @@ extern "C" fn primary_main(dtb_pa: u64, load: u64, t_entry: u64) -> ! {
         .unwrap_or("");
     let early_opts = hypopts::parse(early_cmdline);
     console::set_timestamps(early_opts.timestamps);
-
     println!();
     println!("dtvisor {} (EL2)", env!("CARGO_PKG_VERSION"));
     println!(
@@ -191,7 +172,44 @@ extern "C" fn primary_main(dtb_pa: u64, load: u64, t_entry: u64) -> ! {
         Size(image.size())
     );
     println!("  device tree at {dtb}");
-    let mut plat = match Platform::discover(&fdt) {
+    let plat = discover(&fdt, [image, dtb, heap]);
+    println!(
+        "  discovery took {} us (system counter)",
+        time::micros(arch::counter() - t_entry)
+    );
+    selftests(early_opts.selftest);
+    let (plan, boot_scrub) = boot_plan(&fdt, &plat);
+    vmm::boot(&plat, &plan, boot_scrub)
+}
+
+/// The host's RAM (into `ram`, sorted: no heap yet) and the EL2 identity
+/// map over it, enabled (also for the secondaries); every EL2 control
+/// register as dtvisor decides it, none as firmware left it.
+fn enable_mmu<'a>(fdt: &Fdt, ram: &'a mut [Range; 32]) -> &'a [Range] {
+    let mut nram = 0;
+    early::for_each_ram(fdt, |r| {
+        if nram < ram.len() {
+            ram[nram] = r;
+            nram += 1;
+        }
+    });
+    let ram = &mut ram[..nram];
+    ram.sort_unstable();
+    if ram.is_empty() {
+        fatal::fatal("the device tree has no memory node with a usable reg");
+    }
+    let m = mmu::build(ram);
+    mmu::enable(&m, true);
+    arch::smp::publish_mmu(m);
+    console::locks_ready();
+    arch::vcpu::write_el2_controls();
+    ram
+}
+
+/// The machine the device tree describes, with the hypervisor's own
+/// image, DTB and heap reserved; printed. Unusable: it stays up saying so.
+fn discover(fdt: &Fdt, [image, dtb, heap]: [Range; 3]) -> Platform {
+    let mut plat = match Platform::discover(fdt) {
         Ok(p) => p,
         Err(errs) => {
             for e in &errs {
@@ -215,22 +233,21 @@ extern "C" fn primary_main(dtb_pa: u64, load: u64, t_entry: u64) -> ! {
     for w in &plat.warnings {
         println!("  warning: {w}");
     }
-    println!(
-        "  discovery took {} us (system counter)",
-        time::micros(arch::counter() - t_entry)
-    );
+    plat
+}
 
-    // dtvisor.selftest=el2-fault: an EL2 data abort on purpose, so the
-    // tests can see the unexpected-exception report (never in production).
-    heap::set_selftest(early_opts.selftest == Some("heap-grow"));
-    if early_opts.selftest == Some("el2-fault") {
+/// `dtvisor.selftest=...` (tests only, never in production): heap-grow
+/// (the heap grows past its size), el2-fault (an EL2 data abort, for the
+/// unexpected-exception report), write-text (W^X at EL2: a write to the
+/// hypervisor's own code must fault).
+fn selftests(which: Option<&str>) {
+    heap::set_selftest(which == Some("heap-grow"));
+    if which == Some("el2-fault") {
         log::warn!("dtvisor.selftest=el2-fault: reading an unmapped address");
         // SAFETY: deliberately faults; the exception handler halts this CPU.
         unsafe { core::ptr::read_volatile(0xdead_0000_0000 as *const u64) };
     }
-    // dtvisor.selftest=write-text: W^X at EL2, a write to the hypervisor's
-    // own code must fault (a permission fault the handler reports).
-    if early_opts.selftest == Some("write-text") {
+    if which == Some("write-text") {
         let code = primary_main as *const () as u64;
         log::warn!("dtvisor.selftest=write-text: writing to the hypervisor's code at {code:#x}");
         // SAFETY: deliberately faults (the code is mapped read-only); were
@@ -241,6 +258,12 @@ extern "C" fn primary_main(dtb_pa: u64, load: u64, t_entry: u64) -> ! {
         }
         log::error!("dtvisor.selftest=write-text: the write did NOT fault");
     }
+}
+
+/// The boot plan from the device tree (modules read where they lie in
+/// RAM), printed with its diagnostics, and `bootscrub=` from the
+/// hypervisor's command line. Invalid: it stays up saying why.
+fn boot_plan(fdt: &Fdt, plat: &Platform) -> (config::BootPlan, bool) {
     let t0 = arch::counter();
     let ram = plat.memory.ram.clone();
     let peek = move |pa: u64| {
@@ -260,7 +283,7 @@ extern "C" fn primary_main(dtb_pa: u64, load: u64, t_entry: u64) -> ! {
         visit(unsafe { core::slice::from_raw_parts(r.start as *const u8, r.size() as usize) });
         true
     };
-    let report = config::parse_with(&fdt, &plat.memory, Some(&peek), Some(&contents));
+    let report = config::parse_with(fdt, &plat.memory, Some(&peek), Some(&contents));
     let parse_us = time::micros(arch::counter() - t0);
     let Some(plan) = report.plan else {
         print!("{}", render::Diagnostics(&report.diagnostics));
@@ -270,11 +293,11 @@ extern "C" fn primary_main(dtb_pa: u64, load: u64, t_entry: u64) -> ! {
         );
         fatal::stay_up("invalid configuration")
     };
-    let boot_scrub = apply_options(&fdt, plan.hyp_cmdline.as_deref().unwrap_or(""));
+    let boot_scrub = apply_options(fdt, plan.hyp_cmdline.as_deref().unwrap_or(""));
     println!("boot plan parsed in {parse_us} us:");
     print!("{plan}");
     print!("{}", render::Diagnostics(&report.diagnostics));
-    vmm::boot(&plat, &plan, boot_scrub)
+    (plan, boot_scrub)
 }
 
 /// Acts on the hypervisor's command line (see `config::hypopts`) and

@@ -232,6 +232,43 @@ pub fn place(
     needs: &[Needs],
 ) -> Result<Layout, Vec<PlacementError>> {
     let mut errors = Vec::new();
+    check_vcpus(pcpus, needs, &mut errors);
+    // Static memory first: it is checked against what is busy, then taken
+    // out of the free RAM everything else is placed from.
+    let statics = check_static_mem(ram, busy, needs, &mut errors);
+    let all_busy: Vec<Range> = busy.iter().chain(&statics).copied().collect();
+    let mut free = free_ram(ram, &all_busy);
+    let mut layout = Layout::default();
+    let mut next_cpu = 0usize;
+    for (i, n) in needs.iter().enumerate() {
+        match place_domain(n, &mut free, next_cpu, (i + 1) as u16) {
+            Ok(d) => {
+                next_cpu += n.vcpus as usize;
+                layout.domains.push(d);
+            }
+            Err(message) => errors.push(PlacementError {
+                path: n.path.clone(),
+                message,
+            }),
+        }
+    }
+    let mut modules: Vec<Range> = needs
+        .iter()
+        .flat_map(|n| core::iter::once(n.kernel).chain(n.ramdisk))
+        .collect();
+    modules.sort();
+    modules.dedup();
+    layout.kept = modules;
+    layout.free = free;
+    if errors.is_empty() {
+        Ok(layout)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Each vCPU needs a pCPU of its own.
+fn check_vcpus(pcpus: usize, needs: &[Needs], errors: &mut Vec<PlacementError>) {
     let total_vcpus: u64 = needs.iter().map(|n| n.vcpus as u64).sum();
     if total_vcpus > pcpus as u64 {
         let list: Vec<String> = needs
@@ -246,8 +283,16 @@ pub fn place(
             ),
         });
     }
-    // Static memory first: it is checked against what is busy, then taken
-    // out of the free RAM everything else is placed from.
+}
+
+/// Every domain's `xen,static-mem` ranges, each inside one RAM bank and
+/// clear of everything busy.
+fn check_static_mem(
+    ram: &[Range],
+    busy: &[Range],
+    needs: &[Needs],
+    errors: &mut Vec<PlacementError>,
+) -> Vec<Range> {
     let mut statics: Vec<Range> = Vec::new();
     for n in needs {
         for r in &n.static_mem {
@@ -268,116 +313,109 @@ pub fn place(
             statics.push(*r);
         }
     }
-    let all_busy: Vec<Range> = busy.iter().chain(&statics).copied().collect();
-    let mut free = free_ram(ram, &all_busy);
-    let mut layout = Layout::default();
-    let mut next_cpu = 0usize;
-    for (i, n) in needs.iter().enumerate() {
-        let err = |m: String| PlacementError {
-            path: n.path.clone(),
-            message: m,
-        };
-        let available: u64 = free
-            .iter()
-            .map(|f| f.end.saturating_sub((f.start + MIB2 - 1) & !(MIB2 - 1)) & !(MIB2 - 1))
-            .sum();
-        let blocks = if n.static_mem.is_empty() {
-            take_ram(&mut free, n.memory)
-        } else {
-            Some(n.static_mem.clone())
-        };
-        let Some(blocks) = blocks else {
-            errors.push(err(format!(
-                "memory: {} does not fit in free host RAM ({} free in 2 MiB blocks, short by {})",
-                Size(n.memory),
-                Size(available),
-                Size(n.memory.saturating_sub(available))
-            )));
-            continue;
-        };
-        // Guest banks: RAM0 first, then RAM1; host blocks mapped in order.
-        let banks = if n.direct_map {
-            blocks.clone()
-        } else {
-            guest_banks(n.memory)
-        };
-        let mut maps = Vec::new();
-        let (mut bi, mut boff) = (0usize, 0u64);
-        for b in &blocks {
-            let mut pa = b.start;
-            let mut left = b.size();
-            while left > 0 {
-                let bank = banks[bi];
-                let chunk = left.min(bank.size() - boff);
-                maps.push(RamMap {
-                    ipa: Range::new(bank.start + boff, bank.start + boff + chunk),
-                    pa,
-                });
-                pa += chunk;
-                left -= chunk;
-                boff += chunk;
-                if boff == bank.size() {
-                    bi += 1;
-                    boff = 0;
-                }
+    statics
+}
+
+/// One domain: its RAM from `free` (or its static memory), its guest
+/// banks, where its kernel, initrd and DTB go, its pCPUs from `first_cpu`.
+fn place_domain(
+    n: &Needs,
+    free: &mut Vec<Range>,
+    first_cpu: usize,
+    vmid: u16,
+) -> Result<DomainLayout, String> {
+    let available: u64 = free
+        .iter()
+        .map(|f| f.end.saturating_sub((f.start + MIB2 - 1) & !(MIB2 - 1)) & !(MIB2 - 1))
+        .sum();
+    let blocks = if n.static_mem.is_empty() {
+        take_ram(free, n.memory)
+    } else {
+        Some(n.static_mem.clone())
+    };
+    let Some(blocks) = blocks else {
+        return Err(format!(
+            "memory: {} does not fit in free host RAM ({} free in 2 MiB blocks, short by {})",
+            Size(n.memory),
+            Size(available),
+            Size(n.memory.saturating_sub(available))
+        ));
+    };
+    // Guest banks: RAM0 first, then RAM1; host blocks mapped in order.
+    let banks = if n.direct_map {
+        blocks.clone()
+    } else {
+        guest_banks(n.memory)
+    };
+    let maps = map_blocks(&blocks, &banks);
+    let (kernel_ipa, initrd_ipa, dtb_ipa) = image_slots(n, banks[0])?;
+    Ok(DomainLayout {
+        name: n.name.clone(),
+        ram: maps,
+        banks,
+        kernel_ipa,
+        initrd_ipa,
+        dtb_ipa,
+        pristine: core::iter::once(n.kernel).chain(n.ramdisk).collect(),
+        pcpus: (first_cpu..first_cpu + n.vcpus as usize).collect(),
+        vmid,
+    })
+}
+
+/// Host `blocks` mapped in order onto the guest `banks`.
+fn map_blocks(blocks: &[Range], banks: &[Range]) -> Vec<RamMap> {
+    let mut maps = Vec::new();
+    let (mut bi, mut boff) = (0usize, 0u64);
+    for b in blocks {
+        let mut pa = b.start;
+        let mut left = b.size();
+        while left > 0 {
+            let bank = banks[bi];
+            let chunk = left.min(bank.size() - boff);
+            maps.push(RamMap {
+                ipa: Range::new(bank.start + boff, bank.start + boff + chunk),
+                pa,
+            });
+            pa += chunk;
+            left -= chunk;
+            boff += chunk;
+            if boff == bank.size() {
+                bi += 1;
+                boff = 0;
             }
         }
-        // Kernel at bank 0 + text_offset; DTB at the top of bank 0 (2 MiB
-        // aligned); the initrd just below the DTB.
-        let bank0 = banks[0];
-        // Linux: text_offset bytes above a 2 MiB aligned base.
-        let base = (bank0.start + MIB2 - 1) & !(MIB2 - 1);
-        let kernel_ipa = Range::new(
-            base + n.text_offset,
-            base + n.text_offset + n.image_size.max(n.kernel.size()),
-        );
-        let dtb_start = (bank0.end - DTB_MAX) & !(MIB2 - 1);
-        let dtb_ipa = Range::new(dtb_start, dtb_start + DTB_MAX);
-        let initrd_ipa = n.ramdisk.map(|r| {
-            let start = (dtb_start - r.size()) & !0xfff;
-            Range::new(start, start + r.size())
-        });
-        let lowest = initrd_ipa.map_or(dtb_ipa.start, |r| r.start);
-        if bank0.end < DTB_MAX || kernel_ipa.end > lowest || lowest < bank0.start {
-            errors.push(err(format!(
-                "memory: {} is too small for the kernel ({}), {}the device tree (2 MiB)",
-                Size(n.memory),
-                Size(kernel_ipa.size() + n.text_offset),
-                n.ramdisk.map_or(String::new(), |r| format!(
-                    "the initrd ({}) and ",
-                    Size(r.size())
-                ))
-            )));
-            continue;
-        }
-        let pristine = core::iter::once(n.kernel).chain(n.ramdisk).collect();
-        let pcpus_of: Vec<usize> = (next_cpu..next_cpu + n.vcpus as usize).collect();
-        next_cpu += n.vcpus as usize;
-        layout.domains.push(DomainLayout {
-            name: n.name.clone(),
-            ram: maps,
-            banks,
-            kernel_ipa,
-            initrd_ipa,
-            dtb_ipa,
-            pristine,
-            pcpus: pcpus_of,
-            vmid: (i + 1) as u16,
-        });
     }
-    let mut modules: Vec<Range> = needs
-        .iter()
-        .flat_map(|n| core::iter::once(n.kernel).chain(n.ramdisk))
-        .collect();
-    modules.sort();
-    modules.dedup();
-    layout.kept = modules;
-    layout.free = free;
-    if errors.is_empty() {
-        Ok(layout)
-    } else {
-        Err(errors)
+    maps
+}
+
+/// Kernel at bank 0 + text_offset (Linux: text_offset bytes above a 2 MiB
+/// aligned base); DTB at the top of bank 0 (2 MiB aligned); the initrd
+/// just below the DTB. An error if bank 0 cannot hold them.
+fn image_slots(n: &Needs, bank0: Range) -> Result<(Range, Option<Range>, Range), String> {
+    let base = (bank0.start + MIB2 - 1) & !(MIB2 - 1);
+    let kernel_ipa = Range::new(
+        base + n.text_offset,
+        base + n.text_offset + n.image_size.max(n.kernel.size()),
+    );
+    let dtb_start = (bank0.end - DTB_MAX) & !(MIB2 - 1);
+    let dtb_ipa = Range::new(dtb_start, dtb_start + DTB_MAX);
+    let initrd_ipa = n.ramdisk.map(|r| {
+        let start = (dtb_start - r.size()) & !0xfff;
+        Range::new(start, start + r.size())
+    });
+    let lowest = initrd_ipa.map_or(dtb_ipa.start, |r| r.start);
+    if bank0.end < DTB_MAX || kernel_ipa.end > lowest || lowest < bank0.start {
+        return Err(format!(
+            "memory: {} is too small for the kernel ({}), {}the device tree (2 MiB)",
+            Size(n.memory),
+            Size(kernel_ipa.size() + n.text_offset),
+            n.ramdisk.map_or(String::new(), |r| format!(
+                "the initrd ({}) and ",
+                Size(r.size())
+            ))
+        ));
     }
+    Ok((kernel_ipa, initrd_ipa, dtb_ipa))
 }
 
 impl fmt::Display for Layout {

@@ -693,17 +693,40 @@ impl Vgic {
         if v >= self.vcpus.len() || n == 0 {
             return Fill::default();
         }
-        // Best `n` candidates so far, sorted; key (not active, priority, intid).
         let mut best: [(u8, u8, u32); MAX_LRS] = [(0, 0, 0); MAX_LRS];
+        let (count, waiting) = self.best_candidates(v, &mut best[..n]);
+        let mut any_pending = false;
+        let mut all_active = true;
+        for (slot, &(_, _, id)) in best[..count].iter().enumerate() {
+            let Some((lr, lr_slot)) = self.take_into_lr(v, id) else {
+                continue;
+            };
+            let pending = lr.state.pending();
+            any_pending |= pending;
+            all_active &= !pending;
+            out[slot] = lr;
+            self.vcpus[v].lr[slot] = lr_slot;
+        }
+        let more = waiting > count;
+        Fill {
+            used: count,
+            no_pending_irq: more && any_pending,
+            underflow_irq: more && all_active && count > 0,
+        }
+    }
+
+    /// The best `best.len()` interrupts waiting for vCPU `v`, sorted by
+    /// key (not active, priority, INTID), and how many wait in all.
+    fn best_candidates(&self, v: usize, best: &mut [(u8, u8, u32)]) -> (usize, usize) {
+        let n = best.len();
         let mut count = 0;
         let mut waiting = 0;
-        let groups = self.groups;
         for id in 0..self.intid_end() {
             let Some(i) = self.irq(v, id) else { continue };
             // In another vCPU's list registers (an SPI routed elsewhere
             // since): it comes back at that vCPU's next sync. The cheap
             // tests first: most interrupts are idle.
-            if i.in_lr || !i.candidate(groups) {
+            if i.in_lr || !i.candidate(self.groups) {
                 continue;
             }
             if id >= PRIVATE && self.spi_target(id) != Some(v) {
@@ -726,65 +749,59 @@ impl Vgic {
             best[pos] = key;
             count = (count + 1).min(n);
         }
+        (count, waiting)
+    }
+
+    /// Interrupt `id` of vCPU `v` into a list register: its pending state
+    /// (a GICv2 SGI: one source; else the latch moves into the register)
+    /// and active state, and what the vGIC remembers of the slot.
+    fn take_into_lr(&mut self, v: usize, id: u32) -> Option<(Lr, LrSlot)> {
         let v2 = self.version == GicVersion::V2;
-        let mut any_pending = false;
-        let mut all_active = true;
-        for (slot, &(_, _, id)) in best[..count].iter().enumerate() {
-            let Some(i) = self.irq_mut(v, id) else {
-                continue;
-            };
-            let mut source = None;
-            let mut latched = false;
-            let pending = if v2 && id < SGIS {
-                // One source per list register; the others stay queued.
-                if i.active {
-                    // Its active source keeps the list register.
-                    source = Some(i.active_source);
-                    false
-                } else if i.sources != 0 {
-                    let s = i.sources.trailing_zeros() as u8;
-                    i.sources &= !(1 << s);
-                    source = Some(s);
-                    true
-                } else {
-                    false
-                }
+        let groups = self.groups;
+        let i = self.irq_mut(v, id)?;
+        let mut source = None;
+        let mut latched = false;
+        let pending = if v2 && id < SGIS {
+            // One source per list register; the others stay queued.
+            if i.active {
+                // Its active source keeps the list register.
+                source = Some(i.active_source);
+                false
+            } else if i.sources != 0 {
+                let s = i.sources.trailing_zeros() as u8;
+                i.sources &= !(1 << s);
+                source = Some(s);
+                true
             } else {
-                let p = i.enabled && i.pending() && groups & (1 << i.group1 as u32) != 0;
-                // The latch moves into the list register.
-                if p && i.pending {
-                    i.pending = false;
-                    latched = true;
-                }
-                p
-            };
-            let state = LrState::of(pending, i.active);
-            any_pending |= pending;
-            all_active &= !pending;
-            i.in_lr = true;
-            out[slot] = Lr {
-                intid: id,
-                pintid: i.hw,
-                priority: i.priority,
-                group1: i.group1,
-                state,
-                // A level line emulated in software is sampled again when
-                // the guest deactivates it.
-                eoi_maintenance: !i.edge && i.hw.is_none() && id >= SGIS,
-                source: source.unwrap_or(0),
-            };
-            self.vcpus[v].lr[slot] = LrSlot {
-                intid: id,
-                latched,
-                source,
-            };
-        }
-        let more = waiting > count;
-        Fill {
-            used: count,
-            no_pending_irq: more && any_pending,
-            underflow_irq: more && all_active && count > 0,
-        }
+                false
+            }
+        } else {
+            let p = i.enabled && i.pending() && groups & (1 << i.group1 as u32) != 0;
+            // The latch moves into the list register.
+            if p && i.pending {
+                i.pending = false;
+                latched = true;
+            }
+            p
+        };
+        i.in_lr = true;
+        let lr = Lr {
+            intid: id,
+            pintid: i.hw,
+            priority: i.priority,
+            group1: i.group1,
+            state: LrState::of(pending, i.active),
+            // A level line emulated in software is sampled again when
+            // the guest deactivates it.
+            eoi_maintenance: !i.edge && i.hw.is_none() && id >= SGIS,
+            source: source.unwrap_or(0),
+        };
+        let slot = LrSlot {
+            intid: id,
+            latched,
+            source,
+        };
+        Some((lr, slot))
     }
 
     /// GICv2 SPENDSGIR (`set`) or CPENDSGIR write for vCPU `v`'s SGI

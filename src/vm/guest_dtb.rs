@@ -71,19 +71,46 @@ pub fn vcpu_mpidr(n: u32) -> u32 {
     (n & 0xf) | ((n >> 4) << 8)
 }
 
-/// Builds the guest DTB.
+type W = vm_fdt::FdtWriter;
+type Res = Result<(), vm_fdt::Error>;
+
+/// Builds the guest DTB: /chosen, the CPUs, memory, the vGIC, the timer,
+/// PSCI and the vPL011, after the partial device tree's nodes.
 pub fn build(spec: &GuestDtbSpec) -> Result<Vec<u8>, vm_fdt::Error> {
     let mut w = vm_fdt::FdtWriter::new()?;
-    let gic_ph = spec.gic_phandle;
-    let m = &spec.map;
     let root = w.begin_node("")?;
     w.property_u32("#address-cells", 2)?;
     w.property_u32("#size-cells", 2)?;
-    w.property_u32("interrupt-parent", gic_ph)?;
+    w.property_u32("interrupt-parent", spec.gic_phandle)?;
     if let Some(p) = spec.partial {
         crate::config::partial::copy_into(p, &mut w)?;
     }
+    chosen(&mut w, spec)?;
+    cpus(&mut w, spec)?;
+    let first = spec.ram.first().map_or(0, |r| r.start);
+    let mem = w.begin_node(&format!("memory@{first:x}"))?;
+    w.property_string("device_type", "memory")?;
+    let regs: Vec<u64> = spec.ram.iter().flat_map(|r| [r.start, r.size()]).collect();
+    w.property_array_u64("reg", &regs)?;
+    w.end_node(mem)?;
+    gic(&mut w, spec)?;
+    timer_and_psci(&mut w, spec)?;
+    if spec.vpl011 {
+        let m = &spec.map;
+        let uart = w.begin_node(&format!("sbsa-uart@{:x}", m.vpl011))?;
+        w.property_string("compatible", "arm,sbsa-uart")?;
+        w.property_array_u64("reg", &[m.vpl011, vpl011::SIZE])?;
+        w.property_array_u32("interrupts", &[0, m.vpl011_intid - 32, 4])?;
+        w.property_u32("interrupt-parent", spec.gic_phandle)?;
+        w.property_u32("current-speed", 115200)?;
+        w.end_node(uart)?;
+    }
+    w.end_node(root)?;
+    w.finish()
+}
 
+/// /chosen: bootargs, the initrd, the console.
+fn chosen(w: &mut W, spec: &GuestDtbSpec) -> Res {
     let chosen = w.begin_node("chosen")?;
     if let Some(b) = spec.bootargs.filter(|b| !b.is_empty()) {
         w.property_string("bootargs", b)?;
@@ -93,10 +120,13 @@ pub fn build(spec: &GuestDtbSpec) -> Result<Vec<u8>, vm_fdt::Error> {
         w.property_u64("linux,initrd-end", r.end)?;
     }
     if spec.vpl011 {
-        w.property_string("stdout-path", &format!("/sbsa-uart@{:x}", m.vpl011))?;
+        w.property_string("stdout-path", &format!("/sbsa-uart@{:x}", spec.map.vpl011))?;
     }
-    w.end_node(chosen)?;
+    w.end_node(chosen)
+}
 
+/// /cpus: one node per vCPU, started by PSCI.
+fn cpus(w: &mut W, spec: &GuestDtbSpec) -> Res {
     let cpus = w.begin_node("cpus")?;
     w.property_u32("#address-cells", 1)?;
     w.property_u32("#size-cells", 0)?;
@@ -109,15 +139,12 @@ pub fn build(spec: &GuestDtbSpec) -> Result<Vec<u8>, vm_fdt::Error> {
         w.property_string("enable-method", "psci")?;
         w.end_node(cpu)?;
     }
-    w.end_node(cpus)?;
+    w.end_node(cpus)
+}
 
-    let first = spec.ram.first().map_or(0, |r| r.start);
-    let mem = w.begin_node(&format!("memory@{first:x}"))?;
-    w.property_string("device_type", "memory")?;
-    let regs: Vec<u64> = spec.ram.iter().flat_map(|r| [r.start, r.size()]).collect();
-    w.property_array_u64("reg", &regs)?;
-    w.end_node(mem)?;
-
+/// The vGIC's node (GICv3 or GICv2), with the phandle devices name.
+fn gic(w: &mut W, spec: &GuestDtbSpec) -> Res {
+    let (m, gic_ph) = (&spec.map, spec.gic_phandle);
     let gic = w.begin_node(&format!("interrupt-controller@{:x}", m.gicd))?;
     match spec.gic {
         GicVersion::V3 => {
@@ -136,8 +163,11 @@ pub fn build(spec: &GuestDtbSpec) -> Result<Vec<u8>, vm_fdt::Error> {
     w.property_null("interrupt-controller")?;
     w.property_u32("phandle", gic_ph)?;
     w.property_u32("linux,phandle", gic_ph)?;
-    w.end_node(gic)?;
+    w.end_node(gic)
+}
 
+/// The architected timer and PSCI (over HVC).
+fn timer_and_psci(w: &mut W, spec: &GuestDtbSpec) -> Res {
     let timer = w.begin_node("timer")?;
     w.property_string("compatible", "arm,armv8-timer")?;
     // The four architected timers in the binding's order: secure and
@@ -150,12 +180,11 @@ pub fn build(spec: &GuestDtbSpec) -> Result<Vec<u8>, vm_fdt::Error> {
         "interrupts",
         &[1, 13, 0xf08, 1, 14, 0xf08, 1, 11, 0xf08, 1, 10, 0xf08],
     )?;
-    w.property_u32("interrupt-parent", gic_ph)?;
+    w.property_u32("interrupt-parent", spec.gic_phandle)?;
     if let Some(f) = spec.timer_clock_frequency {
         w.property_u32("clock-frequency", f)?;
     }
     w.end_node(timer)?;
-
     let psci = w.begin_node("psci")?;
     let compat = vec![
         "arm,psci-1.0".to_string(),
@@ -166,19 +195,7 @@ pub fn build(spec: &GuestDtbSpec) -> Result<Vec<u8>, vm_fdt::Error> {
     w.property_string("method", "hvc")?;
     w.property_u32("cpu_off", 1)?;
     w.property_u32("cpu_on", 2)?;
-    w.end_node(psci)?;
-
-    if spec.vpl011 {
-        let uart = w.begin_node(&format!("sbsa-uart@{:x}", m.vpl011))?;
-        w.property_string("compatible", "arm,sbsa-uart")?;
-        w.property_array_u64("reg", &[m.vpl011, vpl011::SIZE])?;
-        w.property_array_u32("interrupts", &[0, m.vpl011_intid - 32, 4])?;
-        w.property_u32("interrupt-parent", gic_ph)?;
-        w.property_u32("current-speed", 115200)?;
-        w.end_node(uart)?;
-    }
-    w.end_node(root)?;
-    w.finish()
+    w.end_node(psci)
 }
 
 /// A short name for logs.

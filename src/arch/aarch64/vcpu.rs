@@ -202,14 +202,58 @@ impl El1Regs {
 pub fn clear_cpu_state() {
     let f = features();
     if f.sme {
-        // SAFETY: SMSTOP leaves streaming mode and disables ZA (and ZT0):
-        // their contents are gone; the Advanced SIMD instructions below
-        // are legal again.
-        unsafe { asm!(".arch_extension sme", "smstop", options(nostack)) };
-        sysreg!(write "s3_0_c1_c2_6", 0); // SMCR_EL1
-        sysreg!(write "s3_0_c1_c2_4", 0); // SMPRI_EL1
-        sysreg!(write "s3_3_c13_c0_5", 0); // TPIDR2_EL0
+        clear_sme();
     }
+    clear_fp_simd();
+    if f.sve {
+        clear_sve();
+    }
+    if f.pauth {
+        clear_pauth_keys();
+    }
+    if f.mte2 {
+        sysreg!(write "s3_0_c1_c0_6", 0); // GCR_EL1
+        sysreg!(write "s3_0_c1_c0_5", 0); // RGSR_EL1
+        sysreg!(write "s3_0_c5_c6_0", 0); // TFSR_EL1
+        sysreg!(write "s3_0_c5_c6_1", 0); // TFSRE0_EL1
+    }
+    if f.scxtnum {
+        sysreg!(write "s3_0_c13_c0_7", 0); // SCXTNUM_EL1
+        sysreg!(write "s3_3_c13_c0_7", 0); // SCXTNUM_EL0
+    }
+    if let Some(n) = pmu_counters(&f) {
+        // Counters reset (P, C), disabled; no overflow, interrupt or
+        // EL0 access; every event type and filter cleared.
+        sysreg!(write "pmcr_el0", 0b110);
+        sysreg!(write "pmcntenclr_el0", !0);
+        sysreg!(write "pmintenclr_el1", !0);
+        sysreg!(write "pmovsclr_el0", !0);
+        sysreg!(write "pmuserenr_el0", 0);
+        sysreg!(write "pmccfiltr_el0", 0);
+        for i in 0..n {
+            sysreg!(write "pmselr_el0", i);
+            sysreg!(write "pmxevtyper_el0", 0);
+        }
+        sysreg!(write "pmselr_el0", 0);
+        sysreg!(write "pmcr_el0", 0);
+    }
+    clear_debug(f.brps, f.wrps);
+}
+
+/// SME: streaming mode off, ZA (and ZT0) disabled, SMCR_EL1, SMPRI_EL1,
+/// TPIDR2_EL0 zeroed.
+fn clear_sme() {
+    // SAFETY: SMSTOP leaves streaming mode and disables ZA (and ZT0):
+    // their contents are gone; the Advanced SIMD instructions below
+    // are legal again.
+    unsafe { asm!(".arch_extension sme", "smstop", options(nostack)) };
+    sysreg!(write "s3_0_c1_c2_6", 0); // SMCR_EL1
+    sysreg!(write "s3_0_c1_c2_4", 0); // SMPRI_EL1
+    sysreg!(write "s3_3_c13_c0_5", 0); // TPIDR2_EL0
+}
+
+/// The FP/SIMD registers, FPCR and FPSR.
+fn clear_fp_simd() {
     // SAFETY: EL2 may use FP/SIMD (CPTR_EL2.TFP clear); zeroing the
     // vector registers (and, with SVE, the Z registers' upper bits, which
     // an Advanced SIMD write zeroes) and the FP control and status.
@@ -254,73 +298,51 @@ pub fn clear_cpu_state() {
             options(nostack, nomem)
         )
     };
-    if f.sve {
-        // SAFETY: SVE not trapped at EL2 (CPTR_EL2.TZ clear); the
-        // predicate registers and FFR zeroed.
-        unsafe {
-            asm!(
-                ".arch_extension sve",
-                "pfalse p0.b",
-                "wrffr p0.b",
-                "pfalse p1.b",
-                "pfalse p2.b",
-                "pfalse p3.b",
-                "pfalse p4.b",
-                "pfalse p5.b",
-                "pfalse p6.b",
-                "pfalse p7.b",
-                "pfalse p8.b",
-                "pfalse p9.b",
-                "pfalse p10.b",
-                "pfalse p11.b",
-                "pfalse p12.b",
-                "pfalse p13.b",
-                "pfalse p14.b",
-                "pfalse p15.b",
-                options(nostack, nomem)
-            )
-        };
-        sysreg!(write "s3_0_c1_c2_0", 0); // ZCR_EL1
-    }
-    if f.pauth {
-        sysreg!(write "s3_0_c2_c1_0", 0); // APIAKeyLo_EL1
-        sysreg!(write "s3_0_c2_c1_1", 0);
-        sysreg!(write "s3_0_c2_c1_2", 0); // APIBKey
-        sysreg!(write "s3_0_c2_c1_3", 0);
-        sysreg!(write "s3_0_c2_c2_0", 0); // APDAKey
-        sysreg!(write "s3_0_c2_c2_1", 0);
-        sysreg!(write "s3_0_c2_c2_2", 0); // APDBKey
-        sysreg!(write "s3_0_c2_c2_3", 0);
-        sysreg!(write "s3_0_c2_c3_0", 0); // APGAKey
-        sysreg!(write "s3_0_c2_c3_1", 0);
-    }
-    if f.mte2 {
-        sysreg!(write "s3_0_c1_c0_6", 0); // GCR_EL1
-        sysreg!(write "s3_0_c1_c0_5", 0); // RGSR_EL1
-        sysreg!(write "s3_0_c5_c6_0", 0); // TFSR_EL1
-        sysreg!(write "s3_0_c5_c6_1", 0); // TFSRE0_EL1
-    }
-    if f.scxtnum {
-        sysreg!(write "s3_0_c13_c0_7", 0); // SCXTNUM_EL1
-        sysreg!(write "s3_3_c13_c0_7", 0); // SCXTNUM_EL0
-    }
-    if let Some(n) = pmu_counters(&f) {
-        // Counters reset (P, C), disabled; no overflow, interrupt or
-        // EL0 access; every event type and filter cleared.
-        sysreg!(write "pmcr_el0", 0b110);
-        sysreg!(write "pmcntenclr_el0", !0);
-        sysreg!(write "pmintenclr_el1", !0);
-        sysreg!(write "pmovsclr_el0", !0);
-        sysreg!(write "pmuserenr_el0", 0);
-        sysreg!(write "pmccfiltr_el0", 0);
-        for i in 0..n {
-            sysreg!(write "pmselr_el0", i);
-            sysreg!(write "pmxevtyper_el0", 0);
-        }
-        sysreg!(write "pmselr_el0", 0);
-        sysreg!(write "pmcr_el0", 0);
-    }
-    clear_debug(f.brps, f.wrps);
+}
+
+/// SVE: the predicate registers, FFR and ZCR_EL1 (the Z registers'
+/// upper bits went with the SIMD registers).
+fn clear_sve() {
+    // SAFETY: SVE not trapped at EL2 (CPTR_EL2.TZ clear); the
+    // predicate registers and FFR zeroed.
+    unsafe {
+        asm!(
+            ".arch_extension sve",
+            "pfalse p0.b",
+            "wrffr p0.b",
+            "pfalse p1.b",
+            "pfalse p2.b",
+            "pfalse p3.b",
+            "pfalse p4.b",
+            "pfalse p5.b",
+            "pfalse p6.b",
+            "pfalse p7.b",
+            "pfalse p8.b",
+            "pfalse p9.b",
+            "pfalse p10.b",
+            "pfalse p11.b",
+            "pfalse p12.b",
+            "pfalse p13.b",
+            "pfalse p14.b",
+            "pfalse p15.b",
+            options(nostack, nomem)
+        )
+    };
+    sysreg!(write "s3_0_c1_c2_0", 0); // ZCR_EL1
+}
+
+/// The pointer-authentication keys.
+fn clear_pauth_keys() {
+    sysreg!(write "s3_0_c2_c1_0", 0); // APIAKeyLo_EL1
+    sysreg!(write "s3_0_c2_c1_1", 0);
+    sysreg!(write "s3_0_c2_c1_2", 0); // APIBKey
+    sysreg!(write "s3_0_c2_c1_3", 0);
+    sysreg!(write "s3_0_c2_c2_0", 0); // APDAKey
+    sysreg!(write "s3_0_c2_c2_1", 0);
+    sysreg!(write "s3_0_c2_c2_2", 0); // APDBKey
+    sysreg!(write "s3_0_c2_c2_3", 0);
+    sysreg!(write "s3_0_c2_c3_0", 0); // APGAKey
+    sysreg!(write "s3_0_c2_c3_1", 0);
 }
 
 /// Breakpoints and watchpoints (`brps`, `wrps` of them), MDSCR_EL1 and

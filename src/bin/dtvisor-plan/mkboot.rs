@@ -242,7 +242,6 @@ pub fn generate(c: &Config, config_name: &str) -> Result<Generated, Vec<String>>
         errors.push("MEMORY_START and MEMORY_END (the board's RAM) are required".into());
         return Err(errors);
     };
-    let load = c.get("LOAD_CMD").unwrap_or("load virtio 0:1").to_string();
     let hyperlaunch = match c.get("DTVISOR_FORM").unwrap_or("dom0less") {
         "dom0less" => false,
         "hyperlaunch" => true,
@@ -285,28 +284,64 @@ pub fn generate(c: &Config, config_name: &str) -> Result<Generated, Vec<String>>
             0
         }
     };
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "# U-Boot boot script written by dtvisor-plan mkboot from {config_name}."
-    );
-    let _ = writeln!(
-        out,
-        "# For U-Boot: mkimage -A arm64 -T script -C none -d THIS_FILE boot.scr"
-    );
-    let i = &pl.items[hyp_i];
-    let _ = writeln!(out, "{load} 0x{:x} {}", i.addr, i.name);
-    let d = &pl.items[dt_i];
-    let dt_addr = d.addr;
-    let _ = writeln!(out, "{load} 0x{:x} {}", d.addr, d.name);
-    let _ = writeln!(out, "fdt addr 0x{dt_addr:x}");
-    let _ = writeln!(out, "fdt resize {DTB_ROOM:#x}");
-    let _ = writeln!(out, "fdt set /chosen \\#address-cells <0x2>");
-    let _ = writeln!(out, "fdt set /chosen \\#size-cells <0x2>");
-    if let Some(cmd) = c.get("DTVISOR_CMD").or(c.get("XEN_CMD")) {
-        let _ = writeln!(out, "fdt set /chosen xen,xen-bootargs {}", quoted(cmd));
+    let mut w = Writer {
+        out: String::new(),
+        load: c.get("LOAD_CMD").unwrap_or("load virtio 0:1").to_string(),
+        hyperlaunch,
+    };
+    let parent = w.header(c, config_name, &pl.items[hyp_i], &pl.items[dt_i]);
+    for k in 0..n {
+        w.domain(c, &mut pl, parent, k, &mut errors);
     }
-    let parent = if hyperlaunch {
+    let items = pl.items;
+    let dt_addr = items[dt_i].addr;
+    let out = &mut w.out;
+    let _ = writeln!(out, "setenv fdt_high 0xffffffffffffffff");
+    let _ = writeln!(out, "booti 0x{:x} - 0x{dt_addr:x}", items[hyp_i].addr);
+    check_slots(&items, hyp_i, end, &mut errors);
+    if errors.is_empty() {
+        Ok(Generated {
+            script: w.out,
+            items,
+        })
+    } else {
+        Err(errors)
+    }
+}
+
+/// The script being written: its text, the load command, the form.
+struct Writer {
+    out: String,
+    load: String,
+    hyperlaunch: bool,
+}
+
+impl Writer {
+    /// Loads the hypervisor and the board's DTB, gives the DTB room and
+    /// /chosen its cells, bootargs and (hyperlaunch) container. Returns
+    /// the domains' parent node.
+    fn header(&mut self, c: &Config, config_name: &str, hyp: &Item, d: &Item) -> &'static str {
+        let (out, load) = (&mut self.out, &self.load);
+        let _ = writeln!(
+            out,
+            "# U-Boot boot script written by dtvisor-plan mkboot from {config_name}."
+        );
+        let _ = writeln!(
+            out,
+            "# For U-Boot: mkimage -A arm64 -T script -C none -d THIS_FILE boot.scr"
+        );
+        let _ = writeln!(out, "{load} 0x{:x} {}", hyp.addr, hyp.name);
+        let _ = writeln!(out, "{load} 0x{:x} {}", d.addr, d.name);
+        let _ = writeln!(out, "fdt addr 0x{:x}", d.addr);
+        let _ = writeln!(out, "fdt resize {DTB_ROOM:#x}");
+        let _ = writeln!(out, "fdt set /chosen \\#address-cells <0x2>");
+        let _ = writeln!(out, "fdt set /chosen \\#size-cells <0x2>");
+        if let Some(cmd) = c.get("DTVISOR_CMD").or(c.get("XEN_CMD")) {
+            let _ = writeln!(out, "fdt set /chosen xen,xen-bootargs {}", quoted(cmd));
+        }
+        if !self.hyperlaunch {
+            return "/chosen";
+        }
         let _ = writeln!(out, "fdt mknod /chosen hypervisor");
         let _ = writeln!(
             out,
@@ -315,16 +350,24 @@ pub fn generate(c: &Config, config_name: &str) -> Result<Generated, Vec<String>>
         let _ = writeln!(out, "fdt set /chosen/hypervisor \\#address-cells <0x2>");
         let _ = writeln!(out, "fdt set /chosen/hypervisor \\#size-cells <0x2>");
         "/chosen/hypervisor"
-    } else {
-        "/chosen"
-    };
-    for k in 0..n {
+    }
+
+    /// Domain `k`: its node and properties, then its modules.
+    fn domain(
+        &mut self,
+        c: &Config,
+        pl: &mut Placer,
+        parent: &str,
+        k: usize,
+        errors: &mut Vec<String>,
+    ) {
         let name = c
             .at("DOMU_NAME", k)
             .map_or(format!("domU{k}"), str::to_string);
         let node = format!("{parent}/{name}");
-        let mem = num_or(&mut errors, c.num_at("DOMU_MEM", k));
-        let vcpus = num_or(&mut errors, c.num_at("DOMU_VCPUS", k));
+        let mem = num_or(errors, c.num_at("DOMU_MEM", k));
+        let vcpus = num_or(errors, c.num_at("DOMU_VCPUS", k));
+        let out = &mut self.out;
         let _ = writeln!(out, "fdt mknod {parent} {name}");
         let _ = writeln!(out, "fdt set {node} compatible \"xen,domain\"");
         let _ = writeln!(out, "fdt set {node} \\#address-cells <0x2>");
@@ -363,36 +406,42 @@ pub fn generate(c: &Config, config_name: &str) -> Result<Generated, Vec<String>>
                 continue;
             };
             let before = pl.items.len();
-            let idx = pl.add(file, format!("{key}[{k}]"), 0, 0, &mut errors);
-            let it = &pl.items[idx];
-            let m = format!("{node}/module@{:x}", it.addr);
-            if idx >= before {
-                let _ = writeln!(out, "{load} 0x{:x} {}", it.addr, it.name);
-            }
-            let _ = writeln!(out, "fdt mknod {node} module@{:x}", it.addr);
-            let compat = if hyperlaunch {
-                format!("\"module,{kind}\" \"module,addr\"")
-            } else {
-                format!("\"multiboot,{kind}\" \"multiboot,module\"")
-            };
-            let _ = writeln!(out, "fdt set {m} compatible {compat}");
-            let _ = writeln!(
-                out,
-                "fdt set {m} reg <{} {}>",
-                cells(it.addr),
-                cells(it.size)
-            );
-            if kind == "kernel" {
-                let args = c.at("DOMU_CMD", k).unwrap_or("console=ttyAMA0");
-                let _ = writeln!(out, "fdt set {m} bootargs {}", quoted(args));
-            }
+            let idx = pl.add(file, format!("{key}[{k}]"), 0, 0, errors);
+            let cmd = (kind == "kernel").then(|| c.at("DOMU_CMD", k).unwrap_or("console=ttyAMA0"));
+            self.module(&node, &pl.items[idx], idx >= before, kind, cmd);
         }
     }
-    let _ = writeln!(out, "setenv fdt_high 0xffffffffffffffff");
-    let items = pl.items;
-    let _ = writeln!(out, "booti 0x{:x} - 0x{dt_addr:x}", items[hyp_i].addr);
-    // Slots: inside RAM, and each file inside its own.
-    for it in &items {
+
+    /// A module node for `it` (loaded here unless an earlier domain did).
+    fn module(&mut self, node: &str, it: &Item, new: bool, kind: &str, bootargs: Option<&str>) {
+        let (out, load) = (&mut self.out, &self.load);
+        let m = format!("{node}/module@{:x}", it.addr);
+        if new {
+            let _ = writeln!(out, "{load} 0x{:x} {}", it.addr, it.name);
+        }
+        let _ = writeln!(out, "fdt mknod {node} module@{:x}", it.addr);
+        let compat = if self.hyperlaunch {
+            format!("\"module,{kind}\" \"module,addr\"")
+        } else {
+            format!("\"multiboot,{kind}\" \"multiboot,module\"")
+        };
+        let _ = writeln!(out, "fdt set {m} compatible {compat}");
+        let _ = writeln!(
+            out,
+            "fdt set {m} reg <{} {}>",
+            cells(it.addr),
+            cells(it.size)
+        );
+        if let Some(args) = bootargs {
+            let _ = writeln!(out, "fdt set {m} bootargs {}", quoted(args));
+        }
+    }
+}
+
+/// Slots: inside RAM (below `end`), the hypervisor's image_size inside
+/// its own, no two overlapping.
+fn check_slots(items: &[Item], hyp_i: usize, end: u64, errors: &mut Vec<String>) {
+    for it in items {
         if it.addr + it.slot > end {
             errors.push(format!(
                 "{} ({}) at 0x{:x}, {} bytes: does not fit below MEMORY_END 0x{end:x}",
@@ -414,11 +463,6 @@ pub fn generate(c: &Config, config_name: &str) -> Result<Generated, Vec<String>>
                 errors.push(format!("{} and {} overlap", x.what, y.what));
             }
         }
-    }
-    if errors.is_empty() {
-        Ok(Generated { script: out, items })
-    } else {
-        Err(errors)
     }
 }
 

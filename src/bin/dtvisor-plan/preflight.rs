@@ -69,15 +69,7 @@ pub fn check(
     env: &[(String, String)],
     modules: &[(String, Vec<u8>)],
 ) -> Result<Checked, String> {
-    let find = |name: &str| -> Option<PathBuf> {
-        let dir = files?;
-        let p = dir.join(name.trim_start_matches('/'));
-        if p.is_file() {
-            return Some(p);
-        }
-        let base = Path::new(name).file_name()?;
-        Some(dir.join(base)).filter(|p| p.is_file())
-    };
+    let find = |name: &str| find_file(files?, name);
     let size = |name: &str| {
         find(name)
             .and_then(|p| std::fs::metadata(p).ok())
@@ -94,25 +86,18 @@ pub fn check(
             .trim();
         format!("{script_name} line {line}: {text}")
     };
-    let mut script_errors: Vec<String> = out
-        .errors
-        .iter()
-        .map(|e| format!("{}: {}", at(e.line), e.message))
-        .collect();
-    let mut script_warnings: Vec<String> = out
-        .warnings
-        .iter()
-        .map(|e| format!("{}: {}", at(e.line), e.message))
-        .collect();
+    let mut script_errors = messages(&out.errors, &at);
+    let mut script_warnings = messages(&out.warnings, &at);
     let Some(tree) = &out.tree else {
         script_errors.push(format!(
             "{script_name}: no `fdt addr`: the script never edits a device tree"
         ));
+        let report = Report {
+            plan: None,
+            diagnostics: Vec::new(),
+        };
         return Ok(Checked {
-            report: Report {
-                plan: None,
-                diagnostics: Vec::new(),
-            },
+            report,
             script_errors,
             script_warnings,
             lines: Vec::new(),
@@ -121,36 +106,15 @@ pub fn check(
     let dtb = tree.to_dtb()?;
     let fdt = Fdt::new(&dtb).map_err(|e| format!("the edited device tree does not parse: {e}"))?;
     let mut host = HostMemory::from_fdt(&fdt);
-    // What the image adds at boot: its own range and the DTB's.
-    if let Some(b) = &out.boot {
-        if let Some(l) = out.loads.iter().rev().find(|l| l.addr == b.kernel) {
-            let len = find(&l.file)
-                .and_then(|p| std::fs::read(p).ok())
-                .map(|img| image_size(&img).max(img.len() as u64))
-                .or(l.size);
-            if let Some(r) = len.and_then(|n| Range::from_base_size(l.addr, n)) {
-                host.reserved.push(Reserved {
-                    range: r,
-                    kind: ReservedKind::Image,
-                });
-            }
-        } else {
-            script_warnings.push(format!(
-                "{}: nothing the script loads is at the booted address {:#x}",
-                at(b.line),
-                b.kernel
-            ));
-        }
-        if let Some(r) = b
-            .fdt
-            .and_then(|a| Range::from_base_size(a, dtb.len() as u64))
-        {
-            host.reserved.push(Reserved {
-                range: r,
-                kind: ReservedKind::Dtb,
-            });
-        }
-    } else {
+    reserve_boot(
+        &out,
+        &find,
+        dtb.len() as u64,
+        &mut host,
+        &at,
+        &mut script_warnings,
+    );
+    if out.boot.is_none() {
         script_warnings.push(format!(
             "{script_name}: no booti/bootm: the script never starts the hypervisor"
         ));
@@ -185,6 +149,62 @@ pub fn check(
         script_warnings,
         lines,
     })
+}
+
+/// The file the script names `name` in `dir`: at its path under `dir`,
+/// else by its base name.
+fn find_file(dir: &Path, name: &str) -> Option<PathBuf> {
+    let p = dir.join(name.trim_start_matches('/'));
+    if p.is_file() {
+        return Some(p);
+    }
+    let base = Path::new(name).file_name()?;
+    Some(dir.join(base)).filter(|p| p.is_file())
+}
+
+/// The interpreter's errors or warnings, each after its script line.
+fn messages(list: &[uboot::ScriptError], at: &dyn Fn(usize) -> String) -> Vec<String> {
+    list.iter()
+        .map(|e| format!("{}: {}", at(e.line), e.message))
+        .collect()
+}
+
+/// What the image adds at boot, reserved in `host`: its own range (the
+/// file the script loads at the booted address, its image_size) and the
+/// DTB's (`dtb_len` bytes at the address booti passes).
+fn reserve_boot(
+    out: &Outcome,
+    find: &dyn Fn(&str) -> Option<PathBuf>,
+    dtb_len: u64,
+    host: &mut HostMemory,
+    at: &dyn Fn(usize) -> String,
+    warnings: &mut Vec<String>,
+) {
+    let Some(b) = &out.boot else { return };
+    if let Some(l) = out.loads.iter().rev().find(|l| l.addr == b.kernel) {
+        let len = find(&l.file)
+            .and_then(|p| std::fs::read(p).ok())
+            .map(|img| image_size(&img).max(img.len() as u64))
+            .or(l.size);
+        if let Some(r) = len.and_then(|n| Range::from_base_size(l.addr, n)) {
+            host.reserved.push(Reserved {
+                range: r,
+                kind: ReservedKind::Image,
+            });
+        }
+    } else {
+        warnings.push(format!(
+            "{}: nothing the script loads is at the booted address {:#x}",
+            at(b.line),
+            b.kernel
+        ));
+    }
+    if let Some(r) = b.fdt.and_then(|a| Range::from_base_size(a, dtb_len)) {
+        host.reserved.push(Reserved {
+            range: r,
+            kind: ReservedKind::Dtb,
+        });
+    }
 }
 
 /// A module's `reg` against the file the script loads at its address: a
