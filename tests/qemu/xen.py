@@ -12,32 +12,30 @@ a reference point for dtvisor's figures.
 
 fetch() takes xen-hypervisor-4.17-arm64 from deb.debian.org: the newest
 4.17 version in bookworm, bookworm-updates or bookworm-security (main,
-binary-arm64). The chain is checked end to end: InRelease's signature
-(gpgv with Debian's archive keyring, when both are installed), the
-Packages.xz index's SHA256 from it, the .deb's SHA256 from the index.
+binary-arm64), through scripts/debpkg.py (every Debian download of the
+project), which checks the chain end to end: InRelease's signature (gpgv
+with Debian's archive keyring, when both are installed), the Packages.xz
+index's SHA256 from it, the .deb's SHA256 from the index.
 The .deb's boot/xen-4.17-arm64 is a raw arm64 Image (with a PE header,
 the same bytes as the .efi next to it), so QEMU's -kernel boots it as it
 is; a gzip one would be decompressed.
 
-Only Python's standard library, plus gpgv if present.
+Python's standard library and python3-debian (scripts/setup), plus gpgv
+if present.
 """
 import argparse
 import gzip
 import hashlib
-import io
-import lzma
 import os
 import re
-import shutil
 import subprocess
 import sys
-import tarfile
 import time
-import urllib.error
-import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import LOGDIR, ROOT, Qemu  # noqa: E402
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+import debpkg  # noqa: E402
 import system as sysdtb  # noqa: E402
 
 CACHE = os.path.join(ROOT, "cache", "xen")
@@ -50,7 +48,6 @@ IMAGE = os.path.join(CACHE, "xen-4.17-arm64")  # what -kernel boots
 SUITES = [("https://deb.debian.org/debian", "bookworm"),
           ("https://deb.debian.org/debian", "bookworm-updates"),
           ("https://deb.debian.org/debian-security", "bookworm-security")]
-KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 
 # Xen's own command line. No dtuart=: Xen then takes /chosen/stdout-path
 # (QEMU's PL011). bootscrub=0: do not scrub free RAM at boot (slow under
@@ -62,8 +59,7 @@ LIMIT = 540  # host seconds for one QEMU run
 DOMAINS = ("domU0", "domU1")
 
 
-class FetchError(RuntimeError):
-    pass
+FetchError = debpkg.Error
 
 
 def log(msg):
@@ -71,156 +67,6 @@ def log(msg):
 
 
 # ---- fetch ---------------------------------------------------------------
-
-def download(url, what):
-    try:
-        with urllib.request.urlopen(url, timeout=60) as r:
-            return r.read()
-    except (urllib.error.URLError, OSError) as e:
-        raise FetchError(f"downloading {what} from {url} failed: {e}") from None
-
-
-def paragraphs(text):
-    """Debian control-file paragraphs as dicts (continuation lines kept)."""
-    for block in re.split(r"\n\s*\n", text):
-        fields, key = {}, None
-        for line in block.splitlines():
-            if line[:1] in (" ", "\t") and key:
-                fields[key] += "\n" + line.strip()
-            elif ":" in line:
-                key, _, value = line.partition(":")
-                fields[key] = value.strip()
-        if fields:
-            yield fields
-
-
-def release(base, suite):
-    """The suite's Release fields, from InRelease, signature-checked with
-    gpgv when gpgv and the keyring are installed."""
-    url = f"{base}/dists/{suite}/InRelease"
-    signed = download(url, f"{suite} InRelease")
-    if os.path.exists(KEYRING) and shutil.which("gpgv"):
-        p = subprocess.run(["gpgv", "--keyring", KEYRING, "--output", "-", "-"], input=signed,
-                           capture_output=True)
-        if p.returncode != 0:
-            raise FetchError(f"{url}: bad signature:\n{p.stderr.decode(errors='replace')}")
-        text = p.stdout.decode()
-    else:
-        log(f"gpgv or {KEYRING} missing: {url} not signature-checked")
-        text = signed.decode()
-        text = text.split("\n\n", 1)[1].split("\n-----BEGIN PGP SIGNATURE-----", 1)[0]
-    return next(paragraphs(text))
-
-
-def index(base, suite):
-    """The suite's main/binary-arm64 Packages paragraphs, the index's
-    SHA256 checked against the Release file."""
-    name = "main/binary-arm64/Packages.xz"
-    rel = release(base, suite)
-    sums = {f: (h, int(n)) for h, n, f in (l.split() for l in rel.get("SHA256", "").splitlines() if l.strip())}
-    if name not in sums:
-        raise FetchError(f"{base} {suite}: Release lists no {name}")
-    data = download(f"{base}/dists/{suite}/{name}", f"{suite} {name}")
-    if (hashlib.sha256(data).hexdigest(), len(data)) != sums[name]:
-        raise FetchError(f"{base}/dists/{suite}/{name}: SHA256 or size differs from its Release file")
-    return paragraphs(lzma.decompress(data).decode())
-
-
-def _order(c):
-    """dpkg's character order: '~' before the end of a part, letters
-    before everything else."""
-    if c == "~":
-        return -1
-    if c.isalpha():
-        return ord(c)
-    return ord(c) + 256
-
-
-def _verrevcmp(a, b):
-    """dpkg's verrevcmp: alternating non-digit and digit runs."""
-    i = j = 0
-    while i < len(a) or j < len(b):
-        diff = 0
-        while (i < len(a) and not a[i].isdigit()) or (j < len(b) and not b[j].isdigit()):
-            ac = _order(a[i]) if i < len(a) and not a[i].isdigit() else 0
-            bc = _order(b[j]) if j < len(b) and not b[j].isdigit() else 0
-            if ac != bc:
-                return ac - bc
-            i, j = i + 1, j + 1
-        while i < len(a) and a[i] == "0":
-            i += 1
-        while j < len(b) and b[j] == "0":
-            j += 1
-        while i < len(a) and a[i].isdigit() and j < len(b) and b[j].isdigit():
-            if not diff:
-                diff = ord(a[i]) - ord(b[j])
-            i, j = i + 1, j + 1
-        if i < len(a) and a[i].isdigit():
-            return 1
-        if j < len(b) and b[j].isdigit():
-            return -1
-        if diff:
-            return diff
-    return 0
-
-
-def vercmp(a, b):
-    """<0, 0 or >0 as Debian version a is older, equal or newer than b
-    (dpkg --compare-versions)."""
-    def split(v):
-        epoch, _, rest = v.partition(":") if ":" in v else ("0", "", v)
-        up, _, rev = rest.rpartition("-") if "-" in rest else (rest, "", "")
-        return int(epoch), up, rev
-    ea, ua, ra = split(a)
-    eb, ub, rb = split(b)
-    return (ea - eb) or _verrevcmp(ua, ub) or _verrevcmp(ra, rb)
-
-
-def candidates():
-    """(version, archive root, suite, paragraph) of every 4.17 build."""
-    out = []
-    for base, suite in SUITES:
-        for p in index(base, suite):
-            if p.get("Package") == PACKAGE and p.get("Version", "").startswith(SERIES + "."):
-                out.append((p["Version"], base, suite, p))
-    return out
-
-
-def ar_members(data):
-    """{name: bytes} of a Unix ar archive (a .deb)."""
-    if not data.startswith(b"!<arch>\n"):
-        raise FetchError("not an ar archive (.deb)")
-    pos, out = 8, {}
-    while pos + 60 <= len(data):
-        hdr = data[pos:pos + 60]
-        name = hdr[:16].decode().strip().rstrip("/")
-        size = int(hdr[48:58].decode().strip())
-        out[name] = data[pos + 60:pos + 60 + size]
-        pos += 60 + size + (size & 1)
-    return out
-
-
-def extract(deb, member):
-    """`member` of the .deb's data.tar.* (gz, xz, bz2 or none in Python;
-    zstd through dpkg-deb)."""
-    members = ar_members(deb)
-    data = next((n for n in members if n.startswith("data.tar")), None)
-    if data is None:
-        raise FetchError("the .deb has no data.tar member")
-    if data.endswith(".zst"):
-        p = subprocess.run(["dpkg-deb", "--fsys-tarfile", "/dev/stdin"], input=deb, capture_output=True)
-        if p.returncode != 0:
-            raise FetchError(f"dpkg-deb: {p.stderr.decode(errors='replace')}")
-        tar = tarfile.open(fileobj=io.BytesIO(p.stdout))
-    else:
-        tar = tarfile.open(fileobj=io.BytesIO(members[data]))
-    for name in (f"./{member}", member):
-        try:
-            return tar.extractfile(name).read()
-        except KeyError:
-            pass
-    raise FetchError(f"the .deb has no {member}; it has: {', '.join(tar.getnames())}")
-
 
 def bootable(image):
     """What QEMU's -kernel boots: an arm64 Image ("ARM\\x64" at 0x38),
@@ -232,49 +78,27 @@ def bootable(image):
     return image
 
 
-def write(path, data):
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-
-
 def fetch(update=False):
     """Path of Debian bookworm's Xen 4.17 arm64 hypervisor, as an arm64
     Image for QEMU's -kernel, in cache/xen (next to its .deb and a .info
     file naming version and source). Downloads it unless cached (or when
-    `update`). Safe with concurrent callers: files are renamed into place,
-    the Image last."""
+    `update`), through scripts/debpkg.py (signature and hashes checked).
+    Safe with concurrent callers: files are renamed into place, the Image
+    last."""
     if os.path.isfile(IMAGE) and not update:
         return IMAGE
     os.makedirs(CACHE, exist_ok=True)
     try:
-        found = candidates()
-        if not found:
-            raise FetchError(f"no {PACKAGE} {SERIES}.* in " + ", ".join(s for _, s in SUITES))
-        best = found[0]
-        for c in found[1:]:
-            if vercmp(c[0], best[0]) > 0:
-                best = c
-        ver, base, suite, p = best
-        deb_path = os.path.join(CACHE, os.path.basename(p["Filename"]))
-        want = p["SHA256"]
-        deb = open(deb_path, "rb").read() if os.path.isfile(deb_path) else b""
-        if hashlib.sha256(deb).hexdigest() != want:
-            log(f"downloading {PACKAGE} {ver} ({suite})")
-            url = f"{base}/{p['Filename']}"
-            deb = download(url, PACKAGE)
-            got = hashlib.sha256(deb).hexdigest()
-            if got != want:
-                raise FetchError(f"{url}: SHA256 {got}, the {suite} index says {want}")
-            write(deb_path, deb)
-        image = bootable(extract(deb, MEMBER))
+        ver, base, suite, p = debpkg.archive_newest(SUITES, PACKAGE, SERIES, "xen.py")
+        deb = debpkg.archive_fetch(base, p, CACHE, "xen.py")
+        image = bootable(debpkg.read_member(deb, MEMBER))
     except FetchError as e:
         raise FetchError(f"xen.py fetch: {e}") from None
-    write(IMAGE + ".info", (f"package {PACKAGE} {ver} ({suite})\nurl {base}/{p['Filename']}\n"
-                            f"deb-sha256 {want}\nimage-sha256 {hashlib.sha256(image).hexdigest()}\n"
-                            f"image-bytes {len(image)}\n").encode())
-    write(IMAGE, image)
+    debpkg.write(IMAGE + ".info", (
+        f"package {PACKAGE} {ver} ({suite})\nurl {base}/{p['Filename']}\n"
+        f"deb-sha256 {p['SHA256']}\nimage-sha256 {hashlib.sha256(image).hexdigest()}\n"
+        f"image-bytes {len(image)}\n").encode())
+    debpkg.write(IMAGE, image)
     return IMAGE
 
 
