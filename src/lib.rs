@@ -1,6 +1,7 @@
 //! dtvisor's portable core: everything from the boot DTB to the guest DTB
 //! is plain Rust over byte slices, built for the host and tested there.
-//! Architecture glue lives in the image (`src/main.rs`, `src/boot`, `src/arch`).
+//! The run-time (`rt`) is generic over the machine; the image (`src/main.rs`)
+//! implements it and keeps only what touches the CPU (see docs/design.md).
 #![cfg_attr(not(test), no_std)]
 
 extern crate alloc;
