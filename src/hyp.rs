@@ -213,7 +213,7 @@ fn discover(fdt: &Fdt, [image, dtb, heap]: [Range; 3]) -> Platform {
         Ok(p) => p,
         Err(errs) => {
             for e in &errs {
-                println!("  error: {e}");
+                println!("  {e}");
             }
             fatal::stay_up("the machine description is unusable")
         }
@@ -231,7 +231,7 @@ fn discover(fdt: &Fdt, [image, dtb, heap]: [Range; 3]) -> Platform {
     }
     println!("  heap {heap} {}", Size(heap.size()));
     for w in &plat.warnings {
-        println!("  warning: {w}");
+        println!("  {w}");
     }
     plat
 }

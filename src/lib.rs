@@ -7,6 +7,7 @@
 extern crate alloc;
 
 pub mod config;
+pub mod diag;
 pub mod efi_cfg;
 pub mod emul;
 pub mod fdt;

@@ -11,6 +11,7 @@
 //! reserved and never written: they are the pristine images SYSTEM_RESET
 //! reloads a domain from, so no second copy is made.
 
+use crate::diag::{Diagnostic, Kind};
 use crate::mm::range::Size;
 use crate::mm::Range;
 use alloc::format;
@@ -109,20 +110,6 @@ pub struct Layout {
     /// Free host RAM left after placement.
     #[cfg_attr(json, serde(serialize_with = "crate::mm::ser::ranges"))]
     pub free: Vec<Range>,
-}
-
-/// A placement failure, naming the domain.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[cfg_attr(json, derive(serde::Serialize))]
-pub struct PlacementError {
-    pub path: String,
-    pub message: String,
-}
-
-impl fmt::Display for PlacementError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.path, self.message)
-    }
 }
 
 /// Guest RAM banks of a domain that is not direct-mapped: Xen's RAM0 up
@@ -230,7 +217,7 @@ pub fn place(
     busy: &[Range],
     pcpus: usize,
     needs: &[Needs],
-) -> Result<Layout, Vec<PlacementError>> {
+) -> Result<Layout, Vec<Diagnostic>> {
     let mut errors = Vec::new();
     check_vcpus(pcpus, needs, &mut errors);
     // Static memory first: it is checked against what is busy, then taken
@@ -246,10 +233,7 @@ pub fn place(
                 next_cpu += n.vcpus as usize;
                 layout.domains.push(d);
             }
-            Err(message) => errors.push(PlacementError {
-                path: n.path.clone(),
-                message,
-            }),
+            Err(message) => errors.push(failure(&n.path, message)),
         }
     }
     let mut modules: Vec<Range> = needs
@@ -267,21 +251,26 @@ pub fn place(
     }
 }
 
+/// A placement failure at node `path` (a domain, or /chosen).
+fn failure(path: &str, message: String) -> Diagnostic {
+    Diagnostic::error(path, None, Kind::Placement, message)
+}
+
 /// Each vCPU needs a pCPU of its own.
-fn check_vcpus(pcpus: usize, needs: &[Needs], errors: &mut Vec<PlacementError>) {
+fn check_vcpus(pcpus: usize, needs: &[Needs], errors: &mut Vec<Diagnostic>) {
     let total_vcpus: u64 = needs.iter().map(|n| n.vcpus as u64).sum();
     if total_vcpus > pcpus as u64 {
         let list: Vec<String> = needs
             .iter()
             .map(|n| format!("{} ({})", n.name, n.vcpus))
             .collect();
-        errors.push(PlacementError {
-            path: String::from("/chosen"),
-            message: format!(
+        errors.push(failure(
+            "/chosen",
+            format!(
                 "the domains need {total_vcpus} vCPUs but the machine has {pcpus} CPUs, and each vCPU needs its own: {}",
                 list.join(", ")
             ),
-        });
+        ));
     }
 }
 
@@ -291,24 +280,24 @@ fn check_static_mem(
     ram: &[Range],
     busy: &[Range],
     needs: &[Needs],
-    errors: &mut Vec<PlacementError>,
+    errors: &mut Vec<Diagnostic>,
 ) -> Vec<Range> {
     let mut statics: Vec<Range> = Vec::new();
     for n in needs {
         for r in &n.static_mem {
             if !ram.iter().any(|b| b.contains_range(r)) {
-                errors.push(PlacementError {
-                    path: n.path.clone(),
-                    message: format!("xen,static-mem: range {r} is not inside one host RAM bank"),
-                });
+                errors.push(failure(
+                    &n.path,
+                    format!("xen,static-mem: range {r} is not inside one host RAM bank"),
+                ));
             }
             for b in busy.iter().filter(|b| b.overlaps(r)) {
-                errors.push(PlacementError {
-                    path: n.path.clone(),
-                    message: format!(
+                errors.push(failure(
+                    &n.path,
+                    format!(
                         "xen,static-mem: range {r} overlaps {b}, which is in use (the hypervisor, its heap, the device tree, reserved memory or a boot module)"
                     ),
-                });
+                ));
             }
             statics.push(*r);
         }

@@ -51,9 +51,9 @@ impl Parser<'_, '_> {
                 for e in errs {
                     self.d.error(
                         &dt.path,
-                        e.property,
+                        e.property.as_deref(),
                         Kind::PartialDt,
-                        format!("in the partial device tree, {}: {}", e.node, e.message),
+                        format!("in the partial device tree, {}: {}", e.path, e.message),
                     );
                 }
                 return;

@@ -63,13 +63,13 @@
 //! its first subnode (the specification puts them all before it, as dtc
 //! does); anything else it does not show is neither checked nor copied.
 
+use crate::diag::{Diagnostic, Kind};
 use crate::fdt::{Fdt, Node, Prop};
 use crate::mm::Range;
 use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
-use core::fmt;
 
 /// The guest DTB writer `copy_into` writes with, re-exported for callers
 /// outside the crate (the fuzz target).
@@ -135,24 +135,6 @@ pub struct Partial {
     pub has_aliases: bool,
 }
 
-/// An error in the fragment: `node` is the path inside the fragment ("/"
-/// for the blob itself).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PartialError {
-    pub node: String,
-    pub property: Option<&'static str>,
-    pub message: String,
-}
-
-impl fmt::Display for PartialError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.property {
-            Some(p) => write!(f, "{}: {p}: {}", self.node, self.message),
-            None => write!(f, "{}: {}", self.node, self.message),
-        }
-    }
-}
-
 /// Which of the copied top-level nodes a subtree is under.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Subtree {
@@ -192,27 +174,29 @@ struct Cells {
 
 /// Reads and checks a partial device tree of `module_size` bytes (the
 /// module's reg size; `bytes` may be longer or shorter). Only
-/// `bytes[..min(len, module_size)]` is looked at.
-pub fn read(bytes: &[u8], module_size: u64) -> Result<Partial, Vec<PartialError>> {
+/// `bytes[..min(len, module_size)]` is looked at. Every error is a
+/// `partial_dt` diagnostic whose path is inside the fragment ("/" for the
+/// blob itself).
+pub fn read(bytes: &[u8], module_size: u64) -> Result<Partial, Vec<Diagnostic>> {
     let len = usize::try_from(module_size).map_or(bytes.len(), |m| m.min(bytes.len()));
     let blob = bytes.get(..len).unwrap_or(bytes);
     if let Ok(total) = Fdt::total_size(blob) {
         if total as u64 > module_size {
-            return Err(alloc::vec![PartialError {
-                node: "/".into(),
-                property: None,
-                message: format!(
-                    "totalsize {total} is larger than the module ({module_size} bytes)"
-                ),
-            }]);
+            return Err(alloc::vec![Diagnostic::error(
+                "/",
+                None,
+                Kind::PartialDt,
+                format!("totalsize {total} is larger than the module ({module_size} bytes)"),
+            )]);
         }
     }
     let fdt = Fdt::new(blob).map_err(|e| {
-        alloc::vec![PartialError {
-            node: "/".into(),
-            property: None,
-            message: format!("not a device tree: {e}"),
-        }]
+        alloc::vec![Diagnostic::error(
+            "/",
+            None,
+            Kind::PartialDt,
+            format!("not a device tree: {e}"),
+        )]
     })?;
     let mut c = Checker::new();
     let root = fdt.root();
@@ -273,7 +257,7 @@ fn phandle_of(n: &Node<'_>) -> Option<u32> {
 
 /// Collects errors and devices while walking a fragment.
 struct Checker {
-    errors: Vec<PartialError>,
+    errors: Vec<Diagnostic>,
     devices: Vec<PtDevice>,
     /// A scratch writer: vm-fdt is asked about every name `copy_into`
     /// would give it, so its rules are not restated here.
@@ -298,12 +282,9 @@ impl Checker {
         }
     }
 
-    fn error(&mut self, node: &str, property: Option<&'static str>, message: String) {
-        self.errors.push(PartialError {
-            node: node.to_string(),
-            property,
-            message,
-        });
+    fn error(&mut self, node: &str, property: Option<&str>, message: String) {
+        self.errors
+            .push(Diagnostic::error(node, property, Kind::PartialDt, message));
     }
 
     /// Rules: every phandle in the whole fragment is below 65000, except
@@ -700,7 +681,7 @@ mod tests {
         }
     }
 
-    fn errs(blob: &[u8]) -> Vec<PartialError> {
+    fn errs(blob: &[u8]) -> Vec<Diagnostic> {
         read(blob, blob.len() as u64).expect_err("accepted")
     }
 
@@ -708,8 +689,8 @@ mod tests {
     fn one_err(blob: &[u8], node: &str, property: Option<&str>) -> String {
         let e = errs(blob);
         assert_eq!(e.len(), 1, "{e:#?}");
-        assert_eq!(e[0].node, node, "{e:#?}");
-        assert_eq!(e[0].property, property, "{e:#?}");
+        assert_eq!(e[0].path, node, "{e:#?}");
+        assert_eq!(e[0].property.as_deref(), property, "{e:#?}");
         e[0].message.clone()
     }
 
@@ -897,11 +878,11 @@ mod tests {
         let e = errs(&blob);
         assert_eq!(e.len(), 2, "{e:#?}");
         assert_eq!(
-            (e[0].node.as_str(), e[0].property),
+            (e[0].path.as_str(), e[0].property.as_deref()),
             ("/other", Some("linux,phandle"))
         );
         assert_eq!(
-            (e[1].node.as_str(), e[1].property),
+            (e[1].path.as_str(), e[1].property.as_deref()),
             ("/passthrough/clock", Some("phandle"))
         );
         assert!(e[1].message.contains("65000"), "{}", e[1].message);
@@ -1235,7 +1216,10 @@ mod tests {
 };
 "#);
         let e = errs(&blob);
-        let got: Vec<_> = e.iter().map(|e| (e.node.as_str(), e.property)).collect();
+        let got: Vec<_> = e
+            .iter()
+            .map(|e| (e.path.as_str(), e.property.as_deref()))
+            .collect();
         assert_eq!(
             got,
             [
@@ -1272,7 +1256,7 @@ mod tests {
         w.end_node(root).unwrap();
         let blob = w.finish().unwrap();
         let e = errs(&blob);
-        let got: Vec<_> = e.iter().map(|e| e.node.as_str()).collect();
+        let got: Vec<_> = e.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(
             got,
             ["/passthrough", "/passthrough/x", "/passthrough", "/gic"],
@@ -1293,9 +1277,9 @@ mod tests {
         );
         let e = errs(&blob);
         assert_eq!(e.len(), 2, "{e:#?}");
-        assert_eq!(e[0].node, "/passthrough/1wire");
+        assert_eq!(e[0].path, "/passthrough/1wire");
         assert!(e[0].message.contains("node name"), "{}", e[0].message);
-        assert_eq!(e[1].node, "/passthrough/usb");
+        assert_eq!(e[1].path, "/passthrough/usb");
         assert!(e[1].message.contains("snps,dis-del-phy-power-chg-quirk"));
     }
 
@@ -1306,11 +1290,12 @@ mod tests {
         let e = read(&blob, n - 4).unwrap_err();
         assert_eq!(
             e,
-            [PartialError {
-                node: "/".into(),
-                property: None,
-                message: format!("totalsize {n} is larger than the module ({} bytes)", n - 4),
-            }]
+            [Diagnostic::error(
+                "/",
+                None,
+                Kind::PartialDt,
+                format!("totalsize {n} is larger than the module ({} bytes)", n - 4),
+            )]
         );
     }
 
@@ -1324,7 +1309,7 @@ mod tests {
         // A module shorter than the bytes at hand cuts them.
         let e = read(&longer, 39).unwrap_err();
         assert_eq!(e.len(), 1);
-        assert_eq!(e[0].node, "/");
+        assert_eq!(e[0].path, "/");
     }
 
     #[test]
@@ -1333,7 +1318,7 @@ mod tests {
         for b in [&b""[..], b"\xd0\x0d\xfe\xed", &junk, &[0xff; 64]] {
             let e = read(b, b.len() as u64).unwrap_err();
             assert_eq!(e.len(), 1);
-            assert_eq!((e[0].node.as_str(), e[0].property), ("/", None));
+            assert_eq!((e[0].path.as_str(), e[0].property.as_deref()), ("/", None));
             assert!(
                 e[0].message.starts_with("not a device tree: "),
                 "{}",

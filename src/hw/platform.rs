@@ -2,6 +2,7 @@
 //! CPUs, the GIC, PSCI, the timer and the console UART.
 
 use super::memory::HostMemory;
+use crate::diag::{Diagnostic, Kind};
 use crate::fdt::{Fdt, Node};
 use crate::mm::range::Size;
 use crate::mm::Range;
@@ -280,23 +281,6 @@ pub struct Console {
     pub irq: Option<u32>,
 }
 
-/// A discovery problem: node path, property, what is wrong.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Finding {
-    pub path: String,
-    pub property: Option<String>,
-    pub message: String,
-}
-
-impl fmt::Display for Finding {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.property {
-            Some(p) => write!(f, "{}: {p}: {}", self.path, self.message),
-            None => write!(f, "{}: {}", self.path, self.message),
-        }
-    }
-}
-
 /// The host machine.
 #[derive(Clone, Debug)]
 pub struct Platform {
@@ -307,15 +291,7 @@ pub struct Platform {
     pub psci: Option<Conduit>,
     pub timer: Option<Timer>,
     pub console: Option<Console>,
-    pub warnings: Vec<Finding>,
-}
-
-fn finding(path: &str, prop: Option<&str>, message: String) -> Finding {
-    Finding {
-        path: path.into(),
-        property: prop.map(Into::into),
-        message,
-    }
+    pub warnings: Vec<Diagnostic>,
 }
 
 const GIC_V3: &[&str] = &["arm,gic-v3"];
@@ -459,17 +435,19 @@ pub fn gic_node<'a>(fdt: &Fdt<'a>) -> Option<Node<'a>> {
 /// What discovery found wrong: errors stop the machine, warnings do not.
 #[derive(Default)]
 struct Findings {
-    errors: Vec<Finding>,
-    warnings: Vec<Finding>,
+    errors: Vec<Diagnostic>,
+    warnings: Vec<Diagnostic>,
 }
 
 impl Findings {
     fn error(&mut self, path: &str, prop: Option<&str>, message: String) {
-        self.errors.push(finding(path, prop, message));
+        self.errors
+            .push(Diagnostic::error(path, prop, Kind::Discovery, message));
     }
 
     fn warn(&mut self, path: &str, prop: Option<&str>, message: String) {
-        self.warnings.push(finding(path, prop, message));
+        self.warnings
+            .push(Diagnostic::warning(path, prop, Kind::Discovery, message));
     }
 }
 
@@ -681,7 +659,7 @@ impl Platform {
     /// Reads the machine from the DTB, one device class at a time. Errors
     /// (no CPUs, no GIC) are returned all together; oddities become
     /// warnings.
-    pub fn discover(fdt: &Fdt<'_>) -> Result<Platform, Vec<Finding>> {
+    pub fn discover(fdt: &Fdt<'_>) -> Result<Platform, Vec<Diagnostic>> {
         let mut f = Findings::default();
         let memory = discover_memory(fdt, &mut f);
         let (cpus, cpu_compatible) = discover_cpus(fdt, &mut f);

@@ -213,8 +213,12 @@ pub fn build<'a>(
     keep: &mut dyn FnMut(Vec<u8>) -> u64,
 ) -> Result<(Layout, Vec<DomainSpec>), Vec<String>> {
     let needs = needs(plan, head)?;
-    let layout = placement::place(&plat.memory.ram, &busy(plat, plan), pcpus, &needs)
-        .map_err(|errs| errs.iter().map(|e| format!("{e}")).collect::<Vec<_>>())?;
+    let layout =
+        placement::place(&plat.memory.ram, &busy(plat, plan), pcpus, &needs).map_err(|errs| {
+            errs.iter()
+                .map(|e| format!("{}", e.at()))
+                .collect::<Vec<_>>()
+        })?;
     let mut out = Vec::new();
     let mut errors = Vec::new();
     for (d, l) in plan.domains.iter().zip(&layout.domains) {
