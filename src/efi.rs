@@ -153,12 +153,7 @@ fn stub() -> Result<core::convert::Infallible, String> {
 fn read_cfg(me: &str, fw: Option<&[u8]>) -> Result<Option<efi_cfg::Boot>, String> {
     let cfg_file = efi_cfg::cfg_path(me);
     let fw_fdt = fw.and_then(|b| Fdt::new(b).ok());
-    let fw_modules = fw_fdt.as_ref().is_some_and(has_modules);
-    let force = fw_fdt
-        .as_ref()
-        .and_then(|f| f.find("/chosen"))
-        .is_some_and(|c| c.prop("xen,uefi-cfg-load").is_some());
-    if fw_modules && !force {
+    if !efi_cfg::reads_cfg(fw_fdt.as_ref()) {
         say!("dtvisor: the firmware's DTB holds the boot modules: {cfg_file} not read (xen,uefi-cfg-load in /chosen reads it)");
         return Ok(None);
     }
@@ -234,20 +229,6 @@ fn enter_copy(blob: &[u8], dtb_buf: u64, copy: u64) -> ! {
     unsafe { efi_enter(entry, dtb_buf) }
 }
 
-/// Whether a DTB names boot modules under /chosen (dom0less or
-/// hyperlaunch, any depth the parser reads).
-fn has_modules(f: &Fdt<'_>) -> bool {
-    let Some(chosen) = f.find("/chosen") else {
-        return false;
-    };
-    chosen.descendants().take(4096).any(|n| {
-        n.prop("compatible").is_some_and(|c| {
-            c.strings()
-                .any(|s| s == "multiboot,module" || s.starts_with("module,"))
-        })
-    })
-}
-
 fn cstr(s: &str) -> Vec<u8> {
     let mut v = s.as_bytes().to_vec();
     v.push(0);
@@ -275,7 +256,7 @@ fn root_cells(t: &Tree) -> (u32, u32) {
 /// the loader's and boot services' (merged, sorted). Runtime services,
 /// ACPI, MMIO and reserved regions are left out.
 fn usable_ram(m: &impl MemoryMap) -> Vec<(u64, u64)> {
-    let mut v: Vec<(u64, u64)> = m
+    let v = m
         .entries()
         .filter(|d| {
             matches!(
@@ -287,17 +268,8 @@ fn usable_ram(m: &impl MemoryMap) -> Vec<(u64, u64)> {
                     | MemoryType::BOOT_SERVICES_DATA
             )
         })
-        .map(|d| (d.phys_start, d.page_count * 4096))
-        .collect();
-    v.sort_unstable();
-    let mut out: Vec<(u64, u64)> = Vec::new();
-    for (a, s) in v {
-        match out.last_mut() {
-            Some((la, ls)) if *la + *ls == a => *ls += s,
-            _ => out.push((a, s)),
-        }
-    }
-    out
+        .map(|d| (d.phys_start, d.page_count * 4096));
+    efi_cfg::merge_ram(v)
 }
 
 /// Cleans and invalidates [start, start + len) to the point of coherency.

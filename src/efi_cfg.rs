@@ -19,6 +19,7 @@
 //! `xen,uefi-binary` modules). `#` starts a comment. Everything is
 //! checked, every problem is reported with its line.
 
+use crate::fdt::Fdt;
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
@@ -188,6 +189,37 @@ impl Reader {
     }
 }
 
+/// Xen's rule: a firmware DTB (`fw`) that already holds boot modules is
+/// the whole configuration and the `.cfg` is not read, unless its /chosen
+/// has `xen,uefi-cfg-load`.
+pub fn reads_cfg(fw: Option<&Fdt<'_>>) -> bool {
+    let Some(chosen) = fw.and_then(|f| f.find("/chosen")) else {
+        return true;
+    };
+    let modules = chosen.descendants().take(4096).any(|n| {
+        n.prop("compatible").is_some_and(|c| {
+            c.strings()
+                .any(|s| s == "multiboot,module" || s.starts_with("module,"))
+        })
+    });
+    !modules || chosen.prop("xen,uefi-cfg-load").is_some()
+}
+
+/// RAM ranges (start, bytes) sorted, and adjacent ones merged: the memory
+/// node the stub writes from the firmware's memory map.
+pub fn merge_ram(ranges: impl IntoIterator<Item = (u64, u64)>) -> Vec<(u64, u64)> {
+    let mut v: Vec<(u64, u64)> = ranges.into_iter().collect();
+    v.sort_unstable();
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for (a, s) in v {
+        match out.last_mut() {
+            Some((la, ls)) if *la + *ls == a => *ls += s,
+            _ => out.push((a, s)),
+        }
+    }
+    out
+}
+
 /// The `.cfg` beside an image at `path` (an EFI path, `\` separated):
 /// `\EFI\BOOT\BOOTAA64.EFI` -> `\EFI\BOOT\BOOTAA64.cfg`.
 pub fn cfg_path(image_path: &str) -> String {
@@ -271,6 +303,41 @@ pub fn uefi_binaries(fdt: &crate::fdt::Fdt<'_>) -> Vec<UefiBinary> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_firmware_dtb_with_modules_is_the_whole_configuration() {
+        let dtb = |chosen: &str| {
+            crate::testing::dtc(&format!(
+                "/dts-v1/; / {{ #address-cells = <2>; #size-cells = <2>; chosen {{ {chosen} }}; }};"
+            ))
+        };
+        let module = r#"domU1 { compatible = "xen,domain"; k { compatible = "multiboot,kernel", "multiboot,module"; }; };"#;
+        let hl = r#"hypervisor { compatible = "hypervisor,xen"; d { m { compatible = "module,kernel"; }; }; };"#;
+        assert!(reads_cfg(None));
+        let plain = dtb("");
+        assert!(reads_cfg(Some(&Fdt::new(&plain).unwrap())));
+        for m in [module, hl] {
+            let b = dtb(m);
+            assert!(!reads_cfg(Some(&Fdt::new(&b).unwrap())), "{m}");
+            let b = dtb(&format!("xen,uefi-cfg-load; {m}"));
+            assert!(reads_cfg(Some(&Fdt::new(&b).unwrap())), "{m}");
+        }
+    }
+
+    #[test]
+    fn memory_map_ranges_sorted_and_merged() {
+        let got = merge_ram([
+            (0x5000, 0x1000),
+            (0x4000_0000, 0x1000),
+            (0x4000, 0x1000),
+            (0x7000, 0x1000),
+        ]);
+        assert_eq!(
+            got,
+            [(0x4000, 0x2000), (0x7000, 0x1000), (0x4000_0000, 0x1000)]
+        );
+        assert!(merge_ram([]).is_empty());
+    }
 
     #[test]
     fn xen_style_file() {

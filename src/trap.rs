@@ -7,24 +7,12 @@ use crate::arch;
 use crate::arch::exception::{self, exception_class_name, TrapFrame};
 use crate::arch::vcpu::{self, sysreg};
 use crate::vmm::{self, ImageHw, Vm};
+use dtvisor::emul::inject::{self, Trap};
 use dtvisor::emul::mmio::{emulable, fault_ipa, Access};
 use dtvisor::emul::sysreg::{SysReg, SysRegAccess};
 use dtvisor::hw::spectre;
 use dtvisor::psci::{self, Call};
 use dtvisor::rt::Runtime;
-
-const EC_UNKNOWN: u64 = 0x00;
-const EC_WFX: u64 = 0x01;
-const EC_HVC64: u64 = 0x16;
-const EC_SMC64: u64 = 0x17;
-const EC_SYSREG: u64 = 0x18;
-const EC_IABT_LOW: u64 = 0x20;
-const EC_DABT_LOW: u64 = 0x24;
-const EC_DABT_CUR: u64 = 0x25;
-const EC_IABT_CUR: u64 = 0x21;
-const IL: u64 = 1 << 25;
-/// DFSC/IFSC: synchronous external abort, not on a table walk.
-const FSC_EXTERNAL: u64 = 0x10;
 
 /// Called by the vectors (arch/aarch64/vectors.S) for every exception
 /// taken to EL2: a guest's trap is handled and returns to it; anything
@@ -73,16 +61,15 @@ fn handle(kind: u64, frame: &mut TrapFrame) -> Option<bool> {
         vmm::park(rt, vm, vi);
     }
     let esr = sysreg!(read "esr_el2");
-    let ec = esr >> 26;
-    match ec {
-        EC_HVC64 => hypercall(rt, vm, vi, frame),
-        EC_SMC64 => {
+    match Trap::of(esr) {
+        Trap::Hvc => hypercall(rt, vm, vi, frame),
+        Trap::Smc => {
             frame.elr += 4; // SMC traps with the preferred return on itself
             hypercall(rt, vm, vi, frame)
         }
-        EC_WFX => frame.elr += 4,
-        EC_DABT_LOW => data_abort(rt, vm, vi, frame, esr),
-        EC_IABT_LOW => {
+        Trap::Wfx => frame.elr += 4,
+        Trap::DataAbort => data_abort(rt, vm, vi, frame, esr),
+        Trap::InstAbort => {
             let far = sysreg!(read "far_el2");
             let hpfar = sysreg!(read "hpfar_el2");
             // A fetch in the instant a shared page is switched: retry.
@@ -92,26 +79,20 @@ fn handle(kind: u64, frame: &mut TrapFrame) -> Option<bool> {
             }
             if let Some(n) = vm.faults.due() {
                 vm.log(format_args!(
-                        "instruction fetch from {far:#x} outside its memory: abort injected ({n} faults so far)"
-                    ),
-                );
+                    "instruction fetch from {far:#x} outside its memory: abort injected ({n} faults so far)"
+                ));
             }
-            let ec = if vcpu::from_el1(frame) {
-                EC_IABT_CUR
-            } else {
-                EC_IABT_LOW
-            };
-            vcpu::inject_sync(frame, (ec << 26) | IL | FSC_EXTERNAL, far);
+            let esr = inject::external_abort_esr(true, vcpu::from_el1(frame), false);
+            vcpu::inject_sync(frame, esr, far);
         }
-        EC_SYSREG => sysreg(rt, vm, vi, frame, esr),
-        _ => {
+        Trap::SysReg => sysreg(rt, vm, vi, frame, esr),
+        Trap::Other(ec) => {
             if let Some(n) = vm.unhandled.due() {
                 vm.log(format_args!(
-                        "unhandled trap, class {ec:#04x} ({}) at {:#x}: undefined instruction injected ({n} so far)",
-                        exception_class_name(ec),
-                        frame.elr
-                    ),
-                );
+                    "unhandled trap, class {ec:#04x} ({}) at {:#x}: undefined instruction injected ({n} so far)",
+                    exception_class_name(ec),
+                    frame.elr
+                ));
             }
             undefined(frame);
         }
@@ -158,7 +139,7 @@ fn read_only(frame: &mut TrapFrame, a: &SysRegAccess, v: u64) {
 }
 
 fn undefined(frame: &mut TrapFrame) {
-    vcpu::inject_sync(frame, (EC_UNKNOWN << 26) | IL, 0);
+    vcpu::inject_sync(frame, inject::undefined_esr(), 0);
 }
 
 fn data_abort(rt: &Runtime<ImageHw>, vm: &Vm, vi: usize, frame: &mut TrapFrame, esr: u64) {
@@ -191,7 +172,11 @@ fn data_abort(rt: &Runtime<ImageHw>, vm: &Vm, vi: usize, frame: &mut TrapFrame, 
     // A decoded access a device refused was logged (rate limited) by it.
     let refused = decoded.is_some() && device.is_some();
     if let Some(n) = (!refused).then(|| vm.faults.due()).flatten() {
-        let what = if esr & (1 << 6) != 0 { "write" } else { "read" };
+        let what = if inject::is_write(esr) {
+            "write"
+        } else {
+            "read"
+        };
         match device {
             // A device's address, but an access with no syndrome to
             // emulate it from (ESR ISV clear): a load/store pair, pre- or
@@ -210,13 +195,8 @@ fn data_abort(rt: &Runtime<ImageHw>, vm: &Vm, vi: usize, frame: &mut TrapFrame, 
             ),
         }
     }
-    let ec = if vcpu::from_el1(frame) {
-        EC_DABT_CUR
-    } else {
-        EC_DABT_LOW
-    };
-    let wnr = esr & (1 << 6);
-    vcpu::inject_sync(frame, (ec << 26) | IL | wnr | FSC_EXTERNAL, far);
+    let esr = inject::external_abort_esr(false, vcpu::from_el1(frame), inject::is_write(esr));
+    vcpu::inject_sync(frame, esr, far);
 }
 
 fn hypercall(rt: &Runtime<ImageHw>, vm: &Vm, vi: usize, frame: &mut TrapFrame) {

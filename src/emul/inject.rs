@@ -22,6 +22,77 @@ const DIT_AARCH32: u64 = 1 << 21;
 const SCTLR_SPAN: u64 = 1 << 23;
 const SCTLR_DSSBS: u64 = 1 << 44;
 
+/// Exception classes (ESR_EL2.EC) of the traps a guest causes.
+const EC_UNKNOWN: u64 = 0x00;
+const EC_WFX: u64 = 0x01;
+const EC_HVC64: u64 = 0x16;
+const EC_SMC64: u64 = 0x17;
+const EC_SYSREG: u64 = 0x18;
+const EC_IABT_LOW: u64 = 0x20;
+const EC_IABT_CUR: u64 = 0x21;
+const EC_DABT_LOW: u64 = 0x24;
+const EC_DABT_CUR: u64 = 0x25;
+/// ESR.IL: a 32-bit instruction.
+const IL: u64 = 1 << 25;
+/// DFSC/IFSC: synchronous external abort, not on a table walk.
+const FSC_EXTERNAL: u64 = 0x10;
+/// ESR.WnR of a data abort.
+const WNR: u64 = 1 << 6;
+
+/// What a guest's synchronous trap is, from ESR_EL2.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trap {
+    Hvc,
+    /// SMC (trapped by HCR_EL2.TSC: the preferred return is the SMC).
+    Smc,
+    Wfx,
+    SysReg,
+    /// A stage-2 instruction abort from the guest.
+    InstAbort,
+    /// A stage-2 data abort from the guest.
+    DataAbort,
+    /// Anything else, by class.
+    Other(u64),
+}
+
+impl Trap {
+    pub fn of(esr: u64) -> Trap {
+        match esr >> 26 {
+            EC_HVC64 => Trap::Hvc,
+            EC_SMC64 => Trap::Smc,
+            EC_WFX => Trap::Wfx,
+            EC_SYSREG => Trap::SysReg,
+            EC_IABT_LOW => Trap::InstAbort,
+            EC_DABT_LOW => Trap::DataAbort,
+            ec => Trap::Other(ec),
+        }
+    }
+}
+
+/// ESR_EL1 of an undefined instruction injected into the guest.
+pub fn undefined_esr() -> u64 {
+    (EC_UNKNOWN << 26) | IL
+}
+
+/// ESR_EL1 of a synchronous external abort injected into the guest for
+/// its access: an instruction fetch, or a data access (`wnr`: a write),
+/// from EL1 (`from_el1`) or EL0.
+pub fn external_abort_esr(fetch: bool, from_el1: bool, wnr: bool) -> u64 {
+    let ec = match (fetch, from_el1) {
+        (true, true) => EC_IABT_CUR,
+        (true, false) => EC_IABT_LOW,
+        (false, true) => EC_DABT_CUR,
+        (false, false) => EC_DABT_LOW,
+    };
+    let wnr = if !fetch && wnr { WNR } else { 0 };
+    (ec << 26) | IL | wnr | FSC_EXTERNAL
+}
+
+/// Whether a data abort's syndrome says it was a write.
+pub fn is_write(esr: u64) -> bool {
+    esr & WNR != 0
+}
+
 /// The offset in VBAR_EL1 of the synchronous vector for an exception
 /// from the state `spsr` (the interrupted PSTATE): current EL with SP_EL0
 /// or SP_EL1, or a lower EL in AArch64 or AArch32.
@@ -67,6 +138,30 @@ pub fn entry_pstate(spsr: u64, sctlr: u64, mte: bool) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn trap_classes() {
+        assert_eq!(Trap::of(0x5a00_0000), Trap::Hvc);
+        assert_eq!(Trap::of(0x5e00_0000), Trap::Smc);
+        assert_eq!(Trap::of(0x0600_0001), Trap::Wfx);
+        assert_eq!(Trap::of(0x6200_0000), Trap::SysReg);
+        assert_eq!(Trap::of(0x8200_0000), Trap::InstAbort);
+        assert_eq!(Trap::of(0x9200_0000), Trap::DataAbort);
+        assert_eq!(Trap::of(0x2 << 26), Trap::Other(2));
+    }
+
+    #[test]
+    fn injected_syndromes() {
+        assert_eq!(undefined_esr(), 0x0200_0000);
+        // Data abort from EL1, a write: EC 0x25, IL, WnR, FSC 0x10.
+        assert_eq!(external_abort_esr(false, true, true), 0x9600_0050);
+        // From EL0, a read: EC 0x24.
+        assert_eq!(external_abort_esr(false, false, false), 0x9200_0010);
+        // Instruction aborts carry no WnR.
+        assert_eq!(external_abort_esr(true, true, true), 0x8600_0010);
+        assert_eq!(external_abort_esr(true, false, false), 0x8200_0010);
+        assert!(is_write(0x9600_0050) && !is_write(0x9200_0010));
+    }
+
     use super::*;
 
     /// SCTLR_EL1 of a v8.0 CPU with SPAN RES1, DSSBS RES0.
