@@ -17,7 +17,7 @@ pub mod placement;
 pub mod psci;
 pub mod rt;
 pub mod stamp;
-#[cfg(any(test, feature = "testing"))]
+#[cfg(not(target_os = "none"))]
 pub mod testing;
 pub mod vgic;
 pub mod vm;

@@ -1,5 +1,5 @@
-//! Helpers for tests of this crate and of the host tool (feature
-//! `testing`): never in the image.
+//! Helpers for tests of this crate, its integration tests and the host
+//! tool's: host builds only, never in the image.
 
 extern crate std;
 

@@ -32,6 +32,15 @@ pub struct ImageHw {
     host_cpus: usize,
 }
 
+impl ImageHw {
+    /// `f` on the host GIC's driver; nothing without one.
+    fn with_gic(&self, f: impl FnOnce(&'static dyn gic::Driver)) {
+        if let Some(g) = self.gic {
+            f(g);
+        }
+    }
+}
+
 /// The one run-time object. A `Once` because it is built on the boot CPU
 /// after the plan and read by every CPU afterwards; the only other
 /// mutable statics of the image are the drivers' (console, GIC, heap).
@@ -83,65 +92,43 @@ impl Hw for ImageHw {
         self.gic.is_some()
     }
     fn kick(&self, pcpu: usize, mpidr: u64) {
-        if let Some(g) = self.gic {
-            g.kick(pcpu, mpidr);
-        }
+        self.with_gic(|g| g.kick(pcpu, mpidr));
     }
     fn route_spi(&self, id: u32, pcpu: usize, mpidr: u64) {
-        if let Some(g) = self.gic {
-            g.route_spi(id, pcpu, mpidr);
-        }
+        self.with_gic(|g| g.route_spi(id, pcpu, mpidr));
     }
     fn set_spi_enabled(&self, id: u32, on: bool) {
-        if let Some(g) = self.gic {
-            gic::spi_bit(g, if on { 0x100 } else { 0x180 }, id);
-        }
+        self.with_gic(|g| gic::spi_bit(g, if on { 0x100 } else { 0x180 }, id));
     }
     fn clear_active_spi(&self, id: u32) {
-        if let Some(g) = self.gic {
-            gic::spi_bit(g, 0x380, id);
-        }
+        self.with_gic(|g| gic::spi_bit(g, 0x380, id));
     }
     fn clear_active_private(&self, mask: u32) {
-        if let Some(g) = self.gic {
-            g.clear_active_private(arch::cpu_index(), mask);
-        }
+        self.with_gic(|g| g.clear_active_private(arch::cpu_index(), mask));
     }
     fn ack(&self) -> Option<Acked> {
         self.gic?.ack()
     }
     fn eoi(&self, a: Acked) {
-        if let Some(g) = self.gic {
-            g.eoi(a);
-        }
+        self.with_gic(|g| g.eoi(a));
     }
     fn deactivate(&self, a: Acked) {
-        if let Some(g) = self.gic {
-            g.deactivate(a);
-        }
+        self.with_gic(|g| g.deactivate(a));
     }
     fn lr_state(&self, n: usize) -> LrState {
         self.gic.map_or(LrState::Invalid, |g| g.lr_state(n))
     }
     fn set_lr(&self, n: usize, lr: &Lr) {
-        if let Some(g) = self.gic {
-            g.set_lr(n, lr);
-        }
+        self.with_gic(|g| g.set_lr(n, lr));
     }
     fn clear_lr(&self, n: usize) {
-        if let Some(g) = self.gic {
-            g.clear_lr(n);
-        }
+        self.with_gic(|g| g.clear_lr(n));
     }
     fn write_hcr(&self, v: u64) {
-        if let Some(g) = self.gic {
-            g.write_hcr(v);
-        }
+        self.with_gic(|g| g.write_hcr(v));
     }
     fn reset_virtual_interface(&self) {
-        if let Some(g) = self.gic {
-            g.reset_virtual_interface();
-        }
+        self.with_gic(|g| g.reset_virtual_interface());
     }
     unsafe fn copy(&self, src: u64, dst: u64, len: u64) {
         // SAFETY: the caller's contract (disjoint host RAM, `dst` unused

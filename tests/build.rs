@@ -8,7 +8,6 @@ use dtvisor::hw::Platform;
 use dtvisor::mm::Range;
 use dtvisor::vm::build::{self, Load};
 use dtvisor::vm::guest_dtb::GicVersion;
-use std::process::Command;
 
 const HOST: &str = r#"
 /dts-v1/;
@@ -42,26 +41,7 @@ fn domain(name: &str, kib: u64, cpus: u32, kernel: u64, extra: &str) -> String {
 }
 
 fn dtb(domains: &str) -> Vec<u8> {
-    dtb_src(&HOST.replace("DOMAINS", domains))
-}
-
-fn dtb_src(src: &str) -> Vec<u8> {
-    let mut child = Command::new("dtc")
-        .args(["-q", "-I", "dts", "-O", "dtb", "-o", "-", "-"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("dtc (run scripts/setup)");
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(src.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "dtc failed");
-    out.stdout
+    dtvisor::testing::dtc(&HOST.replace("DOMAINS", domains))
 }
 
 /// A valid arm64 Image header (text_offset 0, image_size 4 MiB).
@@ -230,7 +210,7 @@ fn spis_and_guest_map_follow_assigned_devices_and_direct_map() {
         r#"pl011@9000000 { compatible = "arm,pl011"; reg = <0x0 0x9000000 0x0 0x1000>; interrupts = <0 1 4>; };
         timer {"#,
     );
-    let blob = dtb_src(&src);
+    let blob = dtvisor::testing::dtc(&src);
     let plat = Platform::discover(&Fdt::new(&blob).unwrap()).unwrap();
     let k = Module {
         kind: ModuleKind::Kernel,

@@ -11,7 +11,10 @@
 //! name.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::rust_files;
+use std::path::Path;
 
 /// `file:NAME` of every static allowed today.
 const ALLOWED: &[&str] = &[
@@ -62,17 +65,6 @@ const ALLOWED: &[&str] = &[
     // The run-time object (one `Once`, built at boot, read by every CPU).
     "src/vmm.rs:RT",
 ];
-
-fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            rust_files(&p, out);
-        } else if p.extension().is_some_and(|x| x == "rs") {
-            out.push(p);
-        }
-    }
-}
 
 /// `file:NAME` of every `static` item in `src/` outside tests (a line
 /// starting with `static`, `pub static` or `pub(crate) static`).

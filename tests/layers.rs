@@ -8,7 +8,10 @@
 //! left out (they may reach anywhere).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::rust_files;
+use std::path::Path;
 
 /// The image's top-level modules (`src/main.rs`); the rest of `src/` is
 /// the library (`src/lib.rs`), except the host tool under `src/bin`.
@@ -17,17 +20,6 @@ const IMAGE: &[&str] = &[
 ];
 
 type Graph = BTreeMap<String, BTreeSet<String>>;
-
-fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            rust_files(&p, out);
-        } else if p.extension().is_some_and(|x| x == "rs") {
-            out.push(p);
-        }
-    }
-}
 
 /// A file's module path: `src/vm/guest_dtb.rs` is `[vm, guest_dtb]`,
 /// `src/arch/aarch64/gic.rs` is `[arch, gic]` (one architecture).

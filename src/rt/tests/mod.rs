@@ -103,6 +103,18 @@ fn enter(rt: &Runtime<Fake>, pcpu: usize) -> usize {
     vi
 }
 
+/// Domain 0's vCPU 0 entered on pCPU 0, then vCPU 1 (CPU_ON) on pCPU 1.
+fn both_running(rt: &Runtime<Fake>) -> &Vm<Fake> {
+    enter(rt, 0);
+    let vm = &rt.vms()[0];
+    assert_eq!(
+        psci::cpu_on(&vm.vcpus, &vm.ram_ipa, 1, RAM, 0),
+        psci::SUCCESS
+    );
+    enter(rt, 1);
+    vm
+}
+
 fn access(ipa: u64, write: bool) -> Access {
     Access {
         ipa,
@@ -179,13 +191,7 @@ fn a_reset_waits_for_the_vcpu_in_a_trap_then_reloads() {
     }];
     s.restart.zero = alloc::vec![Range::new(0x8000_1000, 0x8800_0000)];
     let rt = runtime(alloc::vec![s], 2, 0);
-    enter(&rt, 0);
-    let vm = &rt.vms()[0];
-    assert_eq!(
-        psci::cpu_on(&vm.vcpus, &vm.ram_ipa, 1, RAM, 0),
-        psci::SUCCESS
-    );
-    enter(&rt, 1);
+    let vm = both_running(&rt);
     rt.hw.take();
     let start = Barrier::new(2);
     let end = std::thread::scope(|sc| {
@@ -227,13 +233,7 @@ fn a_reset_waits_for_the_vcpu_in_a_trap_then_reloads() {
 #[test]
 fn a_second_reset_during_a_reset_parks() {
     let rt = runtime(alloc::vec![spec("r2", &[0, 1])], 2, 0);
-    enter(&rt, 0);
-    let vm = &rt.vms()[0];
-    assert_eq!(
-        psci::cpu_on(&vm.vcpus, &vm.ram_ipa, 1, RAM, 0),
-        psci::SUCCESS
-    );
-    enter(&rt, 1);
+    let vm = both_running(&rt);
     assert_eq!(
         vm.life().request_reset(),
         crate::vm::lifecycle::Request::Accepted
