@@ -91,62 +91,7 @@ impl Parser<'_, '_> {
         }
         let mut irqs = Vec::new();
         if let Some(hp) = &dev.host_path {
-            let at = |what: &str| format!("in the partial device tree, {}: {what}", dev.node);
-            let Some(loc) = platform::locate(fdt, hp) else {
-                self.d.error(
-                    &dt.path,
-                    Some("xen,path"),
-                    Kind::NoNode,
-                    at(&format!("\"{hp}\" names no node of the host device tree")),
-                );
-                return None;
-            };
-            if !dev.force {
-                self.d.error(
-                    &dt.path,
-                    Some("xen,force-assign-without-iommu"),
-                    Kind::NoIommu,
-                    at(&format!(
-                        "{hp} is not behind an IOMMU dtvisor drives (it drives none), so the device could reach all memory by DMA: add xen,force-assign-without-iommu to assign it anyway"
-                    )),
-                );
-                ok = false;
-            }
-            let decoded = match gic {
-                Some(g) => loc.gic_interrupts(fdt, g),
-                None if loc.node.prop("interrupts").is_none()
-                    && loc.node.prop("interrupts-extended").is_none() =>
-                {
-                    Ok(Vec::new())
-                }
-                None => Err("the host device tree has no GIC to route them from".into()),
-            };
-            match decoded {
-                Ok(list) => {
-                    for GicIrq { intid, edge } in list {
-                        if intid < 32 {
-                            self.d.error(
-                                &dt.path,
-                                Some("xen,path"),
-                                Kind::BadValue,
-                                at(&format!("{hp} has the private interrupt (PPI) {intid}, which cannot be assigned to a domain")),
-                            );
-                            ok = false;
-                        } else if !irqs.iter().any(|i: &DeviceIrq| i.intid == intid) {
-                            irqs.push(DeviceIrq { intid, edge });
-                        }
-                    }
-                }
-                Err(e) => {
-                    self.d.error(
-                        &dt.path,
-                        Some("xen,path"),
-                        Kind::BadValue,
-                        at(&format!("{hp}: {e}")),
-                    );
-                    ok = false;
-                }
-            }
+            ok &= self.host_interrupts(fdt, gic, dt, dev, hp, &mut irqs)?;
         }
         ok.then(|| Device {
             node: dev.node.clone(),
@@ -154,6 +99,78 @@ impl Parser<'_, '_> {
             regions,
             irqs,
         })
+    }
+
+    /// The SPIs of the host node `hp` (`xen,path`), into `irqs`: the node
+    /// exists (None: it does not, and the device is refused), the device is
+    /// forced without an IOMMU, its interrupts decode through the host GIC
+    /// and none is private. False if any of that failed.
+    fn host_interrupts(
+        &mut self,
+        fdt: &Fdt<'_>,
+        gic: Option<usize>,
+        dt: &Module,
+        dev: &PtDevice,
+        hp: &str,
+        irqs: &mut Vec<DeviceIrq>,
+    ) -> Option<bool> {
+        let at = |what: &str| format!("in the partial device tree, {}: {what}", dev.node);
+        let Some(loc) = platform::locate(fdt, hp) else {
+            self.d.error(
+                &dt.path,
+                Some("xen,path"),
+                Kind::NoNode,
+                at(&format!("\"{hp}\" names no node of the host device tree")),
+            );
+            return None;
+        };
+        let mut ok = true;
+        if !dev.force {
+            self.d.error(
+                &dt.path,
+                Some("xen,force-assign-without-iommu"),
+                Kind::NoIommu,
+                at(&format!(
+                    "{hp} is not behind an IOMMU dtvisor drives (it drives none), so the device could reach all memory by DMA: add xen,force-assign-without-iommu to assign it anyway"
+                )),
+            );
+            ok = false;
+        }
+        let decoded = match gic {
+            Some(g) => loc.gic_interrupts(fdt, g),
+            None if loc.node.prop("interrupts").is_none()
+                && loc.node.prop("interrupts-extended").is_none() =>
+            {
+                Ok(Vec::new())
+            }
+            None => Err("the host device tree has no GIC to route them from".into()),
+        };
+        let list = match decoded {
+            Ok(list) => list,
+            Err(e) => {
+                self.d.error(
+                    &dt.path,
+                    Some("xen,path"),
+                    Kind::BadValue,
+                    at(&format!("{hp}: {e}")),
+                );
+                return Some(false);
+            }
+        };
+        for GicIrq { intid, edge } in list {
+            if intid < 32 {
+                self.d.error(
+                    &dt.path,
+                    Some("xen,path"),
+                    Kind::BadValue,
+                    at(&format!("{hp} has the private interrupt (PPI) {intid}, which cannot be assigned to a domain")),
+                );
+                ok = false;
+            } else if !irqs.iter().any(|i| i.intid == intid) {
+                irqs.push(DeviceIrq { intid, edge });
+            }
+        }
+        Some(ok)
     }
 
     /// Where a region appears in the guest: not over its RAM, vGIC or
