@@ -5,8 +5,9 @@
 //! tested on the host; this file only touches the hardware.
 
 use crate::arch::boot;
+use crate::arch::gic::{self, Driver as _};
 use crate::arch::stage2::{self, HeapPages};
-use crate::arch::{self, gic, mmu, smp, vcpu, Yield};
+use crate::arch::{self, mmu, smp, vcpu, Yield};
 use crate::console;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -27,15 +28,15 @@ pub type Vm = rt::Vm<ImageHw>;
 /// The machine: this CPU, the physical GIC, the console.
 pub struct ImageHw {
     /// The host's GIC (none usable: guests get no interrupts).
-    gic: Option<&'static dyn gic::Driver>,
+    gic: Option<gic::Gic>,
     /// CPUs in the host DTB, for finding redistributors.
     host_cpus: usize,
 }
 
 impl ImageHw {
     /// `f` on the host GIC's driver; nothing without one.
-    fn with_gic(&self, f: impl FnOnce(&'static dyn gic::Driver)) {
-        if let Some(g) = self.gic {
+    fn with_gic(&self, f: impl FnOnce(&gic::Gic)) {
+        if let Some(g) = &self.gic {
             f(g);
         }
     }
@@ -187,7 +188,7 @@ pub fn init_secondary_gic(cpu: usize) {
     if !g.init_secondary(cpu, rt.mpidr_of(cpu), rt.hw.host_cpus) {
         log::error!("pCPU {cpu}: its GIC CPU interface cannot be set up (no redistributor with its affinity?)");
     }
-    rt.cpu_ready(gic::nr_lrs(g));
+    rt.cpu_ready(gic::nr_lrs(&g));
 }
 
 /// Wakes CPUs waiting in `idle` (after a vCPU was made pending).
@@ -275,7 +276,7 @@ pub fn boot(plat: &Platform, plan: &BootPlan, boot_scrub: bool) -> ! {
         boot_scrub,
         modules_kept,
     };
-    let nr_lrs = driver.map_or(0, gic::nr_lrs);
+    let nr_lrs = driver.map_or(0, |d| gic::nr_lrs(&d));
     let hw = ImageHw {
         gic: driver,
         host_cpus: plat.cpus.len().min(boot::MAX_CPUS),
@@ -321,11 +322,7 @@ fn build_specs(plat: &Platform, plan: &BootPlan, cpus: &[u64]) -> (Vec<DomainSpe
 /// Sets the physical GIC up from the boot CPU (affinity `me`), the
 /// console's interrupt taken at EL2. Its driver, if the host GIC is
 /// usable for a vGIC (its version is the guests').
-fn init_host_gic(
-    plat: &Platform,
-    me: u64,
-    console_irq: Option<u32>,
-) -> Option<&'static dyn gic::Driver> {
+fn init_host_gic(plat: &Platform, me: u64, console_irq: Option<u32>) -> Option<gic::Gic> {
     let host = plat.gic.as_ref().and_then(|g| match g.version {
         GicVersion::V3 => g.gicr.first().map(|r| gic::Host::V3 {
             gicd: g.gicd.start,
@@ -370,7 +367,7 @@ fn gicv(plat: &Platform) -> Option<Range> {
 /// SPIs are set up and routed to vCPU 0's pCPU).
 fn map_domain(
     s: &DomainSpec,
-    gic: Option<&'static dyn gic::Driver>,
+    gic: Option<gic::Gic>,
     plat: &Platform,
     cpus: &[u64],
 ) -> Stage2Tables<HeapPages> {

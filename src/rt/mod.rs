@@ -45,6 +45,9 @@ use crate::vm::load::Work;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
+/// Physical CPUs the run-time can run on.
+pub const MAX_CPUS: usize = 16;
+
 /// The run-time's spin lock: waits the way the machine says (`Hw::Relax`).
 pub type Lock<T, H> = spin::mutex::Mutex<T, <H as Hw>::Relax>;
 
@@ -88,7 +91,10 @@ pub struct Settings {
 pub struct Runtime<H: Hw> {
     pub hw: H,
     vms: Vec<Vm<H>>,
-    cpus: Vec<PerCpu>,
+    /// Fixed size, so the trap path indexes it without a bounds check;
+    /// `nr_cpus` of them are in use.
+    cpus: [PerCpu; MAX_CPUS],
+    nr_cpus: usize,
     settings: Settings,
     published: AtomicBool,
     first_entry: AtomicBool,
@@ -114,7 +120,8 @@ impl<H: Hw> Runtime<H> {
     /// the boot CPU, which has `nr_lrs` list registers). Nothing runs
     /// until [`Runtime::publish`].
     pub fn new(hw: H, vms: Vec<Vm<H>>, mpidrs: &[u64], nr_lrs: usize, settings: Settings) -> Self {
-        let cpus: Vec<PerCpu> = mpidrs.iter().map(|_| PerCpu::new()).collect();
+        let cpus = [const { PerCpu::new() }; MAX_CPUS];
+        let nr_cpus = mpidrs.len().clamp(1, MAX_CPUS);
         for (c, &m) in cpus.iter().zip(mpidrs) {
             c.mpidr.store(m, Ordering::Relaxed);
         }
@@ -125,6 +132,7 @@ impl<H: Hw> Runtime<H> {
             hw,
             vms,
             cpus,
+            nr_cpus,
             settings,
             published: AtomicBool::new(false),
             first_entry: AtomicBool::new(false),
@@ -144,7 +152,7 @@ impl<H: Hw> Runtime<H> {
 
     /// The pCPUs the run-time knows (their MPIDRs were given to `new`).
     pub fn nr_cpus(&self) -> usize {
-        self.cpus.len()
+        self.nr_cpus
     }
 
     /// The MPIDR of pCPU `cpu` (0 if unknown).
@@ -180,6 +188,7 @@ impl<H: Hw> Runtime<H> {
     }
 
     /// The domain and vCPU this pCPU runs, if any.
+    #[inline]
     pub fn current(&self) -> Option<(&Vm<H>, usize)> {
         let pc = self.cpus.get(self.hw.cpu())?;
         let d = pc.vm.load(Ordering::Acquire).checked_sub(1)?;
@@ -187,9 +196,9 @@ impl<H: Hw> Runtime<H> {
     }
 
     /// The per-CPU state of the calling pCPU.
+    #[inline]
     fn this_cpu(&self) -> &PerCpu {
-        let n = self.hw.cpu().min(self.cpus.len().saturating_sub(1));
-        &self.cpus[n]
+        &self.cpus[self.hw.cpu().min(MAX_CPUS - 1)]
     }
 
     /// True the first time a vCPU is entered (for the boot-time line).

@@ -3,8 +3,9 @@
 
 /// Bytes of stack per secondary CPU (link.ld reserves `MAX_CPUS - 1`).
 pub const STACK_SIZE: usize = 16 * 1024;
-/// Physical CPUs the image can run on (stack slots in link.ld).
-pub const MAX_CPUS: usize = 16;
+/// Physical CPUs the image can run on (stack slots in link.ld): the
+/// run-time's.
+pub const MAX_CPUS: usize = dtvisor::rt::MAX_CPUS;
 
 core::arch::global_asm!(
     include_str!("entry.S"),
