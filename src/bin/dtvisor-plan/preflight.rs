@@ -78,30 +78,14 @@ pub fn check(
     let env = environment(env);
     let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let out: Outcome = uboot::run(script, board, &size, &env_refs);
-    let at = |line: usize| {
-        let text = script
-            .lines()
-            .nth(line.saturating_sub(1))
-            .unwrap_or("")
-            .trim();
-        format!("{script_name} line {line}: {text}")
-    };
+    let at = |line: usize| script_line(script, script_name, line);
     let mut script_errors = messages(&out.errors, &at);
     let mut script_warnings = messages(&out.warnings, &at);
     let Some(tree) = &out.tree else {
         script_errors.push(format!(
             "{script_name}: no `fdt addr`: the script never edits a device tree"
         ));
-        let report = Report {
-            plan: None,
-            diagnostics: Vec::new(),
-        };
-        return Ok(Checked {
-            report,
-            script_errors,
-            script_warnings,
-            lines: Vec::new(),
-        });
+        return Ok(Checked::script_only(script_errors, script_warnings));
     };
     let dtb = tree.to_dtb()?;
     let fdt = Fdt::new(&dtb).map_err(|e| format!("the edited device tree does not parse: {e}"))?;
@@ -149,6 +133,32 @@ pub fn check(
         script_warnings,
         lines,
     })
+}
+
+/// "boot.cmd line N: TEXT", the script's line `line` (from 1).
+fn script_line(script: &str, script_name: &str, line: usize) -> String {
+    let text = script
+        .lines()
+        .nth(line.saturating_sub(1))
+        .unwrap_or("")
+        .trim();
+    format!("{script_name} line {line}: {text}")
+}
+
+impl Checked {
+    /// A script that never got as far as a device tree: its own errors
+    /// and warnings only.
+    fn script_only(script_errors: Vec<String>, script_warnings: Vec<String>) -> Checked {
+        Checked {
+            report: Report {
+                plan: None,
+                diagnostics: Vec::new(),
+            },
+            script_errors,
+            script_warnings,
+            lines: Vec::new(),
+        }
+    }
 }
 
 /// The file the script names `name` in `dir`: at its path under `dir`,

@@ -427,88 +427,100 @@ fn value_for_env(v: &[u8]) -> Option<String> {
 /// the scratchpad (which holds the property's old value, for `?` cells).
 /// Returns the value's length.
 pub(super) fn parse_prop(words: &[String], data: &mut [u8; SCRATCHPAD]) -> Result<usize, String> {
-    let too_long = || format!("the value is longer than U-Boot's {SCRATCHPAD}-byte fdt scratchpad");
-    let Some(first) = words.first() else {
-        return Ok(0);
-    };
-    // The character at (word, offset); None past the last word, 0 at a word's end.
-    let at = |w: usize, p: usize| -> Option<u8> {
-        words
-            .get(w)
-            .map(|s| s.as_bytes().get(p).copied().unwrap_or(0))
-    };
-    let mut len = 0usize;
-    match first.as_bytes().first() {
-        Some(b'<') => {
-            let (mut w, mut p) = (0, 1);
-            loop {
-                match at(w, p) {
-                    None => return Err("the cell list has no closing `>`".to_string()),
-                    Some(b'>') => break,
-                    Some(0) => {
-                        w += 1;
-                        p = 0;
-                    }
-                    Some(c) => {
-                        let bytes = &words[w].as_bytes()[p..];
-                        let (v, used) = strtoul_auto(bytes);
-                        let next = if c == b'?' { p + 1 } else { p + used };
-                        if len + 4 > SCRATCHPAD {
-                            return Err(too_long());
-                        }
-                        if c != b'?' {
-                            data[len..len + 4].copy_from_slice(&(v as u32).to_be_bytes());
-                        }
-                        len += 4;
-                        if next == p {
-                            return Err(format!(
-                                "Sorry, I could not convert \"{}\"",
-                                String::from_utf8_lossy(bytes)
-                            ));
-                        }
-                        p = next;
-                        while at(w, p) == Some(b' ') {
-                            p += 1;
-                        }
-                    }
-                }
+    match words.first().and_then(|f| f.as_bytes().first()) {
+        None if words.is_empty() => Ok(0),
+        Some(b'<') => parse_cells(words, data),
+        Some(b'[') => parse_bytes(words, data),
+        _ => parse_strings(words, data),
+    }
+}
+
+fn too_long() -> String {
+    format!("the value is longer than U-Boot's {SCRATCHPAD}-byte fdt scratchpad")
+}
+
+/// The character at (word, offset); None past the last word, 0 at a
+/// word's end.
+fn char_at(words: &[String], w: usize, p: usize) -> Option<u8> {
+    words
+        .get(w)
+        .map(|s| s.as_bytes().get(p).copied().unwrap_or(0))
+}
+
+/// `<cell cell ...>`: 32-bit big-endian cells (`?` reserves one).
+fn parse_cells(words: &[String], data: &mut [u8; SCRATCHPAD]) -> Result<usize, String> {
+    let (mut w, mut p, mut len) = (0, 1, 0usize);
+    loop {
+        match char_at(words, w, p) {
+            None => return Err("the cell list has no closing `>`".to_string()),
+            Some(b'>') => return Ok(len),
+            Some(0) => {
+                w += 1;
+                p = 0;
             }
-        }
-        Some(b'[') => {
-            let (mut w, mut p) = (0, 1);
-            loop {
-                match at(w, p) {
-                    None => return Err("the byte list has no closing `]`".to_string()),
-                    Some(b']') => break,
-                    Some(b' ') => p += 1,
-                    Some(0) => {
-                        w += 1;
-                        p = 0;
-                    }
-                    Some(c) if c.is_ascii_hexdigit() => {
-                        let (v, used) = hextoul(&words[w][p..]);
-                        if len + 1 > SCRATCHPAD {
-                            return Err(too_long());
-                        }
-                        data[len] = v as u8;
-                        len += 1;
-                        p += used;
-                    }
-                    Some(c) => return Err(format!("Unexpected character '{}'", c as char)),
-                }
-            }
-        }
-        _ => {
-            for s in words {
-                let b = s.as_bytes();
-                if len + b.len() + 1 > SCRATCHPAD {
+            Some(c) => {
+                let bytes = &words[w].as_bytes()[p..];
+                let (v, used) = strtoul_auto(bytes);
+                let next = if c == b'?' { p + 1 } else { p + used };
+                if len + 4 > SCRATCHPAD {
                     return Err(too_long());
                 }
-                data[len..len + b.len()].copy_from_slice(b);
-                data[len + b.len()] = 0;
-                len += b.len() + 1;
+                if c != b'?' {
+                    data[len..len + 4].copy_from_slice(&(v as u32).to_be_bytes());
+                }
+                len += 4;
+                if next == p {
+                    return Err(format!(
+                        "Sorry, I could not convert \"{}\"",
+                        String::from_utf8_lossy(bytes)
+                    ));
+                }
+                p = next;
+                while char_at(words, w, p) == Some(b' ') {
+                    p += 1;
+                }
             }
         }
+    }
+}
+
+/// `[hex hex ...]`: bytes.
+fn parse_bytes(words: &[String], data: &mut [u8; SCRATCHPAD]) -> Result<usize, String> {
+    let (mut w, mut p, mut len) = (0, 1, 0usize);
+    loop {
+        match char_at(words, w, p) {
+            None => return Err("the byte list has no closing `]`".to_string()),
+            Some(b']') => return Ok(len),
+            Some(b' ') => p += 1,
+            Some(0) => {
+                w += 1;
+                p = 0;
+            }
+            Some(c) if c.is_ascii_hexdigit() => {
+                let (v, used) = hextoul(&words[w][p..]);
+                if len + 1 > SCRATCHPAD {
+                    return Err(too_long());
+                }
+                data[len] = v as u8;
+                len += 1;
+                p += used;
+            }
+            Some(c) => return Err(format!("Unexpected character '{}'", c as char)),
+        }
+    }
+}
+
+/// Anything else: each word a NUL-terminated string.
+fn parse_strings(words: &[String], data: &mut [u8; SCRATCHPAD]) -> Result<usize, String> {
+    let mut len = 0usize;
+    for s in words {
+        let b = s.as_bytes();
+        if len + b.len() + 1 > SCRATCHPAD {
+            return Err(too_long());
+        }
+        data[len..len + b.len()].copy_from_slice(b);
+        data[len + b.len()] = 0;
+        len += b.len() + 1;
     }
     Ok(len)
 }

@@ -271,35 +271,9 @@ impl Parser {
                         self.get();
                     }
                 }
-                '\\' => {
-                    let line = self.line;
-                    w.push_q('\\');
-                    let Some(c) = self.get() else {
-                        return Err((line, "a backslash at the end of the script".into()));
-                    };
-                    if c == '\n' && self.mode == Mode::Script {
-                        b.list.notes.push((
-                            line,
-                            "a backslash at the end of a line does not join lines in U-Boot's \
-                             shell: the newline (and inside double quotes the backslash too) \
-                             stays in the argument, and the command goes on on the next line"
-                                .into(),
-                        ));
-                    }
-                    w.push_q(c);
-                }
+                '\\' => self.backslash(&mut b, &mut w)?,
                 '$' => self.dollar(&mut b, &mut w)?,
-                '\'' => {
-                    let line = self.line;
-                    w.nonnull = true;
-                    loop {
-                        match self.get() {
-                            None => return Err((line, "unterminated single quote".into())),
-                            Some('\'') => break,
-                            Some(c) => w.push_raw(c),
-                        }
-                    }
-                }
+                '\'' => self.single_quoted(&mut w)?,
                 '"' => {
                     w.nonnull = true;
                     w.quote = !w.quote;
@@ -309,24 +283,61 @@ impl Parser {
                     self.done_word(&mut b, &mut w)?;
                     self.done_pipe(&mut b, Follow::Seq);
                 }
-                '&' | '|' => {
-                    self.done_word(&mut b, &mut w)?;
-                    if self.peek() == Some(ch) {
-                        self.get();
-                        let follow = if ch == '&' { Follow::And } else { Follow::Or };
-                        self.done_pipe(&mut b, follow);
-                    } else if ch == '&' {
-                        return Err((
-                            self.line,
-                            "a single `&`: U-Boot has no background jobs".into(),
-                        ));
-                    } else {
-                        return Err((self.line, "a single `|`: U-Boot has no pipes".into()));
-                    }
-                }
+                '&' | '|' => self.and_or(ch, &mut b, &mut w)?,
                 _ => w.push_q(ch),
             }
         }
+    }
+
+    /// A backslash: it and the character after it go into the word (a
+    /// backslash-newline does not join lines in U-Boot's shell: noted).
+    fn backslash(&mut self, b: &mut Build, w: &mut WordBuf) -> Result<(), Syntax> {
+        let line = self.line;
+        w.push_q('\\');
+        let Some(c) = self.get() else {
+            return Err((line, "a backslash at the end of the script".into()));
+        };
+        if c == '\n' && self.mode == Mode::Script {
+            b.list.notes.push((
+                line,
+                "a backslash at the end of a line does not join lines in U-Boot's \
+                 shell: the newline (and inside double quotes the backslash too) \
+                 stays in the argument, and the command goes on on the next line"
+                    .into(),
+            ));
+        }
+        w.push_q(c);
+        Ok(())
+    }
+
+    /// A single-quoted string, taken as it is.
+    fn single_quoted(&mut self, w: &mut WordBuf) -> Result<(), Syntax> {
+        let line = self.line;
+        w.nonnull = true;
+        loop {
+            match self.get() {
+                None => return Err((line, "unterminated single quote".into())),
+                Some('\'') => return Ok(()),
+                Some(c) => w.push_raw(c),
+            }
+        }
+    }
+
+    /// `&&` or `||` after a pipeline; a single `&` or `|` is an error.
+    fn and_or(&mut self, ch: char, b: &mut Build, w: &mut WordBuf) -> Result<(), Syntax> {
+        self.done_word(b, w)?;
+        if self.peek() != Some(ch) {
+            let what = if ch == '&' {
+                "a single `&`: U-Boot has no background jobs"
+            } else {
+                "a single `|`: U-Boot has no pipes"
+            };
+            return Err((self.line, what.into()));
+        }
+        self.get();
+        let follow = if ch == '&' { Follow::And } else { Follow::Or };
+        self.done_pipe(b, follow);
+        Ok(())
     }
 
     /// End of input: U-Boot runs what it has, unless a compound is open.

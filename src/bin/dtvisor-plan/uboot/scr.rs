@@ -57,6 +57,43 @@ pub fn script_of_scr(bytes: &[u8]) -> Result<String, String> {
             "bad magic 0x{magic:08x}: not a U-Boot image (expected 0x{IH_MAGIC:08x})"
         ));
     }
+    let data = checked_payload(bytes)?;
+    // The length table: the script's length first, a zero at the end.
+    let len = be32(data, 0).ok_or("the image has no length table")? as usize;
+    if len == 0 {
+        return Err("empty script".into());
+    }
+    let mut off = 4;
+    loop {
+        match be32(data, off) {
+            Some(0) => break,
+            Some(_) => off += 4,
+            None => return Err("the image's length table has no end".into()),
+        }
+    }
+    let start = off + 4;
+    let text = data.get(start..start.saturating_add(len)).ok_or_else(|| {
+        format!(
+            "the script is said to be {len} bytes, but only {} follow",
+            data.len().saturating_sub(start)
+        )
+    })?;
+    let text = match text.iter().position(|&c| c == 0) {
+        Some(i) => &text[..i],
+        None => text,
+    };
+    match core::str::from_utf8(text) {
+        Ok(s) => Ok(s.into()),
+        Err(e) => Err(format!(
+            "the script is not UTF-8 text (at byte {})",
+            e.valid_up_to()
+        )),
+    }
+}
+
+/// The data of a legacy image whose magic was checked: its header and
+/// data checksums right, a script, not compressed.
+fn checked_payload(bytes: &[u8]) -> Result<&[u8], String> {
     let Some(header) = bytes.get(..HEADER) else {
         return Err(format!(
             "the file is {} bytes, shorter than the 64-byte image header",
@@ -93,35 +130,5 @@ pub fn script_of_scr(bytes: &[u8]) -> Result<String, String> {
             "the script is compressed (method {comp}), which is not supported"
         ));
     }
-    // The length table: the script's length first, a zero at the end.
-    let len = be32(data, 0).ok_or("the image has no length table")? as usize;
-    if len == 0 {
-        return Err("empty script".into());
-    }
-    let mut off = 4;
-    loop {
-        match be32(data, off) {
-            Some(0) => break,
-            Some(_) => off += 4,
-            None => return Err("the image's length table has no end".into()),
-        }
-    }
-    let start = off + 4;
-    let text = data.get(start..start.saturating_add(len)).ok_or_else(|| {
-        format!(
-            "the script is said to be {len} bytes, but only {} follow",
-            data.len().saturating_sub(start)
-        )
-    })?;
-    let text = match text.iter().position(|&c| c == 0) {
-        Some(i) => &text[..i],
-        None => text,
-    };
-    match core::str::from_utf8(text) {
-        Ok(s) => Ok(s.into()),
-        Err(e) => Err(format!(
-            "the script is not UTF-8 text (at byte {})",
-            e.valid_up_to()
-        )),
-    }
+    Ok(data)
 }
