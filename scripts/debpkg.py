@@ -68,13 +68,22 @@ class Apt:
         self.updated = False
         self.ready = False
 
+    def _apt_get(self, *args):
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        subprocess.run(_sudo() + ["apt-get", *APT_LOCK, *args], check=True,
+                       stdout=sys.stderr, env=env)
+
     def update(self):
         if not self.updated:
             log(self.who, "apt-get update")
-            env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-            subprocess.run(_sudo() + ["apt-get", *APT_LOCK, "update", "-q"], check=True,
-                           stdout=sys.stderr, env=env)
+            self._apt_get("update", "-q")
             self.updated = True
+
+    def install(self, pkgs):
+        """Installs the host packages `pkgs` (after refreshing the index)."""
+        log(self.who, f"installing {' '.join(pkgs)}")
+        self.update()
+        self._apt_get("install", "-y", "-q", "--no-install-recommends", *pkgs)
 
     def arm64(self):
         """arm64 as a foreign architecture, with an index that has it."""
@@ -128,16 +137,21 @@ class Apt:
             raise Error(f"apt-get download {pkg} did not produce {deb}")
         return deb
 
-    def kernel(self, dest):
-        """The .deb of Debian's current arm64 kernel (linux-image-arm64's
-        package) that ships /boot/vmlinuz-*: the signed package or its
-        -unsigned twin, whichever has it."""
+    def kernel_package(self):
+        """The name of linux-image-arm64's current kernel package (without
+        -unsigned), e.g. linux-image-6.1.0-37-arm64."""
         self.arm64()
         deps = [d for d in self.depends("linux-image-arm64:arm64")
                 if re.match(r"linux-image-\d", d)]
         if not deps:
             raise Error("cannot resolve linux-image-arm64:arm64's kernel package")
-        dep = deps[0].split(":")[0].removesuffix("-unsigned")
+        return deps[0].split(":")[0].removesuffix("-unsigned")
+
+    def kernel(self, dest):
+        """The .deb of Debian's current arm64 kernel (linux-image-arm64's
+        package) that ships /boot/vmlinuz-*: the signed package or its
+        -unsigned twin, whichever has it."""
+        dep = self.kernel_package()
         for cand in (dep, f"{dep}-unsigned"):
             if not self.candidate(f"{cand}:arm64"):
                 continue
@@ -286,11 +300,7 @@ def board_dtbs(out):
         return
     log(who, "fetching Debian's arm64 kernel package for its board DTBs")
     apt = Apt(who)
-    apt.arm64()
-    deps = [d for d in apt.depends("linux-image-arm64:arm64") if re.match(r"linux-image-\d", d)]
-    if not deps:
-        raise Error("cannot resolve linux-image-arm64:arm64's kernel package")
-    pkg = deps[0].split(":")[0].removesuffix("-unsigned")
+    pkg = apt.kernel_package()
     tmp = out + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)

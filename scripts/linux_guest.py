@@ -353,12 +353,7 @@ def host_tools():
     tools = {"cpio": "cpio", "file": "file", "dpkg-deb": "dpkg"}
     missing = [p for c, p in tools.items() if not shutil.which(c)]
     if missing:
-        log(f"installing {' '.join(missing)}")
-        debpkg.Apt(WHO).update()
-        subprocess.run(debpkg._sudo() + ["apt-get", *debpkg.APT_LOCK, "install", "-y", "-q",
-                                         "--no-install-recommends", *missing],
-                       check=True, stdout=sys.stderr,
-                       env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
+        debpkg.Apt(WHO).install(missing)
 
 
 def main(argv):

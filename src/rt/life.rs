@@ -132,15 +132,15 @@ impl<H: Hw> Runtime<H> {
         let w = vm.restart.work(scrub);
         if first {
             self.first_load_done(vm, w);
-        } else if say {
-            let n = vm.cow_pages.swap(0, Ordering::Relaxed);
-            vm.log(format_args!(
-                "its last life copied {n} shared pages on write ({})",
-                Bytes(n as u64 * PAGE)
-            ));
-            vm.log(format_args!("{}", WorkLine(w)));
         } else {
-            vm.cow_pages.store(0, Ordering::Relaxed);
+            let n = vm.cow_pages.swap(0, Ordering::Relaxed);
+            if say {
+                vm.log(format_args!(
+                    "its last life copied {n} shared pages on write ({})",
+                    Bytes(n as u64 * PAGE)
+                ));
+                vm.log(format_args!("{}", WorkLine(w)));
+            }
         }
         self.reset_devices(vm);
         vm.cntvoff.store(self.hw.counter(), Ordering::Release);

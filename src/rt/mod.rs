@@ -92,9 +92,8 @@ pub struct Runtime<H: Hw> {
     pub hw: H,
     vms: Vec<Vm<H>>,
     /// Fixed size, so the trap path indexes it without a bounds check;
-    /// `nr_cpus` of them are in use.
+    /// those beyond the MPIDRs given to `new` are never run on.
     cpus: [PerCpu; MAX_CPUS],
-    nr_cpus: usize,
     settings: Settings,
     published: AtomicBool,
     first_entry: AtomicBool,
@@ -121,7 +120,6 @@ impl<H: Hw> Runtime<H> {
     /// until [`Runtime::publish`].
     pub fn new(hw: H, vms: Vec<Vm<H>>, mpidrs: &[u64], nr_lrs: usize, settings: Settings) -> Self {
         let cpus = [const { PerCpu::new() }; MAX_CPUS];
-        let nr_cpus = mpidrs.len().clamp(1, MAX_CPUS);
         for (c, &m) in cpus.iter().zip(mpidrs) {
             c.mpidr.store(m, Ordering::Relaxed);
         }
@@ -132,7 +130,6 @@ impl<H: Hw> Runtime<H> {
             hw,
             vms,
             cpus,
-            nr_cpus,
             settings,
             published: AtomicBool::new(false),
             first_entry: AtomicBool::new(false),
@@ -150,11 +147,6 @@ impl<H: Hw> Runtime<H> {
         &self.vms
     }
 
-    /// The pCPUs the run-time knows (their MPIDRs were given to `new`).
-    pub fn nr_cpus(&self) -> usize {
-        self.nr_cpus
-    }
-
     /// The MPIDR of pCPU `cpu` (0 if unknown).
     pub fn mpidr_of(&self, cpu: usize) -> u64 {
         self.cpus
@@ -165,9 +157,9 @@ impl<H: Hw> Runtime<H> {
     /// A secondary pCPU set its GIC CPU interface up: it has `nr_lrs`
     /// list registers.
     pub fn cpu_ready(&self, nr_lrs: usize) {
-        if let Some(c) = self.cpus.get(self.hw.cpu()) {
-            c.nr_lrs.store(nr_lrs.min(MAX_LRS), Ordering::Relaxed);
-        }
+        self.this_cpu()
+            .nr_lrs
+            .store(nr_lrs.min(MAX_LRS), Ordering::Relaxed);
     }
 
     /// Pins every vCPU to its pCPU: from now on they run.

@@ -1,8 +1,8 @@
 //! The physical GIC at EL2: one [`Driver`], GICv3 ([`v3`]) or GICv2
 //! ([`v2`]), chosen once when the boot CPU sets the GIC up ([`init_boot`]:
-//! a [`Gic`] value) and kept by the run-time's machine (`vmm::ImageHw`). Enabled at EL2 on every pCPU:
-//! the kick SGI, the maintenance interrupt, the EL1 virtual and physical
-//! timers, and the console's RX interrupt; with HCR_EL2.IMO set they all
+//! a [`Gic`] value) and kept by the run-time's machine (`vmm::ImageHw`).
+//! Enabled at EL2 on every pCPU: the kick SGI, the maintenance interrupt,
+//! the EL1 virtual and physical timers, and the console's RX interrupt; with HCR_EL2.IMO set they all
 //! arrive at EL2 while a guest runs. Split priority drop and deactivation
 //! (EOImode 1), so a virtual interrupt linked to a physical one (a timer,
 //! an assigned device's SPI) is deactivated by the guest.
