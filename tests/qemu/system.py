@@ -29,12 +29,21 @@ def sh(cmd, **kw):
     return p.stdout
 
 
+def qemu_version():
+    """QEMU's version, e.g. "10.0.2": dumps are cached per version (a
+    newer QEMU describes its virt machine differently)."""
+    out = sh(["qemu-system-aarch64", "--version"])
+    m = re.match(r"QEMU emulator version (\S+)", out)
+    return m.group(1) if m else "unknown"
+
+
 def qemu_dtb(gic=3, smp=4, mem="2G", cpu="cortex-a57"):
     """QEMU virt's own DTB for this machine shape (cached). Safe when
     several processes (parallel tests) want it at once: each dumps to its
     own temporary file and renames it into place."""
-    os.makedirs(CACHE, exist_ok=True)
-    path = os.path.join(CACHE, f"virt-gicv{gic}-smp{smp}-{mem}-{cpu}.dtb")
+    cache = os.path.join(CACHE, f"qemu-{qemu_version()}")
+    os.makedirs(cache, exist_ok=True)
+    path = os.path.join(cache, f"virt-gicv{gic}-smp{smp}-{mem}-{cpu}.dtb")
     if not os.path.exists(path):
         tmp = f"{path}.{os.getpid()}.tmp"
         try:

@@ -39,7 +39,7 @@ def test_zcu102_model_with_debian_dtb_runs_two_guests(qemu, image, guest, work):
     dtb = os.path.join(work, "zcu102.dtb")
     subprocess.run(["dtc", "-q", "-I", "dts", "-O", "dtb", "-o", dtb, dts], check=True)
     cmd = ["qemu-system-aarch64", "-machine", "xlnx-zcu102,virtualization=on", "-m", "2G",
-           "-nographic", "-display", "none", "-audiodev", "none,id=snd0", "-monitor", "none",
+           "-nographic", "-display", "none", "-audio", "none", "-monitor", "none",
            "-serial", "stdio", "-kernel", image, "-dtb", dtb,
            "-device", f"loader,file={guest},addr=0x10000000,force-raw=on"]
     with qemu("zcu102", [], command=cmd, limit=180) as q:
