@@ -131,6 +131,9 @@ impl Hw for ImageHw {
     fn reset_virtual_interface(&self) {
         self.with_gic(|g| g.reset_virtual_interface());
     }
+    fn set_virtual_irq(&self, on: bool) {
+        vcpu::set_virtual_irq(on);
+    }
     unsafe fn copy(&self, src: u64, dst: u64, len: u64) {
         // SAFETY: the caller's contract (disjoint host RAM, `dst` unused
         // meanwhile); RAM is identity mapped.
@@ -275,6 +278,7 @@ pub fn boot(plat: &Platform, plan: &BootPlan, boot_scrub: bool) -> ! {
         console_irq: vgic.and(console_irq).unwrap_or(0),
         boot_scrub,
         modules_kept,
+        virq_by_hcr: driver.is_some_and(|d| !virq_reaches_cpu(&d)),
     };
     let nr_lrs = driver.map_or(0, |d| gic::nr_lrs(&d));
     let hw = ImageHw {
@@ -352,6 +356,24 @@ fn init_host_gic(plat: &Platform, me: u64, console_irq: Option<u32>) -> Option<g
         );
     }
     driver
+}
+
+/// Whether the GIC's virtual IRQ output reaches this CPU (the probe of
+/// `arch::virq`); when it does not, the run-time raises the virtual IRQ
+/// itself (`Settings::virq_by_hcr`), and the log says so.
+fn virq_reaches_cpu(g: &gic::Gic) -> bool {
+    use arch::virq::Virq;
+    match gic::probe_virq(g) {
+        Virq::NotWired => {
+            log::warn!(
+                "GIC: a pending virtual interrupt does not interrupt the CPU (its virtual IRQ output \
+                 is not wired: QEMU 10.0.2's imx8mp-evk is built so): dtvisor raises guests' \
+                 interrupts through HCR_EL2.VI, one maintenance interrupt more per delivery"
+            );
+            false
+        }
+        Virq::Wired | Virq::Unknown => true,
+    }
 }
 
 /// The host's GICv2 virtual CPU interface frame, if it is large enough.

@@ -113,6 +113,10 @@ pub trait Hw: Sync {
     fn write_hcr(&self, v: u64);
     /// A fresh virtual CPU interface for a vCPU about to start.
     fn reset_virtual_interface(&self);
+    /// Raises (or drops) the virtual IRQ of the guest on this pCPU by
+    /// HCR_EL2.VI, for a GIC whose virtual IRQ output does not reach the
+    /// CPU (`Settings::virq_by_hcr`).
+    fn set_virtual_irq(&self, on: bool);
 
     // ---- memory (host physical addresses, identity mapped) -----------------
     /// Copies `len` bytes from `src` to `dst`.

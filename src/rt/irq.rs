@@ -108,6 +108,16 @@ impl<H: Hw> Runtime<H> {
         if fill.no_pending_irq {
             hcr |= hw::ICH_HCR_NPIE;
         }
+        if self.settings.virq_by_hcr {
+            let pending = out[..fill.used]
+                .iter()
+                .any(|l| matches!(l.state, LrState::Pending | LrState::PendingActive));
+            self.hw.set_virtual_irq(pending);
+            if pending {
+                // Once the guest has taken them all, VI must drop.
+                hcr |= hw::ICH_HCR_NPIE;
+            }
+        }
         if fill.underflow_irq {
             hcr |= hw::ICH_HCR_UIE;
         }

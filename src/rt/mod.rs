@@ -85,6 +85,11 @@ pub struct Settings {
     pub boot_scrub: bool,
     /// Bytes of boot modules kept reserved (each once), for the report.
     pub modules_kept: u64,
+    /// The GIC's virtual IRQ does not reach the CPUs (the boot probe saw
+    /// so): the run-time raises it with HCR_EL2.VI while a list register
+    /// is pending, and asks for the maintenance interrupt that says when
+    /// none is.
+    pub virq_by_hcr: bool,
 }
 
 /// Everything that runs the domains.

@@ -7,6 +7,7 @@ pub mod smp;
 pub mod spectre;
 pub mod stage2;
 pub mod vcpu;
+pub mod virq;
 
 use aarch64_cpu::registers::{CurrentEL, Readable, CNTFRQ_EL0, CNTPCT_EL0, MPIDR_EL1, TPIDR_EL2};
 

@@ -415,6 +415,17 @@ pub fn write_el2_controls() {
     unsafe { asm!("isb", options(nostack)) };
 }
 
+/// HCR_EL2.VI: a virtual IRQ pending for the guest on this CPU, whatever
+/// the GIC signals (`Hw::set_virtual_irq`).
+pub fn set_virtual_irq(on: bool) {
+    const VI: u64 = 1 << 7;
+    let hcr = sysreg!(read "hcr_el2");
+    let want = if on { hcr | VI } else { hcr & !VI };
+    if want != hcr {
+        sysreg!(write "hcr_el2", want);
+    }
+}
+
 /// EL2 settings for running guests on this CPU: the control registers
 /// (`write_el2_controls`), and the domain's stage-2 (VTCR/VTTBR with its
 /// VMID) and virtual counter offset `cntvoff`.

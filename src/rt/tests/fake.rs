@@ -39,6 +39,7 @@ pub enum Ev {
     Eoi(u32),
     Deactivate(u32),
     Hcr { pcpu: usize, v: u64 },
+    Vi { pcpu: usize, on: bool },
     ResetVif(usize),
     Copy { src: u64, dst: u64, len: u64 },
     Zero(Range),
@@ -134,6 +135,13 @@ impl Fake {
         self.pending.lock().unwrap()[pcpu].push_back(id);
     }
 
+    /// The guest moved list register `n` of pCPU `pcpu` to `state`.
+    pub fn set_lr_state(&self, pcpu: usize, n: usize, state: LrState) {
+        if let Some(l) = self.lrs.lock().unwrap()[pcpu][n].as_mut() {
+            l.state = state;
+        }
+    }
+
     /// The INTIDs in pCPU `pcpu`'s list registers.
     pub fn lr_intids(&self, pcpu: usize) -> Vec<u32> {
         self.lrs.lock().unwrap()[pcpu]
@@ -222,6 +230,10 @@ impl Hw for Fake {
     fn write_hcr(&self, v: u64) {
         let pcpu = self.cpu();
         self.ev(Ev::Hcr { pcpu, v });
+    }
+    fn set_virtual_irq(&self, on: bool) {
+        let pcpu = self.cpu();
+        self.ev(Ev::Vi { pcpu, on });
     }
     fn reset_virtual_interface(&self) {
         let c = self.cpu();

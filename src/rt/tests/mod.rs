@@ -13,7 +13,7 @@ use crate::mm::stage2::{HostPages, Stage2Tables};
 use crate::mm::Range;
 use crate::placement::{DomainLayout, RamMap};
 use crate::psci::{self, Power};
-use crate::vgic::{v3, GicVersion};
+use crate::vgic::{v3, GicVersion, LrState};
 use crate::vm::build::DomainSpec;
 use crate::vm::guest_dtb::GuestMap;
 use crate::vm::lifecycle::DomainState;
@@ -71,13 +71,26 @@ fn runtime(specs: Vec<DomainSpec>, cpus: usize, console_irq: u32) -> Runtime<Fak
     runtime_on(Fake::new(cpus), specs, cpus, console_irq)
 }
 
-fn runtime_on(hw: Fake, specs: Vec<DomainSpec>, cpus: usize, console_irq: u32) -> Runtime<Fake> {
-    let mpidrs: Vec<u64> = (0..cpus as u64).collect();
-    let settings = Settings {
+fn settings(console_irq: u32) -> Settings {
+    Settings {
         console_irq,
         boot_scrub: true,
         modules_kept: 0,
-    };
+        virq_by_hcr: false,
+    }
+}
+
+fn runtime_on(hw: Fake, specs: Vec<DomainSpec>, cpus: usize, console_irq: u32) -> Runtime<Fake> {
+    runtime_with(hw, specs, cpus, settings(console_irq))
+}
+
+fn runtime_with(
+    hw: Fake,
+    specs: Vec<DomainSpec>,
+    cpus: usize,
+    settings: Settings,
+) -> Runtime<Fake> {
+    let mpidrs: Vec<u64> = (0..cpus as u64).collect();
     let rt = Runtime::new(
         hw,
         specs.into_iter().map(vm).collect(),
@@ -514,4 +527,52 @@ impl Page {
     fn bytes(&self) -> &[u8] {
         &self.0 .0[..]
     }
+}
+
+/// An SGI vCPU 0 sends itself, taken back from the list registers.
+fn sgi_to_self(virq_by_hcr: bool) -> (Runtime<Fake>, Vec<Ev>) {
+    let s = Settings {
+        virq_by_hcr,
+        ..settings(0)
+    };
+    let rt = runtime_with(Fake::new(1), alloc::vec![spec("v", &[0])], 1, s);
+    enter(&rt, 0);
+    enable_sgi(&rt, 0, 0, 3);
+    rt.hw.take();
+    let vm = &rt.vms()[0];
+    rt.sgi(vm, 0, (3 << 24) | 1);
+    rt.resume(vm, 0);
+    let ev = rt.hw.take();
+    (rt, ev)
+}
+
+fn npie(ev: &[Ev]) -> bool {
+    ev.iter()
+        .any(|e| matches!(e, Ev::Hcr { v, .. } if v & crate::rt::hw::ICH_HCR_NPIE != 0))
+}
+
+#[test]
+fn without_a_wired_virtual_irq_hcr_vi_follows_the_pending_list_registers() {
+    let (rt, ev) = sgi_to_self(true);
+    assert_eq!(rt.hw.lr_intids(0), [3]);
+    assert!(ev.contains(&Ev::Vi { pcpu: 0, on: true }), "{ev:?}");
+    assert!(
+        npie(&ev),
+        "a maintenance interrupt once none is pending: {ev:?}"
+    );
+    // The guest takes it (active, no longer pending); the maintenance
+    // interrupt drops VI and asks for no more.
+    rt.hw.set_lr_state(0, 0, LrState::Active);
+    rt.hw.raise(0, crate::rt::hw::MAINTENANCE);
+    rt.irq(&rt.vms()[0], 0);
+    let ev = rt.hw.take();
+    assert!(ev.contains(&Ev::Vi { pcpu: 0, on: false }), "{ev:?}");
+    assert!(!npie(&ev), "{ev:?}");
+}
+
+#[test]
+fn with_a_wired_virtual_irq_hcr_vi_is_never_touched() {
+    let (_rt, ev) = sgi_to_self(false);
+    assert!(!ev.iter().any(|e| matches!(e, Ev::Vi { .. })), "{ev:?}");
+    assert!(!npie(&ev), "{ev:?}");
 }

@@ -46,6 +46,9 @@ pub trait Driver: Sync {
     fn write_hcr(&self, v: u64);
     /// A fresh virtual CPU interface for a vCPU about to start.
     fn reset_virtual_interface(&self);
+    /// The virtual CPU interface as a guest that enabled both groups and
+    /// opened its priority mask has it (for the boot probe).
+    fn open_virtual_interface(&self);
 }
 
 /// The GIC the host has, as the device tree describes it.
@@ -138,6 +141,30 @@ impl Driver for Gic {
     fn reset_virtual_interface(&self) {
         on!(self, d => d.reset_virtual_interface())
     }
+    fn open_virtual_interface(&self) {
+        on!(self, d => d.open_virtual_interface())
+    }
+}
+
+/// Whether a pending list register interrupts EL1 on this pCPU: the probe
+/// of `super::virq`, with the virtual interface reset before and after.
+pub fn probe_virq(g: &Gic) -> super::virq::Virq {
+    g.reset_virtual_interface();
+    g.open_virtual_interface();
+    let lr = Lr {
+        intid: 5,
+        pintid: None,
+        priority: 0,
+        group1: true,
+        state: LrState::Pending,
+        eoi_maintenance: false,
+        source: 0,
+    };
+    g.set_lr(0, &lr);
+    g.write_hcr(ICH_HCR_EN);
+    let seen = super::virq::probe();
+    g.reset_virtual_interface();
+    seen
 }
 
 /// Sets the GIC up from the boot CPU (affinity `mpidr`) and routes

@@ -283,4 +283,8 @@ impl Driver for V2 {
     fn reset_virtual_interface(&self) {
         reset_virtual_interface();
     }
+    fn open_virtual_interface(&self) {
+        // GICH_VMCR: VMPriMask 0x1f, VMGrp1En and VMGrp0En.
+        wr(&GICH, GICH_VMCR, (0x1f << 27) | 0b11);
+    }
 }

@@ -352,4 +352,8 @@ impl Driver for V3 {
     fn reset_virtual_interface(&self) {
         v3_reset_virtual_interface();
     }
+    fn open_virtual_interface(&self) {
+        // ICH_VMCR_EL2: VPMR 0xff, VENG1 and VENG0.
+        icc!(write "ich_vmcr_el2", (0xff << 24) | 0b11);
+    }
 }
