@@ -225,6 +225,13 @@ fn discover(fdt: &Fdt, [image, dtb, heap]: [Range; 3]) -> Platform {
     ] {
         plat.memory.reserved.push(Reserved { range, kind });
     }
+    let errs = plat.check_release_addrs();
+    if !errs.is_empty() {
+        for e in &errs {
+            println!("  {e}");
+        }
+        fatal::stay_up("a CPU's spin-table release address cannot be used");
+    }
     println!("  machine: {}", plat.summary());
     for line in alloc::format!("{plat}").lines() {
         println!("  {line}");

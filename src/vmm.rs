@@ -300,13 +300,12 @@ pub fn boot(plat: &Platform, plan: &BootPlan, boot_scrub: bool) -> ! {
 /// The domains of the plan on this machine (their guest device trees on
 /// the heap), and the bytes of boot modules kept as pristine images.
 fn build_specs(plat: &Platform, plan: &BootPlan, cpus: &[u64]) -> (Vec<DomainSpec>, u64) {
-    let usable = if plat.psci.is_some() { cpus.len() } else { 1 };
     let guest_gic = plat.gic.as_ref().map_or(GicVersion::V3, |g| g.version);
     // SAFETY: modules the plan checked to lie inside RAM (identity mapped),
     // reserved and never written.
     let head =
         |r: Range| unsafe { core::slice::from_raw_parts(r.start as *const u8, r.size() as usize) };
-    let built = build::build(plat, plan, usable, guest_gic, &head, &mut |dtb| {
+    let built = build::build(plat, plan, cpus, guest_gic, &head, &mut |dtb| {
         Vec::leak(dtb).as_ptr() as u64
     });
     let (layout, specs) = match built {
@@ -488,13 +487,28 @@ fn start_secondaries(plat: &Platform, rt: &Runtime<ImageHw>, cpus: &[u64]) {
         .flat_map(|v| v.vcpus.iter().map(|c| c.pcpu))
         .max()
         .unwrap_or(0);
-    let conduit = plat.psci.unwrap_or(Conduit::Smc);
     let spectre = arch::spectre::init_this_cpu(arch::cpu_index(), plat.psci == Some(Conduit::Smc));
     log::info!("speculation: {spectre}");
     let mut failed = false;
+    // A second per CPU to arrive: under TCG a CPU's first instructions
+    // take milliseconds, never seconds.
+    let wait = arch::counter_freq();
     for (i, &mpidr) in cpus.iter().enumerate().take(highest + 1).skip(1) {
-        if let Err(e) = smp::start_cpu(conduit, i, mpidr) {
-            log::error!("pCPU {i} (MPIDR {mpidr:#x}) did not start: PSCI {e:?}");
+        let Some(cpu) = plat.cpus.iter().find(|c| c.mpidr == mpidr) else {
+            continue;
+        };
+        if let Err(e) = smp::start_cpu(&cpu.enable, plat.psci, i, mpidr, wait) {
+            let how = match e {
+                smp::StartError::Psci(e) => alloc::format!("PSCI CPU_ON failed: {e:?}"),
+                smp::StartError::Unusable => {
+                    alloc::format!("it cannot be started ({})", cpu.enable)
+                }
+                smp::StartError::Silent => alloc::format!(
+                    "released by {}, it did not arrive within a second",
+                    cpu.enable
+                ),
+            };
+            log::error!("pCPU {i} ({}, MPIDR {mpidr:#x}): {how}", cpu.path);
             failed = true;
         }
     }

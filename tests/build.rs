@@ -4,6 +4,7 @@
 
 use dtvisor::config;
 use dtvisor::fdt::Fdt;
+use dtvisor::hw::platform::EnableMethod;
 use dtvisor::hw::Platform;
 use dtvisor::mm::Range;
 use dtvisor::vm::build::{self, Load};
@@ -65,10 +66,11 @@ fn run(domains: &str, header: &[u8], pcpus: usize) -> Built {
     let plan = config::parse_blob(&blob).plan.expect("a valid plan");
     let mut dtbs = Vec::new();
     let mut next = 0x7000_0000u64;
+    let cpus: Vec<u64> = (0..pcpus as u64).collect();
     let result = build::build(
         &plat,
         &plan,
-        pcpus,
+        &cpus,
         GicVersion::V3,
         &|_r: Range| header,
         &mut |b| {
@@ -244,5 +246,40 @@ fn spis_and_guest_map_follow_assigned_devices_and_direct_map() {
     assert_eq!(
         (m.gicd, m.gicr, m.vpl011, m.vpl011_intid),
         (0x800_0000, 0x80a_0000, 0x900_0000, 33)
+    );
+}
+
+/// A CPU that cannot be started ends the pCPUs vCPUs can use; a plan that
+/// needs more is refused with that CPU's node named.
+#[test]
+fn vcpus_stop_at_the_first_cpu_that_cannot_be_started() {
+    let blob = dtb(&domain("d", 0x10000, 3, 0x5000_0000, ""));
+    let fdt = Fdt::new(&blob).unwrap();
+    let mut plat = Platform::discover(&fdt).unwrap();
+    plat.cpus[2].enable = EnableMethod::Unusable("\"brcm,bcm2836-smp\" is not a method".into());
+    let order = [0, 1, 2, 3];
+    assert_eq!(
+        build::startable(&plat, &order),
+        (
+            2,
+            Some(("/cpus/cpu@2", "\"brcm,bcm2836-smp\" is not a method"))
+        )
+    );
+    let plan = config::parse_blob(&blob).plan.expect("a valid plan");
+    let header = image_header();
+    let errs = build::build(
+        &plat,
+        &plan,
+        &order,
+        GicVersion::V3,
+        &|_r: Range| &header[..],
+        &mut |_| 0,
+    )
+    .err()
+    .expect("3 vCPUs on 2 startable pCPUs");
+    assert!(
+        errs.iter()
+            .any(|e| e.starts_with("/cpus/cpu@2: \"brcm,bcm2836-smp\"")),
+        "{errs:?}"
     );
 }

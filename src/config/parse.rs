@@ -515,6 +515,9 @@ impl<'a, 'd> Parser<'a, 'd> {
                     ReservedKind::Image => format!("the hypervisor image {}", r.range),
                     ReservedKind::Heap => format!("the hypervisor's heap {}", r.range),
                     ReservedKind::Dtb => format!("the boot device tree {}", r.range),
+                    ReservedKind::SpinTable(cpu) => {
+                        format!("the spin-table release page {} of {cpu}", r.range)
+                    }
                 };
                 self.err(
                     &m.path,

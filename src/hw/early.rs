@@ -22,8 +22,15 @@ pub fn for_each_ram(fdt: &Fdt<'_>, mut f: impl FnMut(Range)) {
     }
 }
 
+/// The 4 KiB page holding a spin-table release address.
+pub fn release_page(addr: u64) -> Range {
+    let start = addr & !0xfff;
+    Range::new(start, start + 0x1000)
+}
+
 /// Calls `f` with every range that free RAM must exclude and that the DTB
-/// tells: `/memreserve/`, `/reserved-memory` children, and anything under
+/// tells: `/memreserve/`, `/reserved-memory` children, spin-table release
+/// pages, and anything under
 /// `/chosen` with a `reg` (boot modules, decoded with the parent's cells,
 /// inherited as Xen does), domains' `xen,static-mem`, or
 /// `linux,initrd-start/end`. Deliberately
@@ -35,6 +42,19 @@ pub fn for_each_busy(fdt: &Fdt<'_>, mut f: impl FnMut(Range)) {
         }
     }
     let root = fdt.root();
+    // Spin-table release addresses: the hypervisor writes them, the CPUs
+    // waiting in firmware read them.
+    if let Some(cpus) = root.child("cpus") {
+        for c in cpus.children() {
+            let release = c
+                .prop("cpu-release-addr")
+                .filter(|p| p.value.len() == 8)
+                .and_then(|p| p.read_cells(0, 2));
+            if let Some(a) = release {
+                f(release_page(a));
+            }
+        }
+    }
     if let Some(rm) = root.child("reserved-memory") {
         let (ac, sc) = rm.child_cells();
         for c in rm.children() {

@@ -19,6 +19,8 @@ pub enum ReservedKind {
     Heap,
     /// The boot DTB itself.
     Dtb,
+    /// The page of a CPU's spin-table release address (its node path).
+    SpinTable(String),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,7 +1,7 @@
 //! The host machine as the boot DTB describes it: RAM and reservations,
 //! CPUs, the GIC, PSCI, the timer and the console UART.
 
-use super::memory::HostMemory;
+use super::memory::{HostMemory, Reserved, ReservedKind};
 use crate::diag::{Diagnostic, Kind};
 use crate::fdt::{Fdt, Node};
 use crate::mm::range::Size;
@@ -262,6 +262,39 @@ pub enum Conduit {
 pub struct Cpu {
     pub path: String,
     pub mpidr: u64,
+    /// How it is started as a secondary CPU.
+    pub enable: EnableMethod,
+}
+
+/// How a secondary CPU is started: its node's `enable-method`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EnableMethod {
+    /// PSCI CPU_ON, over the conduit `/psci` names (also for a CPU with
+    /// no `enable-method` when the machine has PSCI).
+    Psci,
+    /// The arm64 boot protocol's spin-table: the CPU waits in firmware
+    /// until its entry point is written to `cpu-release-addr`.
+    SpinTable { release: u64 },
+    /// Neither: it cannot be started (why).
+    Unusable(String),
+}
+
+impl EnableMethod {
+    /// The 4 KiB page holding a spin-table release address: never given
+    /// to a guest or the heap, mapped at EL2 (the hypervisor writes it).
+    pub fn release_page(addr: u64) -> Range {
+        super::early::release_page(addr)
+    }
+}
+
+impl fmt::Display for EnableMethod {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EnableMethod::Psci => write!(f, "psci"),
+            EnableMethod::SpinTable { release } => write!(f, "spin-table {release:#x}"),
+            EnableMethod::Unusable(why) => write!(f, "unusable ({why})"),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -495,9 +528,11 @@ fn discover_cpus(fdt: &Fdt<'_>, f: &mut Findings) -> (Vec<Cpu>, Option<String>) 
                 .and_then(|p| p.strings().next())
                 .map(|s| s.to_string());
         }
+        let enable = enable_method(&c, &path, f);
         cpus.push(Cpu {
             path,
             mpidr: m & 0xff_00ff_ffff,
+            enable,
         });
     }
     if cpus.is_empty() {
@@ -508,6 +543,71 @@ fn discover_cpus(fdt: &Fdt<'_>, f: &mut Findings) -> (Vec<Cpu>, Option<String>) 
         );
     }
     (cpus, cpu_compatible)
+}
+
+/// A CPU node's `enable-method`; a spin-table's `cpu-release-addr` must
+/// be one 64-bit value (two cells, whatever `#address-cells` says, as the
+/// arm64 boot protocol has it), 8-byte aligned. Without the property the
+/// CPU is taken to use PSCI (checked against /psci afterwards).
+fn enable_method(c: &Node<'_>, path: &str, f: &mut Findings) -> EnableMethod {
+    let method = c.prop("enable-method").and_then(|p| p.strings().next());
+    match method {
+        None | Some("psci") => EnableMethod::Psci,
+        Some("spin-table") => {
+            let Some(p) = c.prop("cpu-release-addr") else {
+                f.error(
+                    path,
+                    Some("cpu-release-addr"),
+                    "enable-method is \"spin-table\" but the CPU has no cpu-release-addr".into(),
+                );
+                return EnableMethod::Unusable("no cpu-release-addr".into());
+            };
+            let Some(release) = p.read_cells(0, 2).filter(|_| p.value.len() == 8) else {
+                f.error(
+                    path,
+                    Some("cpu-release-addr"),
+                    format!(
+                        "expected one 64-bit address (2 cells), found {} bytes",
+                        p.value.len()
+                    ),
+                );
+                return EnableMethod::Unusable("cpu-release-addr unreadable".into());
+            };
+            if !release.is_multiple_of(8) {
+                f.error(
+                    path,
+                    Some("cpu-release-addr"),
+                    format!("{release:#x} is not 8-byte aligned: the CPU reads a 64-bit entry point there"),
+                );
+                return EnableMethod::Unusable("cpu-release-addr unaligned".into());
+            }
+            EnableMethod::SpinTable { release }
+        }
+        Some(other) => EnableMethod::Unusable(format!(
+            "\"{other}\" is not a method dtvisor can use (psci, spin-table)"
+        )),
+    }
+}
+
+/// With no PSCI, a CPU that would use it cannot be started; each CPU that
+/// cannot is named once (the boot CPU needs no start, but which one boots
+/// is only known at run time).
+fn check_enable_methods(cpus: &mut [Cpu], psci: Option<Conduit>, f: &mut Findings) {
+    if cpus.len() < 2 {
+        return;
+    }
+    for c in cpus.iter_mut() {
+        if c.enable == EnableMethod::Psci && psci.is_none() {
+            c.enable = EnableMethod::Unusable("\"psci\" (or none) but no usable /psci node".into());
+        }
+        if let EnableMethod::Unusable(why) = &c.enable {
+            f.warn(
+                &c.path,
+                Some("enable-method"),
+                format!("{why}: this CPU cannot be started, unless it is the boot CPU"),
+            );
+        }
+    }
 }
 
 fn is_gic(n: &Node<'_>) -> bool {
@@ -586,7 +686,7 @@ fn gic_v3(n: &Node<'_>, path: String, regs: &[Range], f: &mut Findings) -> Gic {
 }
 
 /// PSCI's conduit: /psci, else the first PSCI-compatible node.
-fn discover_psci(fdt: &Fdt<'_>, ncpus: usize, f: &mut Findings) -> Option<Conduit> {
+fn discover_psci(fdt: &Fdt<'_>, f: &mut Findings) -> Option<Conduit> {
     let psci_node = fdt.find("/psci").or_else(|| {
         fdt.root().descendants().find(|n| {
             n.is_compatible("arm,psci")
@@ -594,16 +694,7 @@ fn discover_psci(fdt: &Fdt<'_>, ncpus: usize, f: &mut Findings) -> Option<Condui
                 || n.is_compatible("arm,psci-1.0")
         })
     });
-    let Some(n) = psci_node else {
-        if ncpus > 1 {
-            f.warn(
-                "/psci",
-                None,
-                "no PSCI node: only the boot CPU can be used".into(),
-            );
-        }
-        return None;
-    };
+    let n = psci_node?;
     match n.prop("method").and_then(|p| p.str()) {
         Some("smc") => Some(Conduit::Smc),
         Some("hvc") => Some(Conduit::Hvc),
@@ -662,9 +753,19 @@ impl Platform {
     pub fn discover(fdt: &Fdt<'_>) -> Result<Platform, Vec<Diagnostic>> {
         let mut f = Findings::default();
         let memory = discover_memory(fdt, &mut f);
-        let (cpus, cpu_compatible) = discover_cpus(fdt, &mut f);
+        let mut memory = memory;
+        let (mut cpus, cpu_compatible) = discover_cpus(fdt, &mut f);
         let gic = discover_gic(fdt, &mut f);
-        let psci = discover_psci(fdt, cpus.len(), &mut f);
+        let psci = discover_psci(fdt, &mut f);
+        check_enable_methods(&mut cpus, psci, &mut f);
+        for c in &cpus {
+            if let EnableMethod::SpinTable { release } = c.enable {
+                memory.reserved.push(Reserved {
+                    range: EnableMethod::release_page(release),
+                    kind: ReservedKind::SpinTable(c.path.clone()),
+                });
+            }
+        }
         let timer = discover_timer(fdt);
         let console = discover_console(fdt, &mut f);
         if !f.errors.is_empty() {
@@ -680,6 +781,45 @@ impl Platform {
             console,
             warnings: f.warnings,
         })
+    }
+
+    /// Each spin-table release address against RAM (the hypervisor writes
+    /// it through its RAM mapping) and the hypervisor's own memory (the
+    /// image, the DTB, the heap: reservations of those kinds, which the
+    /// image adds after discovery). Errors name the CPU node.
+    pub fn check_release_addrs(&self) -> Vec<Diagnostic> {
+        let mut errors = Vec::new();
+        for c in &self.cpus {
+            let EnableMethod::SpinTable { release } = c.enable else {
+                continue;
+            };
+            let word = Range::new(release, release.saturating_add(8));
+            let mut err = |message: String| {
+                errors.push(Diagnostic::error(
+                    &c.path,
+                    Some("cpu-release-addr"),
+                    Kind::Discovery,
+                    message,
+                ))
+            };
+            if !self.memory.ram.iter().any(|b| b.contains_range(&word)) {
+                err(format!(
+                    "{release:#x} is outside RAM: dtvisor writes the entry point there through its RAM mapping"
+                ));
+            }
+            for r in &self.memory.reserved {
+                let what = match r.kind {
+                    ReservedKind::Image => "the hypervisor image",
+                    ReservedKind::Heap => "the hypervisor's heap",
+                    ReservedKind::Dtb => "the boot device tree",
+                    _ => continue,
+                };
+                if r.range.overlaps(&word) {
+                    err(format!("{release:#x} lies in {what} {}", r.range));
+                }
+            }
+        }
+        errors
     }
 
     /// One line for the boot banner.
@@ -722,7 +862,7 @@ impl fmt::Display for Platform {
         let mpidrs: Vec<String> = self
             .cpus
             .iter()
-            .map(|c| format!("{:#x}", c.mpidr))
+            .map(|c| format!("{:#x} ({})", c.mpidr, c.enable))
             .collect();
         writeln!(f, "CPUs {}: {}", self.cpus.len(), mpidrs.join(" "))?;
         if let Some(g) = &self.gic {
@@ -848,5 +988,139 @@ mod tests {
         let (loc, info, _) = find_console(&f).unwrap();
         assert_eq!(loc.path(), "/pl011@9040000");
         assert_eq!(info.unwrap().base, 0x904_0000);
+    }
+
+    /// A Raspberry Pi 4's CPUs: spin-table, release addresses in page 0.
+    fn spin_host(cpu1: &str, psci: bool) -> String {
+        let psci = if psci {
+            r#"psci { compatible = "arm,psci-1.0"; method = "smc"; };"#
+        } else {
+            ""
+        };
+        format!(
+            r#"/dts-v1/;
+/ {{ #address-cells = <2>; #size-cells = <2>; interrupt-parent = <&gic>;
+  gic: intc@8000000 {{ compatible = "arm,gic-v3"; #interrupt-cells = <3>; interrupt-controller;
+    reg = <0x0 0x8000000 0x0 0x10000>, <0x0 0x80a0000 0x0 0xf60000>; }};
+  memory@0 {{ device_type = "memory"; reg = <0x0 0x0 0x0 0x40000000>; }};
+  cpus {{ #address-cells = <1>; #size-cells = <0>;
+    cpu@0 {{ device_type = "cpu"; reg = <0>; enable-method = "spin-table"; cpu-release-addr = <0x0 0xd8>; }};
+    cpu@1 {{ device_type = "cpu"; reg = <1>; {cpu1} }};
+  }};
+  {psci}
+}};
+"#
+        )
+    }
+
+    fn discover_str(src: &str) -> Result<Platform, Vec<Diagnostic>> {
+        Platform::discover(&Fdt::new(&dtc(src)).unwrap())
+    }
+
+    #[test]
+    fn spin_table_cpus_are_discovered_with_their_release_pages_reserved() {
+        let p = discover_str(&spin_host(
+            r#"enable-method = "spin-table"; cpu-release-addr = <0x0 0xe0>;"#,
+            false,
+        ))
+        .unwrap();
+        assert_eq!(p.cpus[1].enable, EnableMethod::SpinTable { release: 0xe0 });
+        assert!(
+            !p.warnings.iter().any(|w| w.path.starts_with("/cpus")),
+            "{:?}",
+            p.warnings
+        );
+        let pages: Vec<_> = p
+            .memory
+            .reserved
+            .iter()
+            .filter(|r| matches!(r.kind, ReservedKind::SpinTable(_)))
+            .map(|r| r.range)
+            .collect();
+        assert_eq!(pages, [Range::new(0, 0x1000); 2]);
+        assert!(
+            p.to_string()
+                .contains("CPUs 2: 0x0 (spin-table 0xd8) 0x1 (spin-table 0xe0)"),
+            "{p}"
+        );
+    }
+
+    #[test]
+    fn a_spin_table_cpu_without_a_release_address_is_an_error_naming_it() {
+        let e = discover_str(&spin_host(r#"enable-method = "spin-table";"#, false)).unwrap_err();
+        assert_eq!(e.len(), 1, "{e:?}");
+        let t = e[0].to_string();
+        assert!(
+            t.contains("/cpus/cpu@1") && t.contains("cpu-release-addr"),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn an_unaligned_or_short_release_address_is_an_error() {
+        for (prop, want) in [
+            ("cpu-release-addr = <0x0 0xe4>;", "not 8-byte aligned"),
+            ("cpu-release-addr = <0xe0>;", "2 cells"),
+        ] {
+            let src = spin_host(&format!(r#"enable-method = "spin-table"; {prop}"#), false);
+            let e = discover_str(&src).unwrap_err();
+            let t = e[0].to_string();
+            assert!(t.contains("/cpus/cpu@1") && t.contains(want), "{prop}: {t}");
+        }
+    }
+
+    #[test]
+    fn a_cpu_with_no_usable_enable_method_is_named_and_marked_unusable() {
+        for (cpu1, psci) in [
+            (r#"enable-method = "brcm,bcm2836-smp";"#, true),
+            (r#"enable-method = "psci";"#, false),
+            ("", false),
+        ] {
+            let p = discover_str(&spin_host(cpu1, psci)).unwrap();
+            assert!(
+                matches!(p.cpus[1].enable, EnableMethod::Unusable(_)),
+                "{cpu1}: {:?}",
+                p.cpus[1].enable
+            );
+            let w: Vec<String> = p
+                .warnings
+                .iter()
+                .filter(|w| w.path.starts_with("/cpus"))
+                .map(|w| w.to_string())
+                .collect();
+            assert!(
+                w.len() == 1 && w[0].contains("/cpus/cpu@1") && w[0].contains("cannot be started"),
+                "{cpu1}: {w:?}"
+            );
+        }
+        let p = discover_str(&spin_host(r#"enable-method = "psci";"#, true)).unwrap();
+        assert_eq!(p.cpus[1].enable, EnableMethod::Psci);
+    }
+
+    #[test]
+    fn a_release_address_outside_ram_or_in_the_hypervisor_is_an_error() {
+        let mut p = discover_str(&spin_host(
+            r#"enable-method = "spin-table"; cpu-release-addr = <0x1 0x0>;"#,
+            false,
+        ))
+        .unwrap();
+        p.memory.reserved.push(Reserved {
+            range: Range::new(0, 0x20_0000),
+            kind: ReservedKind::Image,
+        });
+        let e: Vec<String> = p
+            .check_release_addrs()
+            .iter()
+            .map(|d| d.to_string())
+            .collect();
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(
+            e[0].contains("/cpus/cpu@0") && e[0].contains("hypervisor image"),
+            "{e:?}"
+        );
+        assert!(
+            e[1].contains("/cpus/cpu@1") && e[1].contains("outside RAM"),
+            "{e:?}"
+        );
     }
 }

@@ -5,6 +5,7 @@
 //! tables, the vGIC, running it).
 
 use crate::config::{partial, BootPlan, Device, Domain};
+use crate::hw::platform::{Cpu, EnableMethod};
 use crate::hw::Platform;
 use crate::mm::Range;
 use crate::placement::{self, DomainLayout, Layout, Needs};
@@ -60,6 +61,24 @@ pub fn cpu_order(plat: &Platform, boot_mpidr: u64, max: usize) -> Vec<u64> {
     cpus.insert(0, boot_mpidr);
     cpus.truncate(max);
     cpus
+}
+
+/// How many pCPUs of `order` (pCPU 0 the boot CPU, as `cpu_order` gives
+/// them) can run vCPUs: the boot CPU, then each CPU that can be started,
+/// up to the first that cannot; that one's node and why.
+pub fn startable<'p>(plat: &'p Platform, order: &[u64]) -> (usize, Option<(&'p str, &'p str)>) {
+    for (i, &m) in order.iter().enumerate().skip(1) {
+        let cpu = plat.cpus.iter().find(|c| c.mpidr == m);
+        if let Some(Cpu {
+            path,
+            enable: EnableMethod::Unusable(why),
+            ..
+        }) = cpu
+        {
+            return (i, Some((path.as_str(), why.as_str())));
+        }
+    }
+    (order.len().max(1), None)
 }
 
 /// What each domain needs from placement; errors name the kernel module.
@@ -207,17 +226,23 @@ pub fn guest_dtb(
 pub fn build<'a>(
     plat: &Platform,
     plan: &BootPlan,
-    pcpus: usize,
+    cpus: &[u64],
     gic: GicVersion,
     head: &dyn Fn(Range) -> &'a [u8],
     keep: &mut dyn FnMut(Vec<u8>) -> u64,
 ) -> Result<(Layout, Vec<DomainSpec>), Vec<String>> {
     let needs = needs(plan, head)?;
+    let (pcpus, blocker) = startable(plat, cpus);
+    let vcpus: usize = needs.iter().map(|n| n.vcpus as usize).sum();
     let layout =
         placement::place(&plat.memory.ram, &busy(plat, plan), pcpus, &needs).map_err(|errs| {
-            errs.iter()
-                .map(|e| format!("{}", e.at()))
-                .collect::<Vec<_>>()
+            let mut out: Vec<String> = errs.iter().map(|e| format!("{}", e.at())).collect();
+            if let Some((path, why)) = blocker.filter(|_| vcpus > pcpus) {
+                out.push(format!(
+                    "{path}: {why}: the CPUs before it ({pcpus}, the boot CPU first) are all the domains can use"
+                ));
+            }
+            out
         })?;
     let mut out = Vec::new();
     let mut errors = Vec::new();

@@ -57,6 +57,45 @@ def qemu_dtb(gic=3, smp=4, mem="2G", cpu="cortex-a57"):
     return path
 
 
+class Board:
+    """A QEMU machine other than virt, booted with its own Debian DTB
+    (scripts/fetch-test-dtbs puts it in cache/dtbs/debian): how QEMU is
+    started, and where dtvisor's console is (QEMU's serial ports in
+    order; the first ones are null)."""
+
+    def __init__(self, machine, dtb, args, null_serials):
+        self.machine, self.dtb, self.args, self.null_serials = machine, dtb, args, null_serials
+
+    def dtb_path(self):
+        return os.path.join(ROOT, "cache", "dtbs", "debian", self.dtb)
+
+    def command(self, image, dtb, loaders, console="stdio", extra=()):
+        """QEMU's command line: the board, dtvisor as -kernel with `dtb`,
+        its console on `console` (a QEMU character device)."""
+        serials = ["-serial", "null"] * self.null_serials + ["-serial", console]
+        return (["qemu-system-aarch64", "-machine", self.machine] + self.args +
+                ["-nographic", "-monitor", "none"] + serials +
+                ["-kernel", image, "-dtb", dtb] + loaders + list(extra))
+
+
+BOARDS = {
+    # Four Cortex-A72 released from a spin-table, 960 MiB visible, a
+    # GIC-400; the console is the mini UART, QEMU's second serial port.
+    "raspi4b": Board("raspi4b", "broadcom/bcm2711-rpi-4-b.dtb", [], 1),
+    # Four Cortex-A53 (QEMU gives the model one unless told), GICv3, PSCI
+    # over SMC; the console is UART2, QEMU's second serial port.
+    "imx8mp-evk": Board("imx8mp-evk", "freescale/imx8mp-evk.dtb", ["-smp", "4", "-m", "2G"], 1),
+}
+
+
+def board_base(board):
+    """A board's Debian DTB, fetched if missing."""
+    path = BOARDS[board].dtb_path()
+    if not os.path.exists(path):
+        subprocess.run([os.path.join(ROOT, "scripts", "fetch-test-dtbs")], check=True, stdin=subprocess.DEVNULL)
+    return path
+
+
 def read_modules(path, env):
     """(node path, file, address) from a .modules list; $VARS from env."""
     out = []
@@ -72,10 +111,12 @@ def read_modules(path, env):
     return out
 
 
-def system_dtb(fragment, out, env=None, gic=3, smp=4, mem="2G", cpu="cortex-a57", extra_dts=""):
-    """Compiles QEMU's DTB + `fragment` into `out`; returns QEMU loader args."""
+def system_dtb(fragment, out, env=None, gic=3, smp=4, mem="2G", cpu="cortex-a57", extra_dts="", board=None):
+    """Compiles QEMU's DTB (or `board`'s own) + `fragment` into `out`;
+    returns QEMU loader args."""
     env = dict(default_env(), **os.environ, **(env or {}))
-    base = sh(["dtc", "-q", "-I", "dtb", "-O", "dts", qemu_dtb(gic, smp, mem, cpu)])
+    base_dtb = board_base(board) if board else qemu_dtb(gic, smp, mem, cpu)
+    base = sh(["dtc", "-q", "-I", "dtb", "-O", "dts", base_dtb])
     base = "\n".join(l for l in base.splitlines() if "rng-seed" not in l and "kaslr-seed" not in l)
     frag = os.path.abspath(fragment)
     src = out + ".dts"
@@ -186,6 +227,7 @@ def main():
     ap.add_argument("--smp", type=int, default=4)
     ap.add_argument("--mem", default="2G")
     ap.add_argument("--cpu", default="cortex-a57")
+    ap.add_argument("--board", choices=sorted(BOARDS), help="a board model with its Debian DTB instead of virt")
     ap.add_argument("--image", default=os.path.join(ROOT, "target/aarch64/release/dtvisor.bin"))
     # Everything after "--" goes to QEMU; options may come in any order
     # before it (argparse's REMAINDER would swallow a later --gic).
@@ -193,17 +235,21 @@ def main():
     qemu_args = argv[argv.index("--") + 1:] if "--" in argv else []
     a = ap.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
     a.qemu = qemu_args
-    out = a.out or os.path.join(CACHE, os.path.basename(a.fragment).replace(".dtsi", ".dtb"))
+    name = os.path.basename(a.fragment).replace(".dtsi", ".dtb")
+    out = a.out or os.path.join(CACHE, f"{a.board}-{name}" if a.board else name)
     os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
-    loaders = system_dtb(a.fragment, out, default_env(), a.gic, a.smp, a.mem, a.cpu)
+    loaders = system_dtb(a.fragment, out, default_env(), a.gic, a.smp, a.mem, a.cpu, board=a.board)
     if a.cmd == "dtb":
         print(out)
         return
     extra = a.qemu
-    cmd = ["qemu-system-aarch64", "-machine", f"virt,virtualization=on,gic-version={a.gic}",
-           "-cpu", a.cpu, "-smp", str(a.smp), "-m", a.mem, "-nographic", "-nic", "none",
-           "-echr", "0x1d",  # QEMU's own escape is Ctrl-], so Ctrl-a reaches dtvisor
-           "-kernel", a.image, "-dtb", out] + loaders + extra
+    escape = ["-echr", "0x1d"]  # QEMU's own escape is Ctrl-], so Ctrl-a reaches dtvisor
+    if a.board:
+        cmd = BOARDS[a.board].command(a.image, out, loaders, console="mon:stdio", extra=escape + extra)
+    else:
+        cmd = ["qemu-system-aarch64", "-machine", f"virt,virtualization=on,gic-version={a.gic}",
+               "-cpu", a.cpu, "-smp", str(a.smp), "-m", a.mem, "-nographic", "-nic", "none",
+               "-kernel", a.image, "-dtb", out] + escape + loaders + extra
     print("+ " + " ".join(cmd), file=sys.stderr)
     os.execvp(cmd[0], cmd)
 

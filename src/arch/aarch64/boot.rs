@@ -10,6 +10,7 @@ pub const MAX_CPUS: usize = dtvisor::rt::MAX_CPUS;
 core::arch::global_asm!(
     include_str!("entry.S"),
     STACK_SIZE = const STACK_SIZE,
+    MAX_CPUS = const MAX_CPUS,
 );
 
 unsafe extern "C" {

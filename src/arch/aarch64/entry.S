@@ -153,6 +153,31 @@ secondary_entry:
 8:  wfe
     b       8b
 
+// Secondary CPUs released from a spin-table enter here (the firmware
+// passes no argument): MMU off. The index is the slot of SPIN_MPIDRS
+// (arch/aarch64/smp.rs) holding this CPU's MPIDR affinity; a CPU that is
+// not there (one sharing a release address with a CPU dtvisor wanted)
+// stays parked.
+.global spin_entry
+spin_entry:
+    msr     daifset, #0xf
+    mrs     x1, mpidr_el1
+    mov     x2, #0xffffff               // Aff2..Aff0
+    movk    x2, #0xff, lsl #32          // Aff3
+    and     x1, x1, x2
+    adrp    x2, SPIN_MPIDRS
+    add     x2, x2, :lo12:SPIN_MPIDRS
+    mov     x0, #1
+1:  cmp     x0, #{MAX_CPUS}
+    b.hs    3f
+    ldr     x3, [x2, x0, lsl #3]
+    cmp     x3, x1
+    b.eq    secondary_entry             // x0 = index
+    add     x0, x0, #1
+    b       1b
+3:  wfe
+    b       3b
+
 // ---- EFI -----------------------------------------------------------------
 
 .section .text.efi, "ax"

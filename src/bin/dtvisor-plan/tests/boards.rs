@@ -285,7 +285,8 @@ fn fits(b: &Board, dir: &Path, board: &[u8]) {
             .map_or(&[][..], |(_, h)| &h[..h.len().min(r.size() as usize)])
     };
     let gic = plat.gic.as_ref().map_or(GicVersion::V3, |g| g.version);
-    let built = dtvisor::vm::build::build(&plat, &plan, plat.cpus.len(), gic, &head, &mut |_| 0);
+    let mpidrs: Vec<u64> = plat.cpus.iter().map(|c| c.mpidr).collect();
+    let built = dtvisor::vm::build::build(&plat, &plan, &mpidrs, gic, &head, &mut |_| 0);
     let (layout, specs) = built.unwrap_or_else(|e| panic!("{}: does not fit: {e:?}", b.dir));
     assert_eq!(specs.len(), 2, "{}", b.dir);
     for (d, s) in layout.domains.iter().zip(&specs) {
