@@ -71,8 +71,12 @@ fn find_console(fdt: &Fdt) -> Option<Uart> {
             u.enable();
             Uart::Cadence(u)
         }
-        // SAFETY: the DTB names this an i.MX UART.
-        UartKind::Imx => Uart::Imx(unsafe { Imx::new(base) }),
+        UartKind::Imx => {
+            // SAFETY: the DTB names this an i.MX UART.
+            let u = unsafe { Imx::new(base) };
+            u.enable();
+            Uart::Imx(u)
+        }
     })
 }
 
@@ -179,7 +183,8 @@ extern "C" fn primary_main(dtb_pa: u64, load: u64, t_entry: u64) -> ! {
     );
     selftests(early_opts.selftest);
     let (plan, boot_scrub) = boot_plan(&fdt, &plat);
-    vmm::boot(&plat, &plan, boot_scrub)
+    let virq_by_hcr = early_opts.selftest == Some("virq-by-hcr");
+    vmm::boot(&plat, &plan, boot_scrub, virq_by_hcr)
 }
 
 /// The host's RAM (into `ram`, sorted: no heap yet) and the EL2 identity
@@ -246,7 +251,9 @@ fn discover(fdt: &Fdt, [image, dtb, heap]: [Range; 3]) -> Platform {
 /// `dtvisor.selftest=...` (tests only, never in production): heap-grow
 /// (the heap grows past its size), el2-fault (an EL2 data abort, for the
 /// unexpected-exception report), write-text (W^X at EL2: a write to the
-/// hypervisor's own code must fault).
+/// hypervisor's own code must fault), virq-by-hcr (guests' interrupts
+/// raised through HCR_EL2.VI, as where the GIC's virtual IRQ is not
+/// wired: that path tested on any machine).
 fn selftests(which: Option<&str>) {
     heap::set_selftest(which == Some("heap-grow"));
     if which == Some("el2-fault") {

@@ -259,7 +259,7 @@ pub fn system_reset(rt: &Runtime<ImageHw>, vm: &Vm, vi: usize) -> ! {
 }
 
 /// Turns the plan into running domains on this machine; never returns.
-pub fn boot(plat: &Platform, plan: &BootPlan, boot_scrub: bool) -> ! {
+pub fn boot(plat: &Platform, plan: &BootPlan, boot_scrub: bool, virq_by_hcr: bool) -> ! {
     let me = arch::mpidr();
     let cpus = build::cpu_order(plat, me, boot::MAX_CPUS);
     let (specs, modules_kept) = build_specs(plat, plan, &cpus);
@@ -278,7 +278,7 @@ pub fn boot(plat: &Platform, plan: &BootPlan, boot_scrub: bool) -> ! {
         console_irq: vgic.and(console_irq).unwrap_or(0),
         boot_scrub,
         modules_kept,
-        virq_by_hcr: driver.is_some_and(|d| !virq_reaches_cpu(&d)),
+        virq_by_hcr: driver.is_some_and(|d| virq_by_hcr || !virq_reaches_cpu(&d)),
     };
     let nr_lrs = driver.map_or(0, |d| gic::nr_lrs(&d));
     let hw = ImageHw {

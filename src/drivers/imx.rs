@@ -1,6 +1,9 @@
 //! i.MX UART (`fsl,imx6q-uart`, `fsl,imx21-uart`: i.MX 6/7/8). The
-//! bootloader has set the line up; only the data registers, the status
-//! and the receiver-ready interrupt are used.
+//! bootloader has set the line up (baud rate, format); `enable` makes sure
+//! the UART, its receiver and its transmitter are on (a `-kernel` boot
+//! under QEMU has no bootloader, and a receiver left off never hears a
+//! key). Otherwise only the data registers, the status and the
+//! receiver-ready interrupt are used.
 
 use tock_registers::interfaces::{Readable, Writeable};
 use tock_registers::register_structs;
@@ -13,7 +16,8 @@ register_structs! {
         (0x40 => utxd: WriteOnly<u32>),
         (0x44 => _reserved1),
         (0x80 => ucr1: ReadWrite<u32>),
-        (0x84 => _ucr2_4),
+        (0x84 => ucr2: ReadWrite<u32>),
+        (0x88 => _ucr3_4),
         (0x90 => _ufcr),
         (0x94 => _usr1),
         (0x98 => usr2: ReadOnly<u32>),
@@ -27,8 +31,13 @@ register_structs! {
 const USR2_RDR: u32 = 1 << 0;
 /// UTS: transmit FIFO full.
 const UTS_TXFULL: u32 = 1 << 4;
-/// UCR1: receiver ready interrupt enable.
+/// UCR1: receiver ready interrupt enable; the UART enable.
 const UCR1_RRDYEN: u32 = 1 << 9;
+const UCR1_UARTEN: u32 = 1 << 0;
+/// UCR2: not in software reset, receiver and transmitter enabled.
+const UCR2_SRST: u32 = 1 << 0;
+const UCR2_RXEN: u32 = 1 << 1;
+const UCR2_TXEN: u32 = 1 << 2;
 
 pub struct Imx {
     regs: *const Regs,
@@ -50,6 +59,14 @@ impl Imx {
     fn regs(&self) -> &Regs {
         // SAFETY: `new`'s contract: a mapped UART register block.
         unsafe { &*self.regs }
+    }
+
+    /// The UART, receiver and transmitter on, the rest as the bootloader
+    /// left it.
+    pub fn enable(&self) {
+        let r = self.regs();
+        r.ucr1.set(r.ucr1.get() | UCR1_UARTEN);
+        r.ucr2.set(r.ucr2.get() | UCR2_SRST | UCR2_RXEN | UCR2_TXEN);
     }
 
     pub fn putc(&self, b: u8) {

@@ -92,6 +92,11 @@ impl<H: Hw> Runtime<H> {
         }
         let n = pc.nr_lrs.load(Ordering::Relaxed);
         let mut out = [Lr::default(); MAX_LRS];
+        if self.settings.virq_by_hcr {
+            // No maintenance interrupt while the list registers are taken
+            // back and refilled (emptied, none is pending for a moment).
+            self.hw.write_hcr(hw::ICH_HCR_EN);
+        }
         let (fill, deactivate) = {
             let mut g = vg.lock();
             self.sync_here(&mut g, vi);

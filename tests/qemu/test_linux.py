@@ -24,12 +24,12 @@ def boot_args(image, linux, work, fragment, gic=3, smp=4, cpu="cortex-a57"):
     return ["-kernel", image, "-dtb", dtb] + loaders
 
 
-def expect_up(q, domains):
+def expect_up(q, domains, timeout=BOOT):
     """Waits for each domain's marker; checks its CPU count and that
     MemTotal is most of the configured memory (the kernel keeps some)."""
     got = {}
     pats = [MARKER.format(dom=d) for d in domains]
-    q.expect_all(pats, BOOT)
+    q.expect_all(pats, timeout)
     for (dom, (cpus, mib)) in domains.items():
         m = re.search(MARKER.format(dom=dom).encode(), q.buf)
         n, kb = int(m.group(1)), int(m.group(2))
