@@ -45,9 +45,18 @@ impl<H: Hw> Runtime<H> {
             return;
         }
         let mut states = [LrState::Invalid; MAX_LRS];
+        let hidden = pc.lrs_hidden_pending.swap(0, Ordering::Relaxed);
         for (n, s) in states.iter_mut().enumerate().take(used) {
             *s = self.hw.lr_state(n);
             self.hw.clear_lr(n);
+            if hidden & (1 << n) != 0 {
+                // Written active only (`hide_pending_active`): the pending
+                // half is still owed.
+                *s = match *s {
+                    LrState::Invalid => LrState::Pending,
+                    _ => LrState::PendingActive,
+                };
+            }
         }
         g.sync_lrs(vi, &states[..used]);
         pc.lrs_used.store(0, Ordering::Relaxed);
@@ -105,6 +114,10 @@ impl<H: Hw> Runtime<H> {
             (f, g.take_hw_deactivate(vi))
         };
         self.hw.clear_active_private(deactivate);
+        if self.settings.virq_by_hcr {
+            let hidden = hide_pending_active(&mut out[..fill.used]);
+            pc.lrs_hidden_pending.store(hidden, Ordering::Relaxed);
+        }
         for (i, lr) in out.iter().enumerate().take(fill.used) {
             self.hw.set_lr(i, lr);
         }
@@ -114,9 +127,7 @@ impl<H: Hw> Runtime<H> {
             hcr |= hw::ICH_HCR_NPIE;
         }
         if self.settings.virq_by_hcr {
-            let pending = out[..fill.used]
-                .iter()
-                .any(|l| matches!(l.state, LrState::Pending | LrState::PendingActive));
+            let pending = out[..fill.used].iter().any(|l| l.state == LrState::Pending);
             self.hw.set_virtual_irq(pending);
             if pending {
                 // Once the guest has taken them all, VI must drop.
@@ -310,4 +321,28 @@ impl<H: Hw> Runtime<H> {
         }
         r
     }
+}
+
+/// Under the HCR_EL2.VI fallback an interrupt both pending and active in
+/// a list register would keep VI up while the guest cannot take it (it
+/// must deactivate it first), and the no-pending maintenance interrupt
+/// does not count it as pending: a storm of maintenance interrupts. So
+/// such a list register is written active only, the pending half kept
+/// aside (the bits returned, one per list register) and given back when
+/// the list registers are taken back; an emulated interrupt asks for the
+/// maintenance interrupt at its deactivation, so the pending half is
+/// delivered at once, and a hardware-linked one (a timer) fires again
+/// from its device if it is still due.
+fn hide_pending_active(lrs: &mut [Lr]) -> usize {
+    let mut hidden = 0;
+    for (i, lr) in lrs.iter_mut().enumerate() {
+        if lr.state == LrState::PendingActive {
+            lr.state = LrState::Active;
+            if lr.pintid.is_none() {
+                lr.eoi_maintenance = true;
+            }
+            hidden |= 1 << i;
+        }
+    }
+    hidden
 }

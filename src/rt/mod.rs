@@ -61,6 +61,9 @@ pub struct PerCpu {
     /// List registers of this CPU, and how many the current vCPU uses.
     nr_lrs: AtomicUsize,
     lrs_used: AtomicUsize,
+    /// Under `Settings::virq_by_hcr`: list registers written active whose
+    /// interrupt is also pending (bit per list register).
+    lrs_hidden_pending: AtomicUsize,
 }
 
 impl PerCpu {
@@ -71,6 +74,7 @@ impl PerCpu {
             mpidr: AtomicU64::new(0),
             nr_lrs: AtomicUsize::new(0),
             lrs_used: AtomicUsize::new(0),
+            lrs_hidden_pending: AtomicUsize::new(0),
         }
     }
 }

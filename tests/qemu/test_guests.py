@@ -355,7 +355,7 @@ def test_dtb_with_more_cpus_than_the_machine(qemu, two_domains):
     # A domain placed on a CPU that is not there: nothing starts.
     args = two_domains("cpus-4-of-2-placed", "spin", "spin", cpus=(2, 1), smp=4)
     with qemu("cpus-4-of-2-placed", args, smp=2) as q:
-        q.expect(r"error: pCPU 2 \(MPIDR 0x2\) did not start: PSCI InvalidParameters", 60)
+        q.expect(r"error: pCPU 2 \(/cpus/cpu@2, MPIDR 0x2\): PSCI CPU_ON failed: InvalidParameters", 60)
         q.expect(r"a physical CPU the domains need did not start: no domain started; dtvisor stays up on its"
                  r" console", 10)
         q.not_seen(r"guest: hello")

@@ -69,6 +69,15 @@ const BOARDS: &[Board] = &[
         console: 0x3086_0000,
         memory: None,
     },
+    Board {
+        dir: "nxp-imx8mp-evk",
+        dtb: "debian/freescale/imx8mp-evk.dtb",
+        cpus: 4,
+        gic: GicVersion::V3,
+        uart: UartKind::Imx,
+        console: 0x3089_0000,
+        memory: None,
+    },
 ];
 
 /// QEMU virt's own DTB (dumped by QEMU: the tests' machine shape).
