@@ -75,7 +75,8 @@ UART_CLOCK_C = r"""
 #include <stdlib.h>
 #include <string.h>
 
-/* The part of QEMU's plugin API (version 1, QEMU 7.2) this uses. */
+/* The part of QEMU's plugin API this uses (unchanged from version 1 of
+ * QEMU 7.2 to version 4 of QEMU 10, which loads version 2 and later). */
 #define EXPORT __attribute__((visibility("default")))
 typedef uint64_t qemu_plugin_id_t;
 typedef uint32_t qemu_plugin_meminfo_t;
@@ -101,7 +102,7 @@ uint64_t qemu_plugin_hwaddr_phys_addr(const struct qemu_plugin_hwaddr *);
 int64_t qemu_clock_get_ns(int type); /* QEMU_CLOCK_VIRTUAL = 1 */
 int64_t icount_get_raw(void);
 
-EXPORT int qemu_plugin_version = 1;
+EXPORT int qemu_plugin_version = 2;
 static FILE *out;
 static uint64_t uart = 0x09000000;
 static uint64_t hyp_lo, hyp_hi; /* [lo, hi): the hypervisor image, if any */
