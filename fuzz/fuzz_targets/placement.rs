@@ -348,7 +348,7 @@ fn pipeline(data: &[u8]) {
     let Some(plan) = report.plan else { return };
     let boot = fdt.boot_cpuid() as u64;
     let cpus = build::cpu_order(&plat, boot, 16);
-    let usable = if plat.psci.is_some() { cpus.len() } else { 1 };
+    let (usable, _) = build::startable(&plat, &cpus);
     let gic = plat.gic.as_ref().map_or(GicVersion::V3, |g| g.version);
     let is_dt = |r: Range| {
         plan.domains
@@ -369,7 +369,7 @@ fn pipeline(data: &[u8]) {
         return;
     } // TEMP
     let mut dtbs = Vec::new();
-    let built = build::build(&plat, &plan, usable, gic, &head, &mut |b| {
+    let built = build::build(&plat, &plan, &cpus, gic, &head, &mut |b| {
         dtbs.push(b);
         0xfff0_0000_0000 + (dtbs.len() as u64) * DTB_MAX
     });
