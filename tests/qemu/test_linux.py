@@ -8,6 +8,7 @@ import os
 import re
 
 
+import harness
 import system
 from harness import ROOT
 from system import xen_style_fragment
@@ -41,11 +42,25 @@ def expect_up(q, domains, timeout=BOOT):
     return got
 
 
+FOCUSED = r"console input now goes to (.+?) \(Ctrl-a"
+
+
 def focus(q, dom):
-    """Ctrl-a three times until console input goes to `dom`."""
-    for _ in range(8):
+    """Ctrl-a three times until console input goes to `dom`. A first
+    Ctrl-a x3 sent as the guests finish booting goes unanswered now and
+    then on QEMU 10 (about one boot in eight under load; not seen on QEMU
+    7.2, cause not found yet: see the issue 26 note): it is sent once more
+    after 20 s, and the log says so."""
+    for i in range(8):
         q.send(b"\x01\x01\x01")
-        m = q.expect(r"console input now goes to (.+?) \(Ctrl-a", 30)
+        try:
+            m = q.expect(FOCUSED, 20 if i == 0 else 30)
+        except harness.Failure:
+            if i != 0:
+                raise
+            q.log.write(b"\n[test] no answer to Ctrl-a x3 in 20 s: sending it again\n")
+            q.send(b"\x01\x01\x01")
+            m = q.expect(FOCUSED, 30)
         if m.group(1).decode() == dom:
             return
     q.fail(f"console focus never reached {dom}")
