@@ -22,7 +22,8 @@ pub fn for_each_ram(fdt: &Fdt<'_>, mut f: impl FnMut(Range)) {
     }
 }
 
-/// The 4 KiB page holding a spin-table release address.
+/// The 4 KiB page holding a spin-table release address: never given to a
+/// guest or the heap, mapped at EL2 (the hypervisor writes it).
 pub fn release_page(addr: u64) -> Range {
     let start = addr & !0xfff;
     Range::new(start, start + 0x1000)

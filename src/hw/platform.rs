@@ -279,14 +279,6 @@ pub enum EnableMethod {
     Unusable(String),
 }
 
-impl EnableMethod {
-    /// The 4 KiB page holding a spin-table release address: never given
-    /// to a guest or the heap, mapped at EL2 (the hypervisor writes it).
-    pub fn release_page(addr: u64) -> Range {
-        super::early::release_page(addr)
-    }
-}
-
 impl fmt::Display for EnableMethod {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -752,8 +744,7 @@ impl Platform {
     /// warnings.
     pub fn discover(fdt: &Fdt<'_>) -> Result<Platform, Vec<Diagnostic>> {
         let mut f = Findings::default();
-        let memory = discover_memory(fdt, &mut f);
-        let mut memory = memory;
+        let mut memory = discover_memory(fdt, &mut f);
         let (mut cpus, cpu_compatible) = discover_cpus(fdt, &mut f);
         let gic = discover_gic(fdt, &mut f);
         let psci = discover_psci(fdt, &mut f);
@@ -761,7 +752,7 @@ impl Platform {
         for c in &cpus {
             if let EnableMethod::SpinTable { release } = c.enable {
                 memory.reserved.push(Reserved {
-                    range: EnableMethod::release_page(release),
+                    range: super::early::release_page(release),
                     kind: ReservedKind::SpinTable(c.path.clone()),
                 });
             }

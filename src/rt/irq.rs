@@ -114,25 +114,23 @@ impl<H: Hw> Runtime<H> {
             (f, g.take_hw_deactivate(vi))
         };
         self.hw.clear_active_private(deactivate);
+        // Under the HCR_EL2.VI fallback: VI up while a list register is
+        // pending, and the no-pending maintenance interrupt to drop it
+        // once the guest has taken them all.
+        let mut raise_vi = false;
         if self.settings.virq_by_hcr {
             let hidden = hide_pending_active(&mut out[..fill.used]);
             pc.lrs_hidden_pending.store(hidden, Ordering::Relaxed);
+            raise_vi = out[..fill.used].iter().any(|l| l.state == LrState::Pending);
+            self.hw.set_virtual_irq(raise_vi);
         }
         for (i, lr) in out.iter().enumerate().take(fill.used) {
             self.hw.set_lr(i, lr);
         }
         pc.lrs_used.store(fill.used, Ordering::Relaxed);
         let mut hcr = hw::ICH_HCR_EN;
-        if fill.no_pending_irq {
+        if fill.no_pending_irq || raise_vi {
             hcr |= hw::ICH_HCR_NPIE;
-        }
-        if self.settings.virq_by_hcr {
-            let pending = out[..fill.used].iter().any(|l| l.state == LrState::Pending);
-            self.hw.set_virtual_irq(pending);
-            if pending {
-                // Once the guest has taken them all, VI must drop.
-                hcr |= hw::ICH_HCR_NPIE;
-            }
         }
         if fill.underflow_irq {
             hcr |= hw::ICH_HCR_UIE;
