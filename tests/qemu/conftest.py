@@ -83,11 +83,16 @@ TRAP_ALLOCATION = b"heap allocations on guest trap paths"
 
 
 @pytest.fixture
-def qemu(request):
+def log_dir(request):
+    """This test's log directory: target/qemu-logs/TEST."""
+    return _fresh(os.path.join(harness.LOGDIR, request.node.name))
+
+
+@pytest.fixture
+def qemu(log_dir):
     """harness.Qemu with this test's log directory: target/qemu-logs/TEST.
     After the test, no run may have reported a heap allocation on a guest
     trap path."""
-    log_dir = _fresh(os.path.join(harness.LOGDIR, request.node.name))
     runs = []
 
     def start(name, args, **kw):
@@ -100,3 +105,18 @@ def qemu(request):
         if TRAP_ALLOCATION in q.buf:
             line = next(l for l in q.buf.splitlines() if TRAP_ALLOCATION in l)
             pytest.fail(f"{q.name}: {line.decode(errors='replace').strip()} ({q.log_path})", pytrace=False)
+
+
+@pytest.fixture
+def serial_port(log_dir):
+    """harness.SerialPort in this test's log directory: a QEMU serial port
+    the test reads and types into (closed after the test)."""
+    ports = []
+
+    def make(name):
+        ports.append(harness.SerialPort(name, log_dir))
+        return ports[-1]
+
+    yield make
+    for p in ports:
+        p.close()

@@ -132,6 +132,17 @@ class Qemu:
     def expect(self, pattern, timeout=60, what=None):
         """Waits until `pattern` (regex) appears after the previous match."""
         __tracebackhide__ = True
+        m = self.wait_for(pattern, timeout)
+        if m is False:
+            self.fail(f"timed out after {timeout}s waiting for {what or pattern!r}")
+        if m is None:
+            self.fail(f"QEMU exited (status {self.proc.poll()}) before {what or pattern!r}")
+        return m
+
+    def wait_for(self, pattern, timeout):
+        """The match of `pattern` after the previous one, False if it has
+        not appeared in `timeout` s, None if the output ended first (no
+        failure: for a caller that tries again)."""
         rx = re.compile(pattern.encode() if isinstance(pattern, str) else pattern)
         deadline = time.monotonic() + timeout
         while True:
@@ -140,10 +151,8 @@ class Qemu:
                 self.pos = m.end()
                 return m
             got = self._read(deadline)
-            if got is False:
-                self.fail(f"timed out after {timeout}s waiting for {what or pattern!r}")
-            if got is None:
-                self.fail(f"QEMU exited (status {self.proc.poll()}) before {what or pattern!r}")
+            if not got:
+                return got
 
     def expect_all(self, patterns, timeout=60):
         """Waits until every pattern has appeared after the previous match,
@@ -271,6 +280,83 @@ class Qemu:
 
     def __exit__(self, *exc):
         self.close()
+
+
+class SerialPort:
+    """One of QEMU's serial ports on a Unix socket this side listens on:
+    QEMU connects to it as it starts (`chardev` is the -serial argument).
+    What the machine writes there is logged to log_dir/NAME.log and can be
+    waited for; `send` types into it. A failed wait reports this port's
+    tail and then fails `console` (the Qemu run, with its console tail)."""
+
+    def __init__(self, name, log_dir=LOGDIR):
+        os.makedirs(log_dir, exist_ok=True)
+        self.name = name
+        self.path = os.path.join(tempfile.gettempdir(), f"dtv-{os.getpid()}-{next(_MONITORS)}.uart")
+        self.listener = socket.socket(socket.AF_UNIX)
+        self.listener.bind(self.path)
+        self.listener.listen(1)
+        self.chardev = f"unix:{self.path}"
+        self.conn = None
+        self.console = None
+        self.buf, self.pos = b"", 0
+        self.log_path = os.path.join(log_dir, f"{name}.log")
+        self.log = open(self.log_path, "wb")
+
+    def _read(self, deadline):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        r, _, _ = select.select([self.conn or self.listener], [], [], min(left, 1.0))
+        if not r:
+            return True
+        if self.conn is None:
+            self.conn, _ = self.listener.accept()
+            return True
+        data = self.conn.recv(65536)
+        if not data:
+            return None
+        self.buf += data
+        self.log.write(data)
+        self.log.flush()
+        return True
+
+    wait_for = Qemu.wait_for
+
+    def expect(self, pattern, timeout=60, what=None):
+        """Waits until `pattern` (regex) appears on this port after the
+        previous match."""
+        __tracebackhide__ = True
+        m = self.wait_for(pattern, timeout)
+        if not m:
+            why = f"timed out after {timeout}s" if m is False else "the port closed"
+            self.fail(f"{why} waiting for {what or pattern!r} on serial port {self.name}")
+        return m
+
+    def send(self, data):
+        __tracebackhide__ = True
+        deadline = time.monotonic() + 30
+        while self.conn is None:
+            if not self._read(deadline):
+                self.fail(f"QEMU never connected to serial port {self.name}")
+        self.conn.sendall(data if isinstance(data, bytes) else data.encode())
+
+    def fail(self, msg):
+        __tracebackhide__ = True
+        tail = "\n".join(self.buf.decode("utf-8", "replace").splitlines()[-20:])
+        msg = f"{msg}\n--- serial port {self.name} tail ({self.log_path}) ---\n{tail}"
+        if self.console is not None:
+            self.console.fail(msg)
+        self.close()
+        raise Failure(msg)
+
+    def close(self):
+        for s in (self.conn, self.listener):
+            if s is not None:
+                s.close()
+        if os.path.exists(self.path):
+            os.unlink(self.path)
+        self.log.close()
 
 
 def run(cmd, **kw):

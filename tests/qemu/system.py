@@ -60,31 +60,51 @@ def qemu_dtb(gic=3, smp=4, mem="2G", cpu="cortex-a57"):
 class Board:
     """A QEMU machine other than virt, booted with its own Debian DTB
     (scripts/fetch-test-dtbs puts it in cache/dtbs/debian): how QEMU is
-    started, and where dtvisor's console is (QEMU's serial ports in
-    order; the first ones are null)."""
+    started, which of QEMU's serial ports is dtvisor's console, and the
+    board UART dts/<board>/linux.dtsi passes through to domU1 (`uart`:
+    its QEMU serial port, host node, address and the name domU1's Linux
+    gives it)."""
 
-    def __init__(self, machine, dtb, args, null_serials):
-        self.machine, self.dtb, self.args, self.null_serials = machine, dtb, args, null_serials
+    def __init__(self, machine, dtb, args, console_port, uart):
+        self.machine, self.dtb, self.args, self.console_port, self.uart = machine, dtb, args, console_port, uart
 
     def dtb_path(self):
         return os.path.join(ROOT, "cache", "dtbs", "debian", self.dtb)
 
-    def command(self, image, dtb, loaders, console="stdio", extra=()):
+    def command(self, image, dtb, loaders, console="stdio", uart="null", extra=()):
         """QEMU's command line: the board, dtvisor as -kernel with `dtb`,
-        its console on `console` (a QEMU character device)."""
-        serials = ["-serial", "null"] * self.null_serials + ["-serial", console]
+        its console on `console` and the passed-through UART on `uart`
+        (QEMU character devices); other serial ports before the console
+        are null."""
+        ports = ["null"] * (self.console_port + 1)
+        ports[self.uart.port] = uart
+        ports[self.console_port] = console
+        serials = [a for p in ports for a in ("-serial", p)]
         return (["qemu-system-aarch64", "-machine", self.machine] + self.args +
                 ["-nographic", "-monitor", "none"] + serials +
                 ["-kernel", image, "-dtb", dtb] + loaders + list(extra))
 
 
+class BoardUart:
+    """A board UART given to domU1 (dts/<board>/partial/): QEMU's serial
+    port `port`, the host DTB's node, its address (the same in the guest)
+    and its interrupt (INTID), and the guest's device."""
+
+    def __init__(self, port, host_node, addr, intid, tty):
+        self.port, self.host_node, self.addr, self.intid, self.tty = port, host_node, addr, intid, tty
+
+
 BOARDS = {
     # Four Cortex-A72 released from a spin-table, 960 MiB visible, a
-    # GIC-400; the console is the mini UART, QEMU's second serial port.
-    "raspi4b": Board("raspi4b", "broadcom/bcm2711-rpi-4-b.dtb", [], 1),
+    # GIC-400; the console is the mini UART, QEMU's second serial port,
+    # and domU1 owns the PL011 UART0, the first.
+    "raspi4b": Board("raspi4b", "broadcom/bcm2711-rpi-4-b.dtb", [], 1,
+                     BoardUart(0, "/soc/serial@7e201000", 0xfe201000, 32 + 121, "ttyAMA1")),
     # Four Cortex-A53 (QEMU gives the model one unless told), GICv3, PSCI
-    # over SMC; the console is UART2, QEMU's second serial port.
-    "imx8mp-evk": Board("imx8mp-evk", "freescale/imx8mp-evk.dtb", ["-smp", "4", "-m", "2G"], 1),
+    # over SMC; the console is UART2, QEMU's second serial port, and domU1
+    # owns UART1, the first.
+    "imx8mp-evk": Board("imx8mp-evk", "freescale/imx8mp-evk.dtb", ["-smp", "4", "-m", "2G"], 1,
+                        BoardUart(0, "/soc@0/bus@30800000/serial@30860000", 0x30860000, 32 + 26, "ttymxc1")),
 }
 
 
@@ -97,7 +117,8 @@ def board_base(board):
 
 
 def read_modules(path, env):
-    """(node path, file, address) from a .modules list; $VARS from env."""
+    """(node path, file, address) from a .modules list; $VARS from env; a
+    file name with neither (partial/x.dts) is in the list's directory."""
     out = []
     if not os.path.exists(path):
         return out
@@ -106,6 +127,8 @@ def read_modules(path, env):
         if not line:
             continue
         node, f, addr = line.split()
+        if not f.startswith(("$", "/")):
+            f = os.path.join(os.path.dirname(os.path.abspath(path)), f)
         f = re.sub(r"\$(\w+)", lambda m: env[m.group(1)], f)
         out.append((node, f, int(addr, 0)))
     return out
@@ -245,7 +268,13 @@ def main():
     extra = a.qemu
     escape = ["-echr", "0x1d"]  # QEMU's own escape is Ctrl-], so Ctrl-a reaches dtvisor
     if a.board:
-        cmd = BOARDS[a.board].command(a.image, out, loaders, console="mon:stdio", extra=escape + extra)
+        # The UART domU1 owns is a pseudo-terminal: QEMU prints its name
+        # ("char device redirected to /dev/pts/N (label serial0)"), and
+        # any terminal program can open it (e.g. picocom /dev/pts/N).
+        board = BOARDS[a.board]
+        print(f"domU1 owns the board UART {board.uart.host_node} ({board.uart.tty} in domU1): QEMU's serial{board.uart.port}, "
+              "on the pseudo-terminal QEMU names below", file=sys.stderr)
+        cmd = board.command(a.image, out, loaders, console="mon:stdio", uart="pty", extra=escape + extra)
     else:
         cmd = ["qemu-system-aarch64", "-machine", f"virt,virtualization=on,gic-version={a.gic}",
                "-cpu", a.cpu, "-smp", str(a.smp), "-m", a.mem, "-nographic", "-nic", "none",
