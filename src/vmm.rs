@@ -515,4 +515,10 @@ fn start_secondaries(plat: &Platform, rt: &Runtime<ImageHw>, cpus: &[u64]) {
     if failed {
         crate::fatal::stay_up("a physical CPU the domains need did not start");
     }
+    log::info!(
+        "CPUs up: {} of {} (the boot CPU and {} started)",
+        highest + 1,
+        plat.cpus.len(),
+        highest
+    );
 }

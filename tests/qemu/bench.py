@@ -231,17 +231,25 @@ class Point:
         self.hyp = fields[4::2]
 
 
-def clocked(name, args, lines, smp, hyp=None, entry=None, **kw):
+def clocked(name, args, lines, smp, hyp=None, entry=None, command=None, uart=None, **kw):
     """Runs QEMU with the plugin until every pattern in `lines` (label ->
     regex for one whole console line) has been printed; returns (label ->
     Point for the first such line's last byte, the Point of the first
     guest instruction at `entry` or None, the console text). `hyp`:
     (start, end) of the hypervisor's image, whose instructions are counted
-    apart (and whose first block arms `entry`)."""
+    apart (and whose first block arms `entry`). `command`: a whole QEMU
+    command line (a board) instead of virt with `args`, its console's
+    data register at `uart`; QEMU's own messages go to a file beside the
+    log, so the console's bytes stay those the plugin saw stored."""
     rec = os.path.join(LOGDIR, f"{name}.uart-clock")
     plugin = f"{uart_clock()},out={rec},cpus={smp}" + (f",hyp={hyp[0]:#x}:{hyp[1]:#x}" if hyp else "")
     if entry is not None:
         plugin += f",entry={entry:#x},entry_out={rec}.entry"
+    if uart is not None:
+        plugin += f",uart={uart:#x}"
+    if command is not None:
+        kw.update(command=list(command) + ["-icount", "shift=0,align=off,sleep=off", "-plugin", plugin],
+                  stderr=os.path.join(LOGDIR, f"{name}.stderr"))
     with Qemu(name, list(args) + ["-plugin", plugin], smp=smp, icount=True, limit=LIMIT, **kw) as q:
         # One byte more than the line: QEMU writes a byte to the console
         # before the plugin records it, but records it before the guest can
@@ -281,13 +289,14 @@ TS = r"\[\s*(\d+\.\d+)\] "
 ARGS = "console=dtuart bootscrub={scrub} console_timestamps=boot"
 
 
-def image_range(image):
-    """Where QEMU's -kernel puts an arm64 Image on virt (RAM at 1 GiB):
-    text_offset from 2 MiB when it is below QEMU's 4 KiB boot stub."""
+def image_range(image, ram=0x4000_0000):
+    """Where QEMU's -kernel puts an arm64 Image in RAM starting at `ram`
+    (1 GiB on virt, 0 on raspi4b): text_offset from 2 MiB when it is below
+    QEMU's 4 KiB boot stub."""
     with open(image, "rb") as f:
         hdr = f.read(64)
     off, size = int.from_bytes(hdr[8:16], "little"), int.from_bytes(hdr[16:24], "little")
-    start = 0x4000_0000 + off + (2 << 20 if off < 4096 else 0)
+    start = ram + off + (2 << 20 if off < 4096 else 0)
     return start, start + size
 
 
@@ -419,6 +428,73 @@ def micro(h):
     return out
 
 
+# ---- boards ------------------------------------------------------------------
+
+# QEMU 10's Raspberry Pi 4 B with Debian's DTB and dts/raspi4b/linux.dtsi
+# (two 2-vCPU Linux domains, the PL011 passed through to domU1), the same
+# DTB and modules under both hypervisors: four CPUs (the model has no
+# fewer), which Xen 4.17 runs under icount on this machine (on virt it
+# hangs with more than one). Console: the mini UART, whose data register
+# the plugin watches. Xen names the domains by id (domU1 is d1).
+BOARD = "raspi4b"
+BOARD_UART = 0xfe21_5040
+BOARD_DOMAINS = ("domU1", "domU2")
+
+
+def board_line(hyp, dom, body):
+    if hyp == "dtvisor":
+        return rf"\({dom}\) {TS}{body}[^\n]*\n".encode()
+    return rf"\(XEN\) {TS}DOM{dom[-1]}: {body}[^\n]*\n".encode()
+
+
+def board(name, image):
+    """The board system on one hypervisor: QEMU start to the first guest
+    instruction and to each domain's userspace marker, and the CPUs it
+    brought up."""
+    work = os.path.join(WORK, name)
+    os.makedirs(work, exist_ok=True)
+    dtb = os.path.join(work, f"{BOARD}.dtb")
+    loaders = system.system_dtb(os.path.join(ROOT, "dts", BOARD, "linux.dtsi"), dtb, env={"LINUX": LINUX},
+                                board=BOARD, extra_dts=xen.bootargs_dts(ARGS.format(scrub=0)))
+    cmd = system.BOARDS[BOARD].command(image, dtb, loaders)
+    cpus = (rb"\(XEN\) " + TS.encode() + rb"Brought up (\d+) CPUs\r?\n" if name == "xen"
+            else rb"\(dtvisor\) " + TS.encode() + rb"CPUs up: (\d+) of \d+[^\n]*\n")
+    lines = {d: board_line(name, d, r"dtvisor-linux: up domain=" + d) for d in BOARD_DOMAINS}
+    lines["cpus"] = cpus
+    pts, first, text = clocked(f"bench-{name}-{BOARD}", [], lines, 4, hyp=image_range(image, ram=0),
+                               entry=GUEST_ENTRY, command=cmd, uart=BOARD_UART)
+    out = {"first_guest_ns": first.ns, "cpus": int(re.search(cpus.decode(), text).group(2))}
+    for d in BOARD_DOMAINS:
+        out[f"{d}_up_ns"] = pts[d].ns
+    out["both_up_ns"] = max(out[f"{d}_up_ns"] for d in BOARD_DOMAINS)
+    return out
+
+
+def boards(image, xen_image):
+    """The board figures of both hypervisors, printed as they come."""
+    out = {}
+    for name, img in (("dtvisor", image), ("xen", xen_image)):
+        print(f"bench: {BOARD}: {name} ...", flush=True)
+        out[name] = r = board(name, img)
+        print(f"bench: {BOARD}: {name}: {r['cpus']} CPUs up, first guest instruction at"
+              f" {ms(r['first_guest_ns'])}, both domUs up at {ms(r['both_up_ns'])}", flush=True)
+    return out
+
+
+def boards_table(b):
+    d, x = b["dtvisor"], b["xen"]
+    rows = ["| Raspberry Pi 4 B (QEMU raspi4b, 4 CPUs, icount) | dtvisor | Xen 4.17 | dtvisor / Xen |",
+            "|---|---|---|---|",
+            f"| CPUs brought up | {d['cpus']} | {x['cpus']} | |",
+            f"| QEMU start to first guest instruction | {ms(d['first_guest_ns'])} | {ms(x['first_guest_ns'])} |"
+            f" {ratio(d['first_guest_ns'], x['first_guest_ns'])} |"]
+    for dom in BOARD_DOMAINS + ("both",):
+        k = f"{dom}_up_ns"
+        what = "both domUs" if dom == "both" else dom
+        rows.append(f"| QEMU start to {what} in userspace | {ms(d[k])} | {ms(x[k])} | {ratio(d[k], x[k])} |")
+    return "\n".join(rows)
+
+
 # ---- wall clock -------------------------------------------------------------
 
 def wall(h, runs=5):
@@ -537,6 +613,8 @@ def write_md(r, out_dir):
     with open(os.path.join(out_dir, "bench.md"), "w") as f:
         f.write(f"Measured {r['date']} with `{r['command']}` ({r['machine']}; Xen {r['xen']['package']}).\n\n")
         f.write(table(r) + "\n")
+        if r.get("boards"):
+            f.write("\n" + boards_table(r["boards"]) + "\n")
         if r.get("containment"):
             f.write("\nContainment (goal: slowdown under 5%):\n\n" + containment_table(r["containment"]) + "\n")
 
@@ -637,6 +715,8 @@ def main():
     r["dtvisor"]["wall_s"], r["dtvisor"]["wall_runs"] = wall(dv)
     r["xen"]["wall_s"], r["xen"]["wall_runs"] = wall(xn)
     r["bare"]["wall_s"], r["bare"]["wall_runs"] = wall_bare()
+    print(f"bench: {BOARD}, both hypervisors ...", flush=True)
+    r["boards"] = boards(image, xen_image)
     print("bench: containment (tests/qemu/test_containment.py) ...", flush=True)
     r["containment"] = containment()
     with open(os.path.join(out_dir, "containment.json"), "w") as f:
@@ -658,6 +738,7 @@ def main():
     md = table(r)
     write_md(r, out_dir)
     print(md)
+    print(boards_table(r["boards"]))
     if r["containment"]:
         print(containment_table(r["containment"]))
     print("ratios: " + json.dumps(r["ratios"]))
@@ -673,6 +754,15 @@ if __name__ == "__main__":
         out = os.path.join(ROOT, "target", "bench")
         write_md(json.load(open(os.path.join(out, "bench.json"))), out)
         chart(os.path.join(out, "bench.json"), os.path.join(out, "boot-timeline.png"))
+    elif sys.argv[1:] == ["boards"]:  # only the board figures
+        os.makedirs(WORK, exist_ok=True)
+        img = os.path.join(WORK, "dtvisor.bin")
+        shutil.copyfile(IMAGE, img)
+        b = boards(img, xen.fetch())
+        os.makedirs(os.path.join(ROOT, "target", "bench"), exist_ok=True)
+        with open(os.path.join(ROOT, "target", "bench", "boards.json"), "w") as f:
+            json.dump(b, f, indent=2)
+        print(boards_table(b))
     elif sys.argv[1:] == ["containment"]:  # only the containment figures
         c = containment()
         os.makedirs(os.path.join(ROOT, "target", "bench"), exist_ok=True)

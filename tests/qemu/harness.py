@@ -49,7 +49,7 @@ class Qemu:
     (the tests' `qemu` fixture gives each test a log directory of its own)."""
 
     def __init__(self, name, args, limit=120, smp=4, mem="2G", gic=3, virt=True, cpu="cortex-a57", icount=False,
-                 command=None, log_dir=LOGDIR, machine_extra="", terminal=False, env=None):
+                 command=None, log_dir=LOGDIR, machine_extra="", terminal=False, env=None, stderr=None):
         os.makedirs(log_dir, exist_ok=True)
         self.name = name
         self.log_path = os.path.join(log_dir, f"{name}.log")
@@ -73,8 +73,13 @@ class Qemu:
         if terminal:
             self._start_in_terminal(list(command), limit, env)
         else:
+            # stderr: a file for QEMU's own messages where they must not
+            # mix with the console (the benchmark counts console bytes).
+            err = open(stderr, "wb") if stderr else subprocess.STDOUT
             self.proc = subprocess.Popen(self.cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                         stderr=subprocess.STDOUT, start_new_session=True, env=env)
+                                         stderr=err, start_new_session=True, env=env)
+            if stderr:
+                err.close()
             self.fd = self.proc.stdout.fileno()
         self.log = open(self.log_path, "wb")
         self.log.write((" ".join(self.cmd) + "\n").encode())

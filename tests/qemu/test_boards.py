@@ -131,6 +131,7 @@ def test_raspi4b_spin_table_cpus_run_two_linux_domains(qemu, serial_port, image,
                  r"0x2 \(spin-table 0xe8\) 0x3 \(spin-table 0xf0\)", 10)
         uart_assigned(q, "raspi4b")
         q.expect(r"domU2: vCPUs 0\.\.2 on pCPUs 2 3; guest GIC v2", 120)
+        q.expect(r"CPUs up: 4 of 4 \(the boot CPU and 3 started\)", 30)
         expect_up(q, {"domU1": (2, 192), "domU2": (2, 192)}, BOARD_BOOT)
         shells_answer(q, ("domU1", "domU2"))
         uart_passed_through(q, port, "raspi4b")
