@@ -44,6 +44,17 @@ def machine(gic=3, virt=True, extra=""):
     return m + extra
 
 
+def _take(stream, data):
+    """Output read from a Qemu run or a SerialPort: kept and logged. None
+    when the other side closed (no data), else True."""
+    if not data:
+        return None
+    stream.buf += data
+    stream.log.write(data)
+    stream.log.flush()
+    return True
+
+
 class Qemu:
     """One QEMU run with its console on a pipe, logged to log_dir/NAME.log
     (the tests' `qemu` fixture gives each test a log directory of its own)."""
@@ -124,11 +135,7 @@ class Qemu:
                 data = os.read(fd, 65536)
             except OSError:  # a pseudo-terminal whose other side closed
                 data = b""
-            if not data:
-                return None
-            self.buf += data
-            self.log.write(data)
-            self.log.flush()
+            return _take(self, data)
         return True
 
     def text(self):
@@ -318,13 +325,7 @@ class SerialPort:
         if self.conn is None:
             self.conn, _ = self.listener.accept()
             return True
-        data = self.conn.recv(65536)
-        if not data:
-            return None
-        self.buf += data
-        self.log.write(data)
-        self.log.flush()
-        return True
+        return _take(self, self.conn.recv(65536))
 
     wait_for = Qemu.wait_for
 
