@@ -34,13 +34,14 @@ SELF = [os.path.abspath(__file__), os.path.join(ROOT, "scripts", "build-linux-gu
 WHO = "build-linux-guest"
 
 # Kernel modules for the initramfs, which /init insmods in this order
-# before its marker line: a virtio-mmio block device with an ext4 file
-# system (the PL031 RTC is built in). What each needs ("depends=" in its
+# before its marker line: a virtio-mmio or virtio-pci block device with
+# an ext4 file system (the PL031 RTC and the generic PCI host bridge are
+# built in). What each needs ("depends=" in its
 # .modinfo) is added before it automatically; soft dependencies are not,
 # so they are listed: crc32c_generic is "crypto-crc32c", which ext4 and
 # jbd2 soft-depend on for metadata checksums (without modprobe, the
 # kernel cannot fetch it).
-KMODS = ["crc32c_generic", "ext4", "virtio_mmio", "virtio_blk"]
+KMODS = ["crc32c_generic", "ext4", "virtio_mmio", "virtio_pci", "virtio_blk"]
 
 # busybox applets linked into /bin (those busybox lacks are skipped), and
 # those /init cannot do without.

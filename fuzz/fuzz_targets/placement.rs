@@ -171,7 +171,11 @@ fn check_layout(ram: &[Range], busy: &[Range], pcpus: usize, needs: &[Needs], l:
         let total: u64 = host.iter().map(|h| h.size()).sum();
 
         // Guest RAM: the banks, each byte mapped once.
-        let want_banks = if n.direct_map {
+        // Direct-mapped: its static memory, or (the hardware domain,
+        // without) the host blocks placement took.
+        let want_banks = if n.direct_map && n.static_mem.is_empty() {
+            host.clone()
+        } else if n.direct_map {
             n.static_mem.clone()
         } else {
             guest_banks(n.memory)
@@ -619,10 +623,12 @@ fn direct(data: &[u8]) {
 fn known(needs: &[Needs]) -> bool {
     // TEMP
     needs.iter().any(|n| {
-        let bank0 = if n.direct_map {
-            n.static_mem[0]
-        } else {
-            guest_banks(n.memory)[0]
+        // A direct-mapped domain without static memory (the hardware
+        // domain) gets its bank 0 from placement: not known here.
+        let bank0 = match (n.direct_map, n.static_mem.first()) {
+            (true, Some(r)) => *r,
+            (true, None) => return false,
+            (false, _) => guest_banks(n.memory)[0],
         };
         n.text_offset > 1 << 48
             || n.image_size > 1 << 48

@@ -230,12 +230,14 @@ struct Owner<'d> {
 
 impl Owner<'_> {
     fn at(&self) -> String {
-        let m = self
-            .dom
-            .device_tree
-            .as_ref()
-            .map_or("", |m| m.path.as_str());
-        format!("{} ({m} {})", self.dom.name, self.dev.node)
+        match &self.dom.device_tree {
+            Some(m) => format!("{} ({} {})", self.dom.name, m.path, self.dev.node),
+            // The hardware domain's devices are host nodes.
+            None => format!(
+                "the hardware domain {} (host node {}: add xen,passthrough to it to take it from the hardware domain)",
+                self.dom.name, self.dev.node
+            ),
+        }
     }
 }
 

@@ -11,6 +11,7 @@
 //! | `bootscrub=<bool>\|idle` | `0`: guest RAM is not scrubbed before each domain's first start (Xen: no scrub of free RAM at boot); `1` and `idle` (the default) scrub it |
 //! | `console_timestamps=none\|boot` | `boot`: each console line, guest lines included, carries seconds since the hypervisor started, `[    1.234567]`, after its `(tag)` |
 //! | `console=dtuart`, `dtuart=PATH` | the console is a device-tree UART: dtvisor's only kind (it takes `/chosen/stdout-path`; a `dtuart` naming another UART is reported) |
+//! | `dom0_mem=<size>`, `dom0_max_vcpus=<n>` | the legacy dom0's memory and vCPUs (the boot plan's; `min:`/`max:` forms are refused, as Xen on Arm refuses them) |
 //! | `dtvisor.selftest=el2-fault\|write-text\|heap-grow` | tests only: a deliberate EL2 data abort; a write to the hypervisor's own code (W^X: it must fault); an allocation larger than the heap once the domains are placed |
 
 use alloc::vec::Vec;
@@ -106,6 +107,8 @@ pub fn parse(cmdline: &str) -> HypOptions<'_> {
                 .push((word, "dtuart (dtvisor's console is a device-tree UART)")),
             ("dtuart", Some(v)) => o.dtuart = Some(v),
             ("dtvisor.selftest", Some(v)) => o.selftest = Some(v),
+            // The legacy dom0's memory and vCPUs: the boot plan's (legacy.rs).
+            ("dom0_mem" | "dom0_max_vcpus", Some(_)) => {}
             _ => o.ignored.push(word),
         }
     }
@@ -173,13 +176,15 @@ mod tests {
         assert_eq!(o.loglvl, Some("all"));
         assert_eq!(
             o.ignored,
-            vec![
-                "dom0_mem=1G",
-                "sync_console",
-                "sched=credit2",
-                "guest_loglvl=all"
-            ]
+            vec!["sync_console", "sched=credit2", "guest_loglvl=all"]
         );
+    }
+
+    /// dom0_mem and dom0_max_vcpus are the plan's: not listed as ignored.
+    #[test]
+    fn dom0_options_are_not_ignored() {
+        let o = parse("dom0_mem=512M dom0_max_vcpus=2");
+        assert!(o.ignored.is_empty() && o.invalid.is_empty(), "{o:?}");
     }
 
     #[test]

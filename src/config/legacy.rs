@@ -280,7 +280,9 @@ fn dom0_vcpus(xa: &str, cmd_prop: &str, p: &mut Parser<'_, '_>) -> u32 {
     }
 }
 
-/// `dom0_mem=` (its size part; `min:`/`max:` are skipped): required.
+/// `dom0_mem=<size>`, as Xen on Arm takes it (one size; the x86 forms
+/// with `min:` and `max:` are refused, as Xen on Arm refuses them):
+/// required (Xen defaults to 512 MiB with a warning; dtvisor asks).
 fn dom0_memory(xa: &str, cmd_prop: &str, p: &mut Parser<'_, '_>) -> u64 {
     let Some(v) = cmdline_value(xa, "dom0_mem") else {
         p.d.error(
@@ -291,10 +293,16 @@ fn dom0_memory(xa: &str, cmd_prop: &str, p: &mut Parser<'_, '_>) -> u64 {
         );
         return 0;
     };
-    let size = v
-        .split(',')
-        .find(|x| !x.starts_with("min:") && !x.starts_with("max:"));
-    match size.and_then(parse_size_kib) {
+    if v.contains("min:") || v.contains("max:") {
+        p.d.error(
+            "/chosen",
+            Some(cmd_prop),
+            Kind::Unsupported,
+            format!("dom0_mem: \"{v}\": min: and max: are x86 forms; on Arm (Xen's and dtvisor) dom0_mem is one size such as 512M"),
+        );
+        return 0;
+    }
+    match parse_size_kib(v) {
         Some(kib) if kib > 0 && kib % 4 == 0 => kib,
         _ => {
             p.d.error(

@@ -27,6 +27,7 @@ mod across;
 mod container;
 mod devices;
 pub mod diag;
+pub mod hwdom;
 pub mod hypopts;
 mod legacy;
 pub mod model;
@@ -184,6 +185,7 @@ fn walk(fdt: &Fdt<'_>, p: &mut Parser<'_, '_>) -> Option<BootPlan> {
         }
     }
     across::check(&mut domains, &hyp_modules, p);
+    hwdom::resolve(&mut domains, fdt, p);
     devices::check(&domains, fdt, p);
     if domains.is_empty() && !p.d.has_errors() {
         p.d.error(

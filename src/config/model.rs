@@ -137,6 +137,16 @@ pub struct Domain {
     /// False when a partial device tree was given but its contents could
     /// not be read (the host tool without the file): devices unknown.
     pub devices_read: bool,
+    /// The hardware domain: host nodes its device tree leaves out.
+    pub removed: Vec<Removed>,
+}
+
+/// A host device-tree node the hardware domain does not get, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(json, derive(serde::Serialize))]
+pub struct Removed {
+    pub node: String,
+    pub why: String,
 }
 
 /// One device a partial device tree assigns to a domain.
@@ -203,6 +213,7 @@ impl Domain {
             direct_map: false,
             devices: Vec::new(),
             devices_read: true,
+            removed: Vec::new(),
         }
     }
 }

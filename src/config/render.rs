@@ -144,6 +144,9 @@ impl fmt::Display for BootPlan {
             for dev in &d.devices {
                 devices_lines(f, dev)?;
             }
+            for r in &d.removed {
+                writeln!(f, "  not given {} ({})", r.node, r.why)?;
+            }
             match &d.cmdline {
                 Some(c) => writeln!(f, "  command line \"{c}\"")?,
                 None => writeln!(f, "  command line none")?,
@@ -155,6 +158,8 @@ impl fmt::Display for BootPlan {
 
 fn devices_lines(f: &mut fmt::Formatter<'_>, dev: &Device) -> fmt::Result {
     match &dev.host_path {
+        // The hardware domain's: the host node itself.
+        Some(h) if *h == dev.node => writeln!(f, "  device {h}")?,
         Some(h) => writeln!(f, "  device {} (host {h})", dev.node)?,
         None => writeln!(f, "  device {} (no host node)", dev.node)?,
     }

@@ -23,7 +23,8 @@ pub struct Located<'a> {
 }
 
 impl<'a> Located<'a> {
-    fn ancestors(&self) -> impl DoubleEndedIterator<Item = Node<'a>> + '_ {
+    /// The node's ancestors, the root first.
+    pub fn ancestors(&self) -> impl DoubleEndedIterator<Item = Node<'a>> + '_ {
         self.anc[..self.depth].iter().filter_map(|n| *n)
     }
 
@@ -43,10 +44,29 @@ impl<'a> Located<'a> {
     /// every parent bus's `ranges` (empty `ranges` = identity; a bus
     /// without `ranges` is not translatable).
     pub fn reg(&self, idx: usize) -> Option<Range> {
+        let (addr, size) = self.regs()?.nth(idx)?;
+        Range::from_base_size(self.translate(addr)?, size)
+    }
+
+    /// The raw `reg` entries (address, size), in the parent's cells.
+    pub fn regs(&self) -> Option<impl Iterator<Item = (u64, u64)> + 'a> {
         let parent = self.anc[self.depth.checked_sub(1)?]?;
         let (ac, sc) = parent.cells();
-        let (ac, sc) = (ac.unwrap_or(2), sc.unwrap_or(1));
-        let (addr, size) = self.node.prop("reg")?.ranges(ac, sc)?.nth(idx)?;
+        self.node
+            .prop("reg")?
+            .ranges(ac.unwrap_or(2), sc.unwrap_or(1))
+    }
+
+    /// The node's parent (None for the root).
+    pub fn parent(&self) -> Option<Node<'a>> {
+        self.anc[self.depth.checked_sub(1)?]
+    }
+
+    /// An address in the parent's address space (where this node's `reg`
+    /// is) as a CPU physical address, through every parent bus's `ranges`
+    /// (empty `ranges` = identity; a bus without `ranges` is not
+    /// translatable).
+    pub fn translate(&self, addr: u64) -> Option<u64> {
         let mut addr = addr;
         // Walk up: bus = anc[i], its parent = anc[i - 1].
         for i in (1..self.depth).rev() {
@@ -74,8 +94,36 @@ impl<'a> Located<'a> {
             }
             addr = hit?;
         }
-        Range::from_base_size(addr, size)
+        Some(addr)
     }
+}
+
+/// Visits every node below the root depth first, with its ancestors;
+/// `visit` returns whether to go into the node's children. No allocation.
+pub fn walk_located<'a>(fdt: &Fdt<'a>, visit: &mut dyn FnMut(&Located<'a>) -> bool) {
+    fn go<'a>(
+        n: Node<'a>,
+        anc: &mut [Option<Node<'a>>; MAX_ANCESTORS],
+        depth: usize,
+        visit: &mut dyn FnMut(&Located<'a>) -> bool,
+    ) {
+        if depth + 1 >= MAX_ANCESTORS {
+            return;
+        }
+        anc[depth] = Some(n);
+        for c in n.children() {
+            let l = Located {
+                anc: *anc,
+                depth: depth + 1,
+                node: c,
+            };
+            if visit(&l) {
+                go(c, anc, depth + 1, visit);
+            }
+        }
+    }
+    let mut anc = [None; MAX_ANCESTORS];
+    go(fdt.root(), &mut anc, 0, visit);
 }
 
 /// Depth-first search for the first node matching `pred`, keeping its

@@ -9,7 +9,7 @@ use crate::hw::platform::{Cpu, EnableMethod};
 use crate::hw::Platform;
 use crate::mm::Range;
 use crate::placement::{self, DomainLayout, Layout, Needs};
-use crate::vm::guest_dtb::{self, GicVersion, GuestDtbSpec, GuestMap};
+use crate::vm::guest_dtb::{self, GicVersion, GuestDtbSpec, GuestMap, HostTree};
 use crate::vm::image::ImageHeader;
 use crate::vm::load::{self, Image, Restart};
 pub use crate::vm::load::{loads_for, Load};
@@ -179,7 +179,8 @@ pub fn spis(d: &Domain, map: &GuestMap) -> Result<u32, String> {
 }
 
 /// The guest device tree of domain `d` placed as `l`. `partial` is the
-/// contents of its partial device tree, if it has one.
+/// contents of its partial device tree, if it has one; `host` the boot
+/// DTB, for the hardware domain.
 pub fn guest_dtb(
     plat: &Platform,
     d: &Domain,
@@ -187,10 +188,22 @@ pub fn guest_dtb(
     gic: GicVersion,
     map: GuestMap,
     partial: Option<&[u8]>,
+    host: Option<&[u8]>,
 ) -> Result<Vec<u8>, String> {
+    // The hardware domain's tree is the host's (the boot DTB, read where
+    // it lies), its vGIC with the host GIC's phandle.
+    let host_fdt = host.and_then(|h| crate::fdt::Fdt::new(h).ok());
+    let host_gic = host_fdt.as_ref().and_then(crate::hw::platform::gic_node);
+    let host_gic_phandle = host_gic.and_then(|g| g.prop("phandle")?.u32());
+    let gic_cells = host_gic.map_or((0, 0), |g| {
+        let (a, s) = g.cells();
+        (a.unwrap_or(0), s.unwrap_or(0))
+    });
+    let removed: Vec<String> = d.removed.iter().map(|r| r.node.clone()).collect();
     let gic_phandle = partial
         .and_then(|p| partial::read(p, p.len() as u64).ok())
         .and_then(|f| f.gic_phandle)
+        .or(host_gic_phandle)
         .unwrap_or(guest_dtb::GIC_PHANDLE);
     let spec = GuestDtbSpec {
         map,
@@ -204,6 +217,12 @@ pub fn guest_dtb(
         gic,
         timer_clock_frequency: plat.timer.as_ref().and_then(|t| t.clock_frequency),
         vpl011: d.vpl011,
+        host: host.map(|dtb| HostTree {
+            dtb,
+            removed: &removed,
+            console: plat.console.as_ref().map(|c| c.path.as_str()),
+            gic_cells,
+        }),
     };
     match guest_dtb::build(&spec) {
         Ok(b) if (b.len() as u64) <= placement::DTB_MAX => Ok(b),
@@ -217,6 +236,24 @@ pub fn guest_dtb(
             d.path
         )),
     }
+}
+
+/// The boot DTB's bytes when `d` is the hardware domain (None for the
+/// others, and when `head` cannot read it).
+fn hardware_source<'a>(
+    plat: &Platform,
+    d: &Domain,
+    head: &dyn Fn(Range) -> &'a [u8],
+) -> Option<&'a [u8]> {
+    if d.caps.0 & crate::config::Caps::HARDWARE == 0 {
+        return None;
+    }
+    let r = plat
+        .memory
+        .reserved
+        .iter()
+        .find(|r| r.kind == crate::hw::ReservedKind::Dtb)?;
+    Some(head(r.range)).filter(|b| b.len() as u64 == r.range.size())
 }
 
 /// Plan + machine to domains. `head` reads a module's first bytes; `keep`
@@ -256,7 +293,7 @@ pub fn build<'a>(
             }
         };
         let frag = d.device_tree.as_ref().map(|m| head(m.range));
-        let dtb = match guest_dtb(plat, d, l, gic, map, frag) {
+        let dtb = match guest_dtb(plat, d, l, gic, map, frag, hardware_source(plat, d, head)) {
             Ok(b) => b,
             Err(e) => {
                 errors.push(e);

@@ -64,6 +64,21 @@ pub struct GuestDtbSpec<'a> {
     pub gic: GicVersion,
     pub timer_clock_frequency: Option<u32>,
     pub vpl011: bool,
+    /// The hardware domain: its tree is the host's, filtered.
+    pub host: Option<HostTree<'a>>,
+}
+
+/// The host device tree a hardware domain's is copied from.
+#[derive(Clone, Copy, Debug)]
+pub struct HostTree<'a> {
+    pub dtb: &'a [u8],
+    /// Host nodes left out (and their subtrees), by path.
+    pub removed: &'a [String],
+    /// The host console's node: aliases naming it name the vPL011.
+    pub console: Option<&'a str>,
+    /// The host GIC's #address-cells and #size-cells, which the vGIC
+    /// keeps: `interrupt-map` entries (PCI INTx) are written with them.
+    pub gic_cells: (u32, u32),
 }
 
 /// Guest MPIDR affinity of vCPU `n`: Aff0 = n & 0xf, Aff1 = n >> 4.
@@ -77,6 +92,9 @@ type Res = Result<(), vm_fdt::Error>;
 /// Builds the guest DTB: /chosen, the CPUs, memory, the vGIC, the timer,
 /// PSCI and the vPL011, after the partial device tree's nodes.
 pub fn build(spec: &GuestDtbSpec) -> Result<Vec<u8>, vm_fdt::Error> {
+    if let Some(h) = spec.host {
+        return build_hardware(spec, h);
+    }
     let mut w = vm_fdt::FdtWriter::new()?;
     let root = w.begin_node("")?;
     w.property_u32("#address-cells", 2)?;
@@ -87,14 +105,22 @@ pub fn build(spec: &GuestDtbSpec) -> Result<Vec<u8>, vm_fdt::Error> {
     }
     chosen(&mut w, spec)?;
     cpus(&mut w, spec)?;
+    memory_gic_timer_psci_uart(&mut w, spec)?;
+    w.end_node(root)?;
+    w.finish()
+}
+
+/// The nodes every guest's tree ends with: memory, the vGIC, the timer,
+/// PSCI and the vPL011.
+fn memory_gic_timer_psci_uart(w: &mut W, spec: &GuestDtbSpec) -> Res {
     let first = spec.ram.first().map_or(0, |r| r.start);
     let mem = w.begin_node(&format!("memory@{first:x}"))?;
     w.property_string("device_type", "memory")?;
     let regs: Vec<u64> = spec.ram.iter().flat_map(|r| [r.start, r.size()]).collect();
     w.property_array_u64("reg", &regs)?;
     w.end_node(mem)?;
-    gic(&mut w, spec)?;
-    timer_and_psci(&mut w, spec)?;
+    gic(w, spec)?;
+    timer_and_psci(w, spec)?;
     if spec.vpl011 {
         let m = &spec.map;
         let uart = w.begin_node(&format!("sbsa-uart@{:x}", m.vpl011))?;
@@ -105,7 +131,100 @@ pub fn build(spec: &GuestDtbSpec) -> Result<Vec<u8>, vm_fdt::Error> {
         w.property_u32("current-speed", 115200)?;
         w.end_node(uart)?;
     }
-    w.end_node(root)?;
+    Ok(())
+}
+
+/// Properties a hardware domain's copy of a host node drops: MSI
+/// routing to an ITS (dtvisor offers no virtual ITS, so PCI falls back to
+/// INTx) and Xen's own marker.
+const DROPPED_PROPS: [&str; 4] = ["msi-parent", "msi-map", "msi-map-mask", "xen,passthrough"];
+
+/// The hardware domain's tree (Xen's dom0 rules, `config::hwdom`): the
+/// host's root properties and nodes, less those the hypervisor describes
+/// (/chosen, /cpus, memory, the GIC, timer, PSCI, /hypervisor) and those
+/// left out (`host.removed`), then the generated nodes of every guest.
+/// The vGIC keeps the host GIC's phandle, so every `interrupt-parent`
+/// still names it. The host's root must use 2 address and 2 size cells,
+/// as the generated nodes do.
+fn build_hardware(spec: &GuestDtbSpec, host: HostTree<'_>) -> Result<Vec<u8>, vm_fdt::Error> {
+    use crate::fdt::{Fdt, Node};
+    let fdt = Fdt::new(host.dtb).map_err(|_| vm_fdt::Error::InvalidString)?;
+    let root = fdt.root();
+    if root.cells() != (Some(2), Some(2)) {
+        return Err(vm_fdt::Error::InvalidNodeName);
+    }
+    let gic = crate::hw::platform::gic_node(&fdt).map(|g| g.offset());
+    let mut w = vm_fdt::FdtWriter::new()?;
+    let top = w.begin_node("")?;
+    for p in root.props() {
+        match p.name {
+            "interrupt-parent" => w.property_u32("interrupt-parent", spec.gic_phandle)?,
+            n if DROPPED_PROPS.contains(&n) => {}
+            n => w.property(n, p.value)?,
+        }
+    }
+    let skip = |n: &Node<'_>, path: &str| {
+        Some(n.offset()) == gic
+            || host.removed.iter().any(|r| r == path)
+            || crate::config::hwdom::hypervisors(n)
+    };
+    fn copy(
+        w: &mut W,
+        n: Node<'_>,
+        path: &str,
+        parent_cells: u32,
+        skip: &dyn Fn(&Node<'_>, &str) -> bool,
+    ) -> Res {
+        let node = w.begin_node(n.name())?;
+        let pci = n.prop("device_type").and_then(|p| p.str()) == Some("pci");
+        for p in n.props() {
+            if DROPPED_PROPS.contains(&p.name) {
+                continue;
+            }
+            if pci && p.name == "ranges" {
+                w.property("ranges", &pci_ranges_in_reach(p.value, parent_cells))?;
+            } else {
+                w.property(p.name, p.value)?;
+            }
+        }
+        let cells = n.cells().0.unwrap_or(2);
+        for c in n.children() {
+            let cp = format!("{path}/{}", c.name());
+            if !skip(&c, &cp) {
+                copy(w, c, &cp, cells, skip)?;
+            }
+        }
+        w.end_node(node)
+    }
+    let uart = format!("/sbsa-uart@{:x}", spec.map.vpl011);
+    for c in root.children() {
+        let path = format!("/{}", c.name());
+        if c.name() == "aliases" {
+            // Aliases to what is left out go; the console's names the vPL011.
+            let a = w.begin_node("aliases")?;
+            for p in c.props() {
+                let Some(target) = p.str() else { continue };
+                if spec.vpl011 && Some(target) == host.console {
+                    w.property_string(p.name, &uart)?;
+                } else if !host
+                    .removed
+                    .iter()
+                    .any(|r| target == r || target.starts_with(&format!("{r}/")))
+                {
+                    w.property(p.name, p.value)?;
+                }
+            }
+            w.end_node(a)?;
+            continue;
+        }
+        if !skip(&c, &path) {
+            copy(&mut w, c, &path, 2, &skip)?;
+        }
+    }
+    chosen(&mut w, spec)?;
+    cpus(&mut w, spec)?;
+    memory_gic_timer_psci_uart(&mut w, spec)?;
+    w.end_node(top)?;
     w.finish()
 }
 
@@ -159,7 +278,13 @@ fn gic(w: &mut W, spec: &GuestDtbSpec) -> Res {
         }
     }
     w.property_u32("#interrupt-cells", 3)?;
-    w.property_u32("#address-cells", 0)?;
+    match spec.host.map(|h| h.gic_cells) {
+        Some((ac, sc)) if ac != 0 => {
+            w.property_u32("#address-cells", ac)?;
+            w.property_u32("#size-cells", sc)?;
+        }
+        _ => w.property_u32("#address-cells", 0)?,
+    }
     w.property_null("interrupt-controller")?;
     w.property_u32("phandle", gic_ph)?;
     w.property_u32("linux,phandle", gic_ph)?;
@@ -198,6 +323,36 @@ fn timer_and_psci(w: &mut W, spec: &GuestDtbSpec) -> Res {
     w.end_node(psci)
 }
 
+/// A PCI host bridge's `ranges` without the windows beyond the guest
+/// address space (QEMU virt's 512 GiB one at 512 GiB), which the hardware
+/// domain could not reach: Linux then places every BAR in the others.
+/// Entries are 3 cells of PCI address, `parent_cells` of CPU address
+/// (identity above the bridge, as `config::hwdom` maps them), 2 of size.
+fn pci_ranges_in_reach(value: &[u8], parent_cells: u32) -> Vec<u8> {
+    let per = (3 + parent_cells as usize + 2) * 4;
+    let cell = |e: &[u8], i: usize| {
+        u32::from_be_bytes([e[4 * i], e[4 * i + 1], e[4 * i + 2], e[4 * i + 3]]) as u64
+    };
+    value
+        .chunks(per)
+        .filter(|e| {
+            if e.len() < per {
+                return true;
+            }
+            let mut addr = 0u64;
+            for i in 0..parent_cells as usize {
+                addr = (addr << 32) | cell(e, 3 + i);
+            }
+            let size =
+                (cell(e, 3 + parent_cells as usize) << 32) | cell(e, 4 + parent_cells as usize);
+            addr.checked_add(size)
+                .is_some_and(|end| end <= 1 << crate::mm::stage2::IPA_BITS)
+        })
+        .flatten()
+        .copied()
+        .collect()
+}
+
 /// A short name for logs.
 pub fn describe(spec: &GuestDtbSpec) -> String {
     format!("{} vCPUs, {} RAM banks", spec.vcpus, spec.ram.len())
@@ -221,6 +376,7 @@ mod tests {
             gic: GicVersion::V3,
             timer_clock_frequency: None,
             vpl011: true,
+            host: None,
         }
     }
 
@@ -357,6 +513,101 @@ mod tests {
                 .unwrap()
                 .str(),
             Some("/sbsa-uart@9000000")
+        );
+    }
+
+    /// The hardware domain's tree: the host's, less what the hypervisor
+    /// describes or keeps, with the vGIC under the host GIC's phandle and
+    /// cells, MSI properties gone, PCI windows beyond reach dropped,
+    /// aliases to the console naming the vPL011.
+    #[test]
+    fn the_hardware_domains_tree_is_the_hosts_filtered() {
+        let host = crate::fdt::tests::dtc(
+            r#"/dts-v1/;
+/ { #address-cells = <2>; #size-cells = <2>; interrupt-parent = <1>; model = "board";
+  aliases { serial0 = "/pl011@9000000"; rtc = "/pl031@9010000"; gone = "/mine@9050000"; };
+  memory@40000000 { device_type = "memory"; reg = <0x0 0x40000000 0x0 0x80000000>; };
+  intc@8000000 { compatible = "arm,gic-v3"; phandle = <1>; #interrupt-cells = <3>; interrupt-controller;
+    #address-cells = <2>; #size-cells = <2>; ranges; reg = <0x0 0x8000000 0x0 0x10000>;
+    its@8080000 { compatible = "arm,gic-v3-its"; reg = <0x0 0x8080000 0x0 0x20000>; phandle = <2>; }; };
+  pl011@9000000 { compatible = "arm,pl011"; reg = <0x0 0x9000000 0x0 0x1000>; interrupts = <0 1 4>; };
+  pl031@9010000 { compatible = "arm,pl031"; reg = <0x0 0x9010000 0x0 0x1000>; interrupts = <0 2 4>; };
+  mine@9050000 { reg = <0x0 0x9050000 0x0 0x1000>; xen,passthrough; };
+  timer { compatible = "arm,armv8-timer"; interrupts = <1 13 4>; };
+  psci { compatible = "arm,psci-1.0"; method = "smc"; };
+  cpus { #address-cells = <1>; #size-cells = <0>; cpu@0 { device_type = "cpu"; reg = <0>; }; };
+  pcie@10000000 { device_type = "pci"; #address-cells = <3>; #size-cells = <2>; msi-map = <0 2 0 0x10000>;
+    reg = <0x40 0x10000000 0x0 0x10000000>;
+    ranges = <0x2000000 0x0 0x10000000 0x0 0x10000000 0x0 0x2eff0000
+              0x3000000 0x80 0x0 0x80 0x0 0x80 0x0>; };
+  chosen { bootargs = "host"; stdout-path = "/pl011@9000000"; };
+};
+"#,
+        );
+        let removed = ["/pl011@9000000".to_string(), "/mine@9050000".to_string()];
+        let ram = [Range::new(0x5420_0000, 0x7420_0000)];
+        let mut s = spec(&ram);
+        s.vcpus = 1;
+        s.map = GuestMap {
+            gicd: 0x800_0000,
+            gicr: 0x80a_0000,
+            gicc: 0,
+            vpl011: 0x900_0000,
+            vpl011_intid: 33,
+        };
+        s.gic_phandle = 1;
+        s.host = Some(HostTree {
+            dtb: &host,
+            removed: &removed,
+            console: Some("/pl011@9000000"),
+            gic_cells: (2, 2),
+        });
+        let blob = build(&s).unwrap();
+        let f = Fdt::new(&blob).unwrap();
+        assert_eq!(f.root().prop("model").unwrap().str(), Some("board"));
+        for gone in [
+            "/pl011@9000000",
+            "/mine@9050000",
+            "/intc@8000000",
+            "/memory@40000000",
+        ] {
+            assert!(f.find(gone).is_none(), "{gone} is still there");
+        }
+        assert!(f.find("/pl031@9010000").is_some());
+        let cpu = f.find("/cpus/cpu@0").unwrap();
+        assert_eq!(cpu.prop("enable-method").unwrap().str(), Some("psci"));
+        let gic = f.find("/interrupt-controller@8000000").unwrap();
+        assert_eq!(gic.prop("phandle").unwrap().u32(), Some(1));
+        assert_eq!(gic.cells(), (Some(2), Some(2)));
+        assert!(f
+            .find("/interrupt-controller@8000000/its@8080000")
+            .is_none());
+        let pcie = f.find("/pcie@10000000").unwrap();
+        assert!(pcie.prop("msi-map").is_none());
+        assert_eq!(pcie.prop("ranges").unwrap().cell_count(), Some(7));
+        let aliases = f.find("/aliases").unwrap();
+        assert_eq!(
+            aliases.prop("serial0").unwrap().str(),
+            Some("/sbsa-uart@9000000")
+        );
+        assert_eq!(aliases.prop("rtc").unwrap().str(), Some("/pl031@9010000"));
+        assert!(aliases.prop("gone").is_none());
+        assert!(f.find("/sbsa-uart@9000000").is_some());
+        assert_eq!(
+            f.find("/psci").unwrap().prop("method").unwrap().str(),
+            Some("hvc")
+        );
+        assert_eq!(
+            f.find("/memory@54200000")
+                .unwrap()
+                .prop("reg")
+                .unwrap()
+                .cell_count(),
+            Some(4)
+        );
+        assert_eq!(
+            f.find("/chosen").unwrap().prop("bootargs").unwrap().str(),
+            Some("console=ttyAMA0 quiet")
         );
     }
 }

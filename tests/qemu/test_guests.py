@@ -136,10 +136,10 @@ def test_bootscrub_timestamps_and_ignored_options(qemu, two_domains):
     every line (the hypervisor's and the guests'), in order; an option
     dtvisor does not act on is listed once as ignored."""
     args = two_domains("opts", "spin", "spin",
-                       xen_args="bootscrub=0 console_timestamps=boot dom0_mem=1G sched=credit2 loglvl=info")
+                       xen_args="bootscrub=0 console_timestamps=boot sync_console sched=credit2 loglvl=info")
     with qemu("opts", args) as q:
         q.expect(r"\(dtvisor\) " + STAMP + r"hypervisor command line: ignored \(no effect in dtvisor\):"
-                 r" dom0_mem=1G sched=credit2\r?\n", 60)
+                 r" sync_console sched=credit2\r?\n", 60)
         q.expect(r"\(dtvisor\) " + STAMP + "bootscrub=0: guest RAM is not scrubbed", 30)
         for dom, (shared, copied, zeroed, _) in boot_work(q, STAMP).items():
             if zeroed != 0 or shared == 0:

@@ -812,7 +812,10 @@ impl Parser<'_, '_> {
             );
             d.ok = false;
         }
-        if d.dom.direct_map && d.node.prop("xen,static-mem").is_none() {
+        // The hardware domain is direct-mapped whatever it says, from free
+        // RAM when it has no static memory (`hwdom`).
+        let hardware = d.dom.caps.0 & Caps::HARDWARE != 0;
+        if d.dom.direct_map && !hardware && d.node.prop("xen,static-mem").is_none() {
             self.err(
                 d.path,
                 "direct-map",

@@ -215,10 +215,13 @@ fn a_reset_waits_for_the_vcpu_in_a_trap_then_reloads() {
         });
         sc.spawn(|| {
             // vCPU 1 is in a trap of its own; at its end it sees the
-            // domain stopping and leaves.
+            // domain stopping and leaves, once its pCPU was kicked (the
+            // reset marks the domain stopping before it kicks: leaving
+            // in between, as a loaded host once scheduled it, leaves no
+            // vCPU to kick).
             on_cpu(1);
             start.wait();
-            while !vm.stopping() {
+            while !vm.stopping() || !kicks(&rt.hw.events.lock().unwrap()).contains(&1) {
                 std::thread::yield_now();
             }
             rt.leave(vm, 1);
