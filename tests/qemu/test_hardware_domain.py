@@ -6,6 +6,7 @@ and the domUs do not have: a virtio-mmio disk, a virtio-pci disk (legacy
 INTx through the bridge's interrupt-map), the PL031 RTC. The domUs see
 none of them, and reach none of their registers."""
 import os
+import re
 import time
 
 import pytest
@@ -58,8 +59,16 @@ def test_legacy_dom0_owns_the_board_beside_two_domus(image, linux, work, qemu):
         q.send("devmem 0xa003e00 32; echo devmem-done\n")
         q.expect(r"domU2: read at IPA 0xa003e00 .*hits nothing: external abort injected", 60)
         run(q, "domU2", "echo domU2-alive-$((6*7))", "domU2-alive-42")
-        # dom0 restarts alone; the domUs answer meanwhile.
+        # dom0 reaches neither the GIC's ITS frame (the hypervisor's) nor
+        # domU1's RAM (its host address, from the boot log).
+        domu1 = re.search(rb"layout domU1 \(vmid \d+\)\r?\n  ram guest \[0x[0-9a-f]+, 0x[0-9a-f]+\) <- host "
+                          rb"\[(0x[0-9a-f]+)", q.buf).group(1).decode()
         focus(q, "dom0")
+        for addr in ("0x8080000", domu1):
+            q.send(f"devmem {addr} 32; echo devmem-done\n")
+            q.expect(rf"dom0: read at IPA {addr} .*hits nothing: external abort injected", 60,
+                     f"the hypervisor reports dom0's read at {addr}")
+        # dom0 restarts alone; the domUs answer meanwhile.
         q.send("reboot -f\n")
         q.expect(r"dom0: SYSTEM_RESET: restarting the domain", 60)
         focus(q, "domU1")
@@ -68,6 +77,11 @@ def test_legacy_dom0_owns_the_board_beside_two_domus(image, linux, work, qemu):
         focus(q, "dom0")
         run(q, "dom0", "mount -t ext4 /dev/vda /mnt && cat /mnt/out.txt && umount /mnt", "written-by-dom0",
             timeout=60)
+        # And powers off alone.
+        q.send("poweroff -f\n")
+        q.expect(r"dom0: SYSTEM_OFF", 60)
+        focus(q, "domU2")
+        run(q, "domU2", "echo domU2-still-$((6*7))", "domU2-still-42")
         q.not_seen(NO_FAULT)
     if disk.read_file(mmio, "out.txt") != b"written-by-dom0\n":
         raise AssertionError(f"out.txt on the host disk image is {disk.read_file(mmio, 'out.txt')!r}")
