@@ -66,7 +66,7 @@ pub(super) fn resolve(domains: &mut [Domain], fdt: &Fdt<'_>, p: &mut Parser<'_, 
             taken.push((loc.node.offset(), format!("{}'s, by xen,path", d.name)));
         }
     }
-    let (devices, removed) = host_devices(fdt, &taken, &domains[hw].path, p);
+    let (devices, removed) = host_devices(fdt, &taken, &domains[hw].name, p);
     let d = &mut domains[hw];
     d.direct_map = true;
     d.vpl011 = true;
@@ -144,7 +144,7 @@ struct Met {
 fn host_devices(
     fdt: &Fdt<'_>,
     taken: &[(usize, String)],
-    hw_path: &str,
+    hw_name: &str,
     p: &mut Parser<'_, '_>,
 ) -> (Vec<Device>, Vec<Removed>) {
     let k = kept(fdt);
@@ -154,7 +154,7 @@ fn host_devices(
         have: Vec::new(),
     };
     for m in walk(fdt, &k, taken) {
-        out.judge(m, &k, hw_path, p);
+        out.judge(m, &k, hw_name, p);
     }
     (out.devices, out.removed)
 }
@@ -232,13 +232,13 @@ struct Given {
 impl Given {
     /// One node: given (its pages not yet given, its SPIs), or left out
     /// with the reason (a warning when the hypervisor refuses it).
-    fn judge(&mut self, m: Met, k: &Kept, hw_path: &str, p: &mut Parser<'_, '_>) {
+    fn judge(&mut self, m: Met, k: &Kept, hw_name: &str, p: &mut Parser<'_, '_>) {
         let warn = |p: &mut Parser<'_, '_>, why: &str| {
             p.d.warn(
                 &m.path,
                 None,
                 Kind::Ignored,
-                format!("not given to the hardware domain ({hw_path}): {why}"),
+                format!("not given to the hardware domain {hw_name}: {why}"),
             );
         };
         if let Some(why) = m.left_out.clone() {
@@ -272,7 +272,15 @@ impl Given {
                 return;
             }
             if r.end > IPA_LIMIT {
-                warn(p, &format!("its registers {r} are beyond the {}-bit guest address space (left out; the rest of the node is given)", crate::mm::stage2::IPA_BITS));
+                p.d.warn(
+                    &m.path,
+                    None,
+                    Kind::Ignored,
+                    format!(
+                        "the hardware domain {hw_name} gets this node without its registers {r}: they are beyond the {}-bit guest address space (a PCI window there is left out of its ranges)",
+                        crate::mm::stage2::IPA_BITS
+                    ),
+                );
                 continue;
             }
             pages.push(r);
