@@ -66,6 +66,20 @@ pub(super) fn resolve(domains: &mut [Domain], fdt: &Fdt<'_>, p: &mut Parser<'_, 
             taken.push((loc.node.offset(), format!("{}'s, by xen,path", d.name)));
         }
     }
+    if fdt.root().cells() != (Some(2), Some(2)) {
+        let (a, s) = fdt.root().cells();
+        p.d.error(
+            "/",
+            Some("#address-cells"),
+            Kind::Unsupported,
+            format!(
+                "the hardware domain {}'s device tree is the host's with nodes dtvisor writes in 2 address and 2 size cells; this root has {} and {} (not supported yet)",
+                domains[hw].name,
+                a.map_or("none".to_string(), |v| v.to_string()),
+                s.map_or("none".to_string(), |v| v.to_string())
+            ),
+        );
+    }
     let (devices, removed) = host_devices(fdt, &taken, &domains[hw].name, p);
     let d = &mut domains[hw];
     d.direct_map = true;
@@ -525,6 +539,25 @@ mod tests {
     // A domU's device the host tree leaves unmarked: the conformance case
     // err-hardware-domain-device-not-marked (it needs the partial tree's
     // contents).
+
+    #[test]
+    fn a_root_with_other_cells_is_refused_for_now() {
+        let blob = dtc(r#"/dts-v1/;
+/ { #address-cells = <2>; #size-cells = <1>;
+  memory@40000000 { device_type = "memory"; reg = <0x0 0x40000000 0x80000000>; };
+  chosen { #address-cells = <2>; #size-cells = <2>; xen,xen-bootargs = "dom0_mem=512M";
+    module@50000000 { compatible = "multiboot,kernel", "multiboot,module"; reg = <0x0 0x50000000 0x0 0x200000>; }; };
+};
+"#);
+        let fdt = Fdt::new(&blob).unwrap();
+        let r = parse(&fdt, &HostMemory::from_fdt(&fdt));
+        let e: Vec<String> = r.errors().map(|e| e.to_string()).collect();
+        assert!(
+            e.iter()
+                .any(|m| m.starts_with("error: /: #address-cells:") && m.contains("has 2 and 1")),
+            "{e:?}"
+        );
+    }
 
     #[test]
     fn dom0_mem_with_min_or_max_is_refused_as_on_arm() {

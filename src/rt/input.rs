@@ -22,13 +22,17 @@ impl<H: Hw> Runtime<H> {
         // taken from its guest). So it disables the interrupt at the
         // distributor (a lock-free write) and leaves the input to the
         // holder, which reads again before it lets go and enables the
-        // interrupt once the UART is empty.
+        // interrupt once the UART is empty. The write comes before the
+        // flag that asks for the enable: flag first, a holder could see
+        // it and enable between the flag and the write, and the late
+        // disable would then stay for good (console input dead).
         let irq = self.settings.console_irq;
         let mut rx = match self.hw.try_rx() {
             Some(rx) => rx,
             None => {
-                if irq != 0 && !self.irq_off.swap(true, Ordering::SeqCst) {
+                if irq != 0 {
                     self.hw.set_spi_enabled(irq, false);
+                    self.irq_off.store(true, Ordering::SeqCst);
                 }
                 self.input_wanted.store(true, Ordering::SeqCst);
                 // The holder may have let go before it saw the request

@@ -19,15 +19,16 @@ NO_FAULT = r"unhandled trap|undefined instruction injected|Kernel panic|Oops|BUG
 DOMAINS = {"dom0": (1, 512), "domU1": (1, 256), "domU2": (1, 192)}
 
 
-def test_legacy_dom0_owns_the_board_beside_two_domus(image, linux, work, qemu):
+@pytest.mark.parametrize("gic", [3, 2])
+def test_legacy_dom0_owns_the_board_beside_two_domus(image, linux, work, qemu, gic):
     mmio = os.path.join(work, "mmio.img")
     disk.make_ext4(mmio, {"in.txt": b"hello from the host disk\n"})
     pci = os.path.join(work, "pci.img")
     disk.make_ext4(pci, {"pci.txt": b"read over PCI INTx\n"})
-    args = boot_args(image, linux, work, os.path.join(ROOT, "dts/qemu-virt/hardware-domain.dtsi"))
+    args = boot_args(image, linux, work, os.path.join(ROOT, "dts/qemu-virt/hardware-domain.dtsi"), gic=gic)
     args += ["-drive", f"file={mmio},if=none,format=raw,id=d0", "-device", "virtio-blk-device,drive=d0",
              "-drive", f"file={pci},if=none,format=raw,id=d1", "-device", "virtio-blk-pci,drive=d1"]
-    with qemu("hardware-domain", args, limit=2 * BOOT + 240) as q:
+    with qemu(f"hardware-domain-gicv{gic}", args, gic=gic, limit=2 * BOOT + 240) as q:
         # The plan: dom0's RAM at its own host addresses, its devices.
         m = q.expect(r"layout dom0 \(vmid 1\)\r?\n  ram guest \[(0x[0-9a-f]+), (0x[0-9a-f]+)\) <- host "
                      r"\[(0x[0-9a-f]+), (0x[0-9a-f]+)\) 512 MiB", 60)
@@ -35,7 +36,7 @@ def test_legacy_dom0_owns_the_board_beside_two_domus(image, linux, work, qemu):
             q.fail(f"dom0 is not direct-mapped: {m.group(0)!r}")
         q.expect(r"dom0: /pcie@10000000 interrupt 35 \(level\) routed to the domain", 30)
         q.expect(r"dom0: /pl031@9010000 interrupt 34 \(level\) routed to the domain", 30)
-        q.expect(r"dom0: vCPUs 0\.\.1 on pCPUs 0; guest GIC v3", 30)
+        q.expect(rf"dom0: vCPUs 0\.\.1 on pCPUs 0; guest GIC v{gic}", 30)
         expect_up(q, DOMAINS)
         focus(q, "dom0")
         # The virtio-mmio disk: read what the host wrote, write a file back.
@@ -50,7 +51,7 @@ def test_legacy_dom0_owns_the_board_beside_two_domus(image, linux, work, qemu):
         # The PCI disk, behind the bridge's INTx.
         run(q, "dom0", "mount -t ext4 /dev/vdb /mnt && cat /mnt/pci.txt && umount /mnt", "read over PCI INTx",
             timeout=60)
-        run(q, "dom0", "echo intx=$(grep -c 'GICv3  *3[5-8] ' /proc/interrupts)", "intx=[1-9]")
+        run(q, "dom0", f"echo intx=$(grep -c 'GIC{'v3' if gic == 3 else '-0'}  *3[5-8] ' /proc/interrupts)", "intx=[1-9]")
         # The domUs have none of it, and reach none of its registers.
         for dom in ("domU1", "domU2"):
             focus(q, dom)

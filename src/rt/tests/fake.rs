@@ -68,6 +68,9 @@ pub struct Fake {
     /// Copies and zeroing really write host memory (tests give the
     /// run-time real buffers as "host RAM").
     pub real_memory: bool,
+    /// A CPU disabling an SPI waits here twice before it writes: the test
+    /// runs another CPU's steps in between (then lets it go on).
+    pub disable_gate: Mutex<Option<std::sync::Arc<std::sync::Barrier>>>,
 }
 
 /// The captured console output.
@@ -195,6 +198,15 @@ impl Hw for Fake {
         self.ev(Ev::Route { id, pcpu });
     }
     fn set_spi_enabled(&self, id: u32, on: bool) {
+        let gate = if on {
+            None
+        } else {
+            self.disable_gate.lock().unwrap().take()
+        };
+        if let Some(g) = gate {
+            g.wait();
+            g.wait();
+        }
         self.ev(Ev::SpiEnabled { id, on });
     }
     fn clear_active_spi(&self, id: u32) {

@@ -354,6 +354,45 @@ fn input_for_a_domain_that_does_not_read_is_dropped_and_counted() {
     assert!(log.last().unwrap().contains("to the hypervisor"));
 }
 
+/// A CPU that finds the receive side held disables the interrupt; if the
+/// holder lets go and enables it between that CPU's decision and its
+/// write, the interrupt must still end enabled (it once stayed disabled
+/// for good: console input died after a focus change moved the
+/// interrupt to a CPU that took it while the old one still read).
+#[test]
+fn an_enable_between_a_disable_decision_and_its_write_is_not_lost() {
+    let rt = runtime(alloc::vec![spec("h", &[0])], 2, CONSOLE_IRQ);
+    let gate = std::sync::Arc::new(std::sync::Barrier::new(2));
+    *rt.hw.disable_gate.lock().unwrap() = Some(gate.clone());
+    let held = crate::rt::Hw::try_rx(&rt.hw);
+    std::thread::scope(|sc| {
+        let b = sc.spawn(|| {
+            on_cpu(1);
+            rt.poll_console();
+        });
+        gate.wait(); // B is about to write the disable
+        drop(held);
+        rt.hw.type_bytes(b"x");
+        rt.poll_console(); // the holder's successor reads and lets go
+        gate.wait();
+        b.join().unwrap();
+    });
+    let ev: Vec<Ev> = rt
+        .hw
+        .take()
+        .into_iter()
+        .filter(|e| matches!(e, Ev::SpiEnabled { .. }))
+        .collect();
+    assert_eq!(
+        ev.last(),
+        Some(&Ev::SpiEnabled {
+            id: CONSOLE_IRQ,
+            on: true
+        }),
+        "{ev:?}"
+    );
+}
+
 #[test]
 fn a_busy_receive_side_leaves_input_to_its_holder() {
     let rt = runtime(alloc::vec![spec("h", &[0])], 1, CONSOLE_IRQ);
