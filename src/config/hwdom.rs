@@ -540,18 +540,31 @@ mod tests {
     // err-hardware-domain-device-not-marked (it needs the partial tree's
     // contents).
 
-    #[test]
-    fn a_root_with_other_cells_is_refused_for_now() {
-        let blob = dtc(r#"/dts-v1/;
-/ { #address-cells = <2>; #size-cells = <1>;
-  memory@40000000 { device_type = "memory"; reg = <0x0 0x40000000 0x80000000>; };
-  chosen { #address-cells = <2>; #size-cells = <2>; xen,xen-bootargs = "dom0_mem=512M";
-    module@50000000 { compatible = "multiboot,kernel", "multiboot,module"; reg = <0x0 0x50000000 0x0 0x200000>; }; };
-};
-"#);
+    /// A legacy dom0 alone on a host whose root has `size_cells`, with
+    /// `bootargs`: the errors, as printed.
+    fn legacy_errors(size_cells: u32, bootargs: &str) -> Vec<String> {
+        let mem = if size_cells == 1 {
+            "0x80000000"
+        } else {
+            "0x0 0x80000000"
+        };
+        let blob = dtc(&format!(
+            r#"/dts-v1/;
+/ {{ #address-cells = <2>; #size-cells = <{size_cells}>;
+  memory@40000000 {{ device_type = "memory"; reg = <0x0 0x40000000 {mem}>; }};
+  chosen {{ #address-cells = <2>; #size-cells = <2>; xen,xen-bootargs = "{bootargs}";
+    module@50000000 {{ compatible = "multiboot,kernel", "multiboot,module"; reg = <0x0 0x50000000 0x0 0x200000>; }}; }};
+}};
+"#
+        ));
         let fdt = Fdt::new(&blob).unwrap();
         let r = parse(&fdt, &HostMemory::from_fdt(&fdt));
-        let e: Vec<String> = r.errors().map(|e| e.to_string()).collect();
+        r.errors().map(|e| e.to_string()).collect()
+    }
+
+    #[test]
+    fn a_root_with_other_cells_is_refused_for_now() {
+        let e = legacy_errors(1, "dom0_mem=512M");
         assert!(
             e.iter()
                 .any(|m| m.starts_with("error: /: #address-cells:") && m.contains("has 2 and 1")),
@@ -561,16 +574,7 @@ mod tests {
 
     #[test]
     fn dom0_mem_with_min_or_max_is_refused_as_on_arm() {
-        let blob = dtc(r#"/dts-v1/;
-/ { #address-cells = <2>; #size-cells = <2>;
-  memory@40000000 { device_type = "memory"; reg = <0x0 0x40000000 0x0 0x80000000>; };
-  chosen { #address-cells = <2>; #size-cells = <2>; xen,xen-bootargs = "dom0_mem=min:128M,max:1G,512M";
-    module@50000000 { compatible = "multiboot,kernel", "multiboot,module"; reg = <0x0 0x50000000 0x0 0x200000>; }; };
-};
-"#);
-        let fdt = Fdt::new(&blob).unwrap();
-        let r = parse(&fdt, &HostMemory::from_fdt(&fdt));
-        let e: Vec<String> = r.errors().map(|e| e.to_string()).collect();
+        let e = legacy_errors(2, "dom0_mem=min:128M,max:1G,512M");
         assert!(
             e.iter()
                 .any(|m| m.contains("/chosen: xen,xen-bootargs: dom0_mem")

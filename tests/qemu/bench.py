@@ -470,15 +470,22 @@ def board(name, image):
     return out
 
 
-def boards(image, xen_image):
-    """The board figures of both hypervisors, printed as they come."""
+def both(what, run, image, xen_image, summary):
+    """`run(name, image)` for dtvisor then Xen, each announced and then
+    summarised (`summary(figures)`) as it comes."""
     out = {}
     for name, img in (("dtvisor", image), ("xen", xen_image)):
-        print(f"bench: {BOARD}: {name} ...", flush=True)
-        out[name] = r = board(name, img)
-        print(f"bench: {BOARD}: {name}: {r['cpus']} CPUs up, first guest instruction at"
-              f" {ms(r['first_guest_ns'])}, both domUs up at {ms(r['both_up_ns'])}", flush=True)
+        print(f"bench: {what}: {name} ...", flush=True)
+        out[name] = run(name, img)
+        print(f"bench: {what}: {name}: {summary(out[name])}", flush=True)
     return out
+
+
+def boards(image, xen_image):
+    """The board figures of both hypervisors."""
+    return both(BOARD, board, image, xen_image,
+                lambda r: f"{r['cpus']} CPUs up, first guest instruction at {ms(r['first_guest_ns'])},"
+                          f" both domUs up at {ms(r['both_up_ns'])}")
 
 
 def boards_table(b):
@@ -536,13 +543,9 @@ def hardware_domain(name, image):
 
 
 def hardware_domains(image, xen_image):
-    out = {}
-    for name, img in (("dtvisor", image), ("xen", xen_image)):
-        print(f"bench: hardware domain: {name} ...", flush=True)
-        out[name] = r = hardware_domain(name, img)
-        print(f"bench: hardware domain: {name}: dom0 up at {ms(r['dom0_up_ns'])}, all three at"
-              f" {ms(r['all_up_ns'])}", flush=True)
-    return out
+    """The hardware-domain figures of both hypervisors."""
+    return both("hardware domain", hardware_domain, image, xen_image,
+                lambda r: f"dom0 up at {ms(r['dom0_up_ns'])}, all three at {ms(r['all_up_ns'])}")
 
 
 def hwdom_table(h):
@@ -819,24 +822,16 @@ if __name__ == "__main__":
         out = os.path.join(ROOT, "target", "bench")
         write_md(json.load(open(os.path.join(out, "bench.json"))), out)
         chart(os.path.join(out, "bench.json"), os.path.join(out, "boot-timeline.png"))
-    elif sys.argv[1:] == ["boards"]:  # only the board figures
+    elif sys.argv[1:] in (["boards"], ["hwdom"]):  # only the board or hardware-domain figures
+        run, tab = {"boards": (boards, boards_table), "hwdom": (hardware_domains, hwdom_table)}[sys.argv[1]]
         os.makedirs(WORK, exist_ok=True)
         img = os.path.join(WORK, "dtvisor.bin")
         shutil.copyfile(IMAGE, img)
-        b = boards(img, xen.fetch())
+        figures = run(img, xen.fetch())
         os.makedirs(os.path.join(ROOT, "target", "bench"), exist_ok=True)
-        with open(os.path.join(ROOT, "target", "bench", "boards.json"), "w") as f:
-            json.dump(b, f, indent=2)
-        print(boards_table(b))
-    elif sys.argv[1:] == ["hwdom"]:  # only the hardware-domain figures
-        os.makedirs(WORK, exist_ok=True)
-        img = os.path.join(WORK, "dtvisor.bin")
-        shutil.copyfile(IMAGE, img)
-        h = hardware_domains(img, xen.fetch())
-        os.makedirs(os.path.join(ROOT, "target", "bench"), exist_ok=True)
-        with open(os.path.join(ROOT, "target", "bench", "hwdom.json"), "w") as f:
-            json.dump(h, f, indent=2)
-        print(hwdom_table(h))
+        with open(os.path.join(ROOT, "target", "bench", f"{sys.argv[1]}.json"), "w") as f:
+            json.dump(figures, f, indent=2)
+        print(tab(figures))
     elif sys.argv[1:] == ["containment"]:  # only the containment figures
         c = containment()
         os.makedirs(os.path.join(ROOT, "target", "bench"), exist_ok=True)
