@@ -410,6 +410,12 @@ fn map_domain(
             crate::fatal::stay_up("stage-2 mapping of the GICv2 virtual CPU interface failed");
         }
     }
+    for r in &s.reserved_memory {
+        if s2.map_ram(*r, r.start).is_err() {
+            crate::fatal::stay_up("stage-2 mapping of reserved memory failed");
+        }
+        log::info!("{}: reserved memory {r} mapped 1:1", s.name);
+    }
     let first = s.layout.pcpus[0];
     for dev in &s.devices {
         for r in &dev.regions {

@@ -20,7 +20,9 @@
 //! registers the hypervisor cannot give (over RAM, the GIC or the
 //! console; beyond the guest address space), each with a warning.
 //! /chosen, /cpus, memory, the GIC, the timer, PSCI and /hypervisor are
-//! the hypervisor's to describe. A device a domU's partial device tree
+//! the hypervisor's to describe. `/reserved-memory` stays in its tree, and
+//! its regions are mapped 1:1 as memory (as Xen does: shared carveouts,
+//! firmware buffers). A device a domU's partial device tree
 //! names that the host tree does not mark `xen,passthrough` would be
 //! both the hardware domain's and the domU's: an error.
 
@@ -81,7 +83,21 @@ pub(super) fn resolve(domains: &mut [Domain], fdt: &Fdt<'_>, p: &mut Parser<'_, 
         );
     }
     let (devices, removed) = host_devices(fdt, &taken, &domains[hw].name, p);
+    let reserved_memory = p
+        .host
+        .reserved
+        .iter()
+        .filter(|r| matches!(r.kind, crate::hw::ReservedKind::Node(_)))
+        .map(|r| {
+            Range::new(
+                r.range.start & !0xfff,
+                r.range.end.saturating_add(0xfff) & !0xfff,
+            )
+        })
+        .filter(|r| r.end <= IPA_LIMIT)
+        .collect();
     let d = &mut domains[hw];
+    d.reserved_memory = reserved_memory;
     d.direct_map = true;
     d.vpl011 = true;
     d.devices = devices;
@@ -442,6 +458,8 @@ mod tests {
   off@9040000 {{ reg = <0x0 0x9040000 0x0 0x1000>; status = "disabled"; }};
   mine@9050000 {{ reg = <0x0 0x9050000 0x0 0x1000>; interrupts = <0 9 4>; xen,passthrough; }};
   sram@40000000 {{ reg = <0x0 0x40000000 0x0 0x1000>; }};
+  reserved-memory {{ #address-cells = <2>; #size-cells = <2>; ranges;
+    buf@bff00000 {{ reg = <0x0 0xbff00000 0x0 0x800>; no-map; }}; }};
   pcie@10000000 {{ device_type = "pci"; #address-cells = <3>; #size-cells = <2>; #interrupt-cells = <1>;
     reg = <0x40 0x10000000 0x0 0x10000000>; msi-map = <0 2 0 0x10000>;
     ranges = <0x2000000 0x0 0x10000000 0x0 0x10000000 0x0 0x2eff0000
@@ -469,6 +487,19 @@ mod tests {
         let r = host("");
         let d = dom0(&r);
         assert!(d.direct_map && d.vpl011, "{d:?}");
+    }
+
+    #[test]
+    fn its_reserved_memory_is_mapped_whole_pages() {
+        let r = host("");
+        assert_eq!(
+            dom0(&r).reserved_memory,
+            [Range::new(0xbff0_0000, 0xbff0_1000)]
+        );
+        assert!(!dom0(&r)
+            .devices
+            .iter()
+            .any(|d| d.node.starts_with("/reserved-memory")));
     }
 
     #[test]

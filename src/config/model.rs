@@ -139,6 +139,10 @@ pub struct Domain {
     pub devices_read: bool,
     /// The hardware domain: host nodes its device tree leaves out.
     pub removed: Vec<Removed>,
+    /// The hardware domain: the host's `/reserved-memory` regions (whole
+    /// pages), mapped 1:1 as memory (as Xen maps them for dom0).
+    #[cfg_attr(json, serde(serialize_with = "crate::mm::ser::ranges"))]
+    pub reserved_memory: Vec<Range>,
 }
 
 /// A host device-tree node the hardware domain does not get, and why.
@@ -214,6 +218,7 @@ impl Domain {
             devices: Vec::new(),
             devices_read: true,
             removed: Vec::new(),
+            reserved_memory: Vec::new(),
         }
     }
 }

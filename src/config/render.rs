@@ -144,6 +144,9 @@ impl fmt::Display for BootPlan {
             for dev in &d.devices {
                 devices_lines(f, dev)?;
             }
+            for r in &d.reserved_memory {
+                writeln!(f, "  reserved memory {r} {} mapped 1:1", Size(r.size()))?;
+            }
             for r in &d.removed {
                 writeln!(f, "  not given {} ({})", r.node, r.why)?;
             }

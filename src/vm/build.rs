@@ -35,6 +35,9 @@ pub struct DomainSpec {
     pub spis: u32,
     /// Devices assigned to it: MMIO regions mapped, SPIs routed to it.
     pub devices: Vec<Device>,
+    /// Host memory mapped 1:1 besides its RAM (the hardware domain's
+    /// `/reserved-memory`), never zeroed or reloaded.
+    pub reserved_memory: Vec<Range>,
     /// What a (re)start does to its memory: the kernel and initrd shared
     /// with their modules or copied, the device tree copied, the rest zeroed.
     pub restart: Restart,
@@ -337,6 +340,7 @@ pub fn build<'a>(
             map,
             spis,
             devices: d.devices.clone(),
+            reserved_memory: d.reserved_memory.clone(),
             restart,
             entry_ipa: l.kernel_ipa.start,
             dtb_ipa: l.dtb_ipa.start,

@@ -34,6 +34,7 @@ def test_legacy_dom0_owns_the_board_beside_two_domus(image, linux, work, qemu, g
                      r"\[(0x[0-9a-f]+), (0x[0-9a-f]+)\) 512 MiB", 60)
         if m.group(1, 2) != m.group(3, 4):
             q.fail(f"dom0 is not direct-mapped: {m.group(0)!r}")
+        q.expect(r"dom0: reserved memory \[0xbff00000, 0xc0000000\) mapped 1:1", 30)
         q.expect(r"dom0: /pcie@10000000 interrupt 35 \(level\) routed to the domain", 30)
         q.expect(r"dom0: /pl031@9010000 interrupt 34 \(level\) routed to the domain", 30)
         q.expect(rf"dom0: vCPUs 0\.\.1 on pCPUs 0; guest GIC v{gic}", 30)
@@ -52,6 +53,9 @@ def test_legacy_dom0_owns_the_board_beside_two_domus(image, linux, work, qemu, g
         run(q, "dom0", "mount -t ext4 /dev/vdb /mnt && cat /mnt/pci.txt && umount /mnt", "read over PCI INTx",
             timeout=60)
         run(q, "dom0", f"echo intx=$(grep -c 'GIC{'v3' if gic == 3 else '-0'}  *3[5-8] ' /proc/interrupts)", "intx=[1-9]")
+        # The carveout in /reserved-memory, at its own address.
+        run(q, "dom0", "devmem 0xbff00000 32 0x600dcafe; echo carveout=$(devmem 0xbff00000 32)",
+            "carveout=0x600DCAFE")
         # The domUs have none of it, and reach none of its registers.
         for dom in ("domU1", "domU2"):
             focus(q, dom)

@@ -51,6 +51,7 @@ fn spec(name: &str, pcpus: &[usize]) -> DomainSpec {
         map: GuestMap::XEN,
         spis: 32,
         devices: Vec::new(),
+        reserved_memory: Vec::new(),
         restart: Restart::default(),
         entry_ipa: RAM,
         dtb_ipa: RAM + 0x400_0000,
