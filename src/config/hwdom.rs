@@ -31,6 +31,7 @@ use super::model::*;
 use super::parse::Parser;
 use crate::fdt::{Fdt, Node};
 use crate::hw::platform::{self, GicIrq, Located};
+use crate::mm::range::subtract;
 use crate::mm::Range;
 use alloc::format;
 use alloc::string::{String, ToString};
@@ -47,7 +48,8 @@ pub(super) fn resolve(domains: &mut [Domain], fdt: &Fdt<'_>, p: &mut Parser<'_, 
         return;
     };
     let mut taken: Vec<(usize, String)> = Vec::new();
-    for (_, d) in domains.iter().enumerate().filter(|(i, _)| *i != hw) {
+    let others = domains.iter().enumerate().filter(|&(i, _)| i != hw);
+    for d in others.map(|(_, d)| d) {
         for dev in &d.devices {
             let Some(hp) = &dev.host_path else { continue };
             let Some(loc) = platform::locate(fdt, hp) else {
@@ -88,12 +90,7 @@ pub(super) fn resolve(domains: &mut [Domain], fdt: &Fdt<'_>, p: &mut Parser<'_, 
         .reserved
         .iter()
         .filter(|r| matches!(r.kind, crate::hw::ReservedKind::Node(_)))
-        .map(|r| {
-            Range::new(
-                r.range.start & !0xfff,
-                r.range.end.saturating_add(0xfff) & !0xfff,
-            )
-        })
+        .map(|r| r.range.whole_pages())
         .filter(|r| r.end <= IPA_LIMIT)
         .collect();
     let d = &mut domains[hw];
@@ -285,7 +282,7 @@ impl Given {
         }
         let mut pages = Vec::new();
         for r in &m.regs {
-            let r = Range::new(r.start & !0xfff, r.end.saturating_add(0xfff) & !0xfff);
+            let r = r.whole_pages();
             let refused = if let Some(b) = p.host.ram.iter().find(|b| b.overlaps(&r)) {
                 Some(format!("its registers {r} overlap RAM {b}"))
             } else {
@@ -317,7 +314,7 @@ impl Given {
         }
         let mut regions = Vec::new();
         for r in pages {
-            for piece in uncovered(r, &self.have) {
+            for piece in subtract(&[r], &self.have) {
                 self.have.push(piece);
                 regions.push(DeviceRegion {
                     host: piece,
@@ -344,30 +341,6 @@ impl Given {
             });
         }
     }
-}
-
-/// The parts of `r` no range of `have` covers.
-fn uncovered(r: Range, have: &[Range]) -> Vec<Range> {
-    let mut out = alloc::vec![r];
-    for h in have {
-        out = out
-            .into_iter()
-            .flat_map(|x| {
-                if !x.overlaps(h) {
-                    return alloc::vec![x];
-                }
-                let mut v = Vec::new();
-                if x.start < h.start {
-                    v.push(Range::new(x.start, h.start));
-                }
-                if h.end < x.end {
-                    v.push(Range::new(h.end, x.end));
-                }
-                v
-            })
-            .collect();
-    }
-    out
 }
 
 /// A PCI host bridge's memory and I/O windows (`ranges`: 3 cells of PCI

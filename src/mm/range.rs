@@ -1,5 +1,6 @@
 //! Half-open physical address ranges `[start, end)`.
 
+use alloc::vec::Vec;
 use core::fmt;
 
 /// A half-open range of physical (or guest-physical) addresses.
@@ -42,6 +43,44 @@ impl Range {
     pub fn contains(&self, addr: u64) -> bool {
         addr >= self.start && addr < self.end
     }
+
+    /// The whole 4 KiB pages the range touches (stage 2 maps pages).
+    pub fn whole_pages(&self) -> Range {
+        Range::new(self.start & !0xfff, self.end.saturating_add(0xfff) & !0xfff)
+    }
+}
+
+/// Sorted, merged copy of `rs` (empty ranges dropped).
+pub fn union(mut rs: Vec<Range>) -> Vec<Range> {
+    rs.retain(|r| !r.is_empty());
+    rs.sort();
+    let mut out: Vec<Range> = Vec::with_capacity(rs.len());
+    for r in rs {
+        match out.last_mut() {
+            Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+            _ => out.push(r),
+        }
+    }
+    out
+}
+
+/// `from` minus every range of `minus` (sorted, disjoint result).
+pub fn subtract(from: &[Range], minus: &[Range]) -> Vec<Range> {
+    let minus = union(minus.to_vec());
+    let mut out = Vec::new();
+    for f in union(from.to_vec()) {
+        let mut at = f.start;
+        for m in minus.iter().filter(|m| m.overlaps(&f)) {
+            if m.start > at {
+                out.push(Range::new(at, m.start));
+            }
+            at = at.max(m.end);
+        }
+        if at < f.end {
+            out.push(Range::new(at, f.end));
+        }
+    }
+    out
 }
 
 impl fmt::Debug for Range {

@@ -28,6 +28,7 @@
 //!   [`Restart::work`]): a guest may read memory non-cacheably, and would
 //!   then see what the zeroes hide while they sit in the cache.
 
+pub use crate::mm::range::{subtract, union};
 use crate::mm::Range;
 use crate::placement::DomainLayout;
 use alloc::vec::Vec;
@@ -177,39 +178,6 @@ fn host_pieces(l: &DomainLayout, ipa: Range) -> Option<Vec<Range>> {
             .map(|c| Range::new(c.dst, c.dst + c.len))
             .collect(),
     )
-}
-
-/// Sorted, merged copy of `rs` (empty ranges dropped).
-pub fn union(mut rs: Vec<Range>) -> Vec<Range> {
-    rs.retain(|r| !r.is_empty());
-    rs.sort();
-    let mut out: Vec<Range> = Vec::with_capacity(rs.len());
-    for r in rs {
-        match out.last_mut() {
-            Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
-            _ => out.push(r),
-        }
-    }
-    out
-}
-
-/// `from` minus every range of `minus` (sorted, disjoint result).
-pub fn subtract(from: &[Range], minus: &[Range]) -> Vec<Range> {
-    let minus = union(minus.to_vec());
-    let mut out = Vec::new();
-    for f in union(from.to_vec()) {
-        let mut at = f.start;
-        for m in minus.iter().filter(|m| m.overlaps(&f)) {
-            if m.start > at {
-                out.push(Range::new(at, m.start));
-            }
-            at = at.max(m.end);
-        }
-        if at < f.end {
-            out.push(Range::new(at, f.end));
-        }
-    }
-    out
 }
 
 /// The restart plan of the domain placed as `l`: `images` in guest memory,
