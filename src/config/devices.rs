@@ -354,19 +354,23 @@ fn static_memory(domains: &[Domain], p: &mut Parser<'_, '_>) {
     }
 }
 
-/// What the hypervisor keeps for itself: the GIC's frames, the console.
-struct HypDevices {
-    frames: Vec<(String, Range)>,
-    console: String,
-    console_irq: Option<u32>,
+/// What the hypervisor keeps for itself: the GIC (its node and frames),
+/// the console (its node, frame and interrupt).
+pub(super) struct HypDevices {
+    /// The GIC's node offset.
+    pub gic: Option<usize>,
+    pub frames: Vec<(String, Range)>,
+    /// The console UART's node offset and path.
+    pub console_node: Option<usize>,
+    pub console: String,
+    pub console_irq: Option<u32>,
 }
 
 impl HypDevices {
-    fn of(fdt: &Fdt<'_>) -> HypDevices {
+    pub fn of(fdt: &Fdt<'_>) -> HypDevices {
+        let gic = platform::gic_node(fdt).map(|g| g.offset());
         let mut frames = Vec::new();
-        if let Some(l) = platform::gic_node(fdt)
-            .and_then(|g| platform::find_located(fdt, &mut |n| n.offset() == g.offset()))
-        {
+        if let Some(l) = gic.and_then(|g| platform::find_located(fdt, &mut |n| n.offset() == g)) {
             let path = l.path();
             frames.extend(
                 (0..)
@@ -375,20 +379,24 @@ impl HypDevices {
             );
         }
         let mut console = String::new();
+        let mut console_node = None;
         let mut console_irq = None;
         if let Some((loc, uart, _)) = platform::find_console(fdt) {
             console = loc.path();
+            console_node = Some(loc.node.offset());
             if let Some(u) = uart {
                 if let Some(r) = Range::from_base_size(u.base, u.size) {
                     frames.push((format!("the console UART {console}"), r));
                 }
             }
-            console_irq = platform::gic_node(fdt)
-                .and_then(|g| loc.gic_interrupts(fdt, g.offset()).ok())
+            console_irq = gic
+                .and_then(|g| loc.gic_interrupts(fdt, g).ok())
                 .and_then(|v| v.first().map(|i| i.intid));
         }
         HypDevices {
+            gic,
             frames,
+            console_node,
             console,
             console_irq,
         }

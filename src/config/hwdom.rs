@@ -26,6 +26,7 @@
 //! names that the host tree does not mark `xen,passthrough` would be
 //! both the hardware domain's and the domU's: an error.
 
+use super::devices::HypDevices;
 use super::diag::Kind;
 use super::model::*;
 use super::parse::Parser;
@@ -107,37 +108,6 @@ fn marked(l: &Located<'_>) -> bool {
         || l.ancestors().any(|a| a.prop("xen,passthrough").is_some())
 }
 
-/// What the hypervisor keeps: the GIC (node and frames), the console.
-struct Kept {
-    gic: Option<usize>,
-    frames: Vec<(String, Range)>,
-    console: Option<usize>,
-}
-
-fn kept(fdt: &Fdt<'_>) -> Kept {
-    let gic = platform::gic_node(fdt).map(|g| g.offset());
-    let mut frames = Vec::new();
-    if let Some(l) = gic.and_then(|g| platform::find_located(fdt, &mut |n| n.offset() == g)) {
-        frames.extend(
-            (0..)
-                .map_while(|i| l.reg(i))
-                .map(|r| ("the GIC".to_string(), r)),
-        );
-    }
-    let mut console = None;
-    if let Some((loc, uart, _)) = platform::find_console(fdt) {
-        console = Some(loc.node.offset());
-        if let Some(r) = uart.and_then(|u| Range::from_base_size(u.base, u.size)) {
-            frames.push((format!("the console UART {}", loc.path()), r));
-        }
-    }
-    Kept {
-        gic,
-        frames,
-        console,
-    }
-}
-
 /// Nodes the hypervisor describes itself in the hardware domain's tree
 /// (or, /aliases, rewrites): not walked for devices, not copied.
 pub fn hypervisors(n: &Node<'_>) -> bool {
@@ -174,7 +144,7 @@ fn host_devices(
     hw_name: &str,
     p: &mut Parser<'_, '_>,
 ) -> (Vec<Device>, Vec<Removed>) {
-    let k = kept(fdt);
+    let k = HypDevices::of(fdt);
     let mut out = Given {
         devices: Vec::new(),
         removed: Vec::new(),
@@ -187,7 +157,7 @@ fn host_devices(
 }
 
 /// Every host node the hardware domain could have, in tree order.
-fn walk(fdt: &Fdt<'_>, k: &Kept, taken: &[(usize, String)]) -> Vec<Met> {
+fn walk(fdt: &Fdt<'_>, k: &HypDevices, taken: &[(usize, String)]) -> Vec<Met> {
     let mut met = Vec::new();
     platform::walk_located(fdt, &mut |l| {
         let n = l.node;
@@ -196,7 +166,7 @@ fn walk(fdt: &Fdt<'_>, k: &Kept, taken: &[(usize, String)]) -> Vec<Met> {
         if hypervisors(&n) || Some(n.offset()) == k.gic || n.name() == "reserved-memory" {
             return false;
         }
-        let left_out = if Some(n.offset()) == k.console {
+        let left_out = if Some(n.offset()) == k.console_node {
             Some("the hypervisor's console".to_string())
         } else if n.prop("xen,passthrough").is_some() {
             Some("xen,passthrough".to_string())
@@ -259,7 +229,7 @@ struct Given {
 impl Given {
     /// One node: given (its pages not yet given, its SPIs), or left out
     /// with the reason (a warning when the hypervisor refuses it).
-    fn judge(&mut self, m: Met, k: &Kept, hw_name: &str, p: &mut Parser<'_, '_>) {
+    fn judge(&mut self, m: Met, k: &HypDevices, hw_name: &str, p: &mut Parser<'_, '_>) {
         let warn = |p: &mut Parser<'_, '_>, why: &str| {
             p.d.warn(
                 &m.path,
