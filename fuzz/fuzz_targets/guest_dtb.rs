@@ -173,7 +173,6 @@ fuzz_target!(|data: &[u8]| {
                 dtb: frag,
                 removed: &removed,
                 console: Some("/pl011@9000000"),
-                gic_cells: (own_phandle & 3, own_phandle >> 30),
             }),
             ..spec.clone()
         };

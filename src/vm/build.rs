@@ -194,19 +194,11 @@ pub fn guest_dtb(
     host: Option<&[u8]>,
 ) -> Result<Vec<u8>, String> {
     // The hardware domain's tree is the host's (the boot DTB, read where
-    // it lies), its vGIC with the host GIC's phandle.
-    let host_fdt = host.and_then(|h| crate::fdt::Fdt::new(h).ok());
-    let host_gic = host_fdt.as_ref().and_then(crate::hw::platform::gic_node);
-    let host_gic_phandle = host_gic.and_then(|g| g.prop("phandle")?.u32());
-    let gic_cells = host_gic.map_or((0, 0), |g| {
-        let (a, s) = g.cells();
-        (a.unwrap_or(0), s.unwrap_or(0))
-    });
+    // it lies), its vGIC under the host GIC's phandle (`build_hardware`).
     let removed: Vec<String> = d.removed.iter().map(|r| r.node.clone()).collect();
     let gic_phandle = partial
         .and_then(|p| partial::read(p, p.len() as u64).ok())
         .and_then(|f| f.gic_phandle)
-        .or(host_gic_phandle)
         .unwrap_or(guest_dtb::GIC_PHANDLE);
     let spec = GuestDtbSpec {
         map,
@@ -224,7 +216,6 @@ pub fn guest_dtb(
             dtb,
             removed: &removed,
             console: plat.console.as_ref().map(|c| c.path.as_str()),
-            gic_cells,
         }),
     };
     match guest_dtb::build(&spec) {

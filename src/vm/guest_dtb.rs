@@ -76,9 +76,6 @@ pub struct HostTree<'a> {
     pub removed: &'a [String],
     /// The host console's node: aliases naming it name the vPL011.
     pub console: Option<&'a str>,
-    /// The host GIC's #address-cells and #size-cells, which the vGIC
-    /// keeps: `interrupt-map` entries (PCI INTx) are written with them.
-    pub gic_cells: (u32, u32),
 }
 
 /// Guest MPIDR affinity of vCPU `n`: Aff0 = n & 0xf, Aff1 = n >> 4.
@@ -105,21 +102,21 @@ pub fn build(spec: &GuestDtbSpec) -> Result<Vec<u8>, vm_fdt::Error> {
     }
     chosen(&mut w, spec)?;
     cpus(&mut w, spec)?;
-    memory_gic_timer_psci_uart(&mut w, spec)?;
+    memory_gic_timer_psci_uart(&mut w, spec, (0, 0))?;
     w.end_node(root)?;
     w.finish()
 }
 
-/// The nodes every guest's tree ends with: memory, the vGIC, the timer,
-/// PSCI and the vPL011.
-fn memory_gic_timer_psci_uart(w: &mut W, spec: &GuestDtbSpec) -> Res {
+/// The nodes every guest's tree ends with: memory, the vGIC (with
+/// `gic_cells`, see `gic`), the timer, PSCI and the vPL011.
+fn memory_gic_timer_psci_uart(w: &mut W, spec: &GuestDtbSpec, gic_cells: (u32, u32)) -> Res {
     let first = spec.ram.first().map_or(0, |r| r.start);
     let mem = w.begin_node(&format!("memory@{first:x}"))?;
     w.property_string("device_type", "memory")?;
     let regs: Vec<u64> = spec.ram.iter().flat_map(|r| [r.start, r.size()]).collect();
     w.property_array_u64("reg", &regs)?;
     w.end_node(mem)?;
-    gic(w, spec)?;
+    gic(w, spec, gic_cells)?;
     timer_and_psci(w, spec)?;
     if spec.vpl011 {
         let m = &spec.map;
@@ -143,9 +140,10 @@ const DROPPED_PROPS: [&str; 4] = ["msi-parent", "msi-map", "msi-map-mask", "xen,
 /// host's root properties and nodes, less those the hypervisor describes
 /// (/chosen, /cpus, memory, the GIC, timer, PSCI, /hypervisor) and those
 /// left out (`host.removed`), then the generated nodes of every guest.
-/// The vGIC keeps the host GIC's phandle, so every `interrupt-parent`
-/// still names it. The host's root must use 2 address and 2 size cells,
-/// as the generated nodes do.
+/// The vGIC keeps the host GIC's phandle and cells, so every copied
+/// `interrupt-parent` still names it and every PCI `interrupt-map` entry
+/// (written with the GIC's #address-cells) still decodes. The host's root
+/// must use 2 address and 2 size cells, as the generated nodes do.
 fn build_hardware(spec: &GuestDtbSpec, host: HostTree<'_>) -> Result<Vec<u8>, vm_fdt::Error> {
     use crate::fdt::{Fdt, Node};
     let fdt = Fdt::new(host.dtb).map_err(|_| vm_fdt::Error::InvalidString)?;
@@ -153,7 +151,18 @@ fn build_hardware(spec: &GuestDtbSpec, host: HostTree<'_>) -> Result<Vec<u8>, vm
     if root.cells() != (Some(2), Some(2)) {
         return Err(vm_fdt::Error::InvalidNodeName);
     }
-    let gic = crate::hw::platform::gic_node(&fdt).map(|g| g.offset());
+    let host_gic = crate::hw::platform::gic_node(&fdt);
+    let gic = host_gic.map(|g| g.offset());
+    let gic_cells = host_gic.map_or((0, 0), |g| {
+        let (a, s) = g.cells();
+        (a.unwrap_or(0), s.unwrap_or(0))
+    });
+    let spec = &GuestDtbSpec {
+        gic_phandle: host_gic
+            .and_then(|g| g.prop("phandle")?.u32())
+            .unwrap_or(spec.gic_phandle),
+        ..spec.clone()
+    };
     let mut w = vm_fdt::FdtWriter::new()?;
     let top = w.begin_node("")?;
     for p in root.props() {
@@ -223,7 +232,7 @@ fn build_hardware(spec: &GuestDtbSpec, host: HostTree<'_>) -> Result<Vec<u8>, vm
     }
     chosen(&mut w, spec)?;
     cpus(&mut w, spec)?;
-    memory_gic_timer_psci_uart(&mut w, spec)?;
+    memory_gic_timer_psci_uart(&mut w, spec, gic_cells)?;
     w.end_node(top)?;
     w.finish()
 }
@@ -261,8 +270,10 @@ fn cpus(w: &mut W, spec: &GuestDtbSpec) -> Res {
     w.end_node(cpus)
 }
 
-/// The vGIC's node (GICv3 or GICv2), with the phandle devices name.
-fn gic(w: &mut W, spec: &GuestDtbSpec) -> Res {
+/// The vGIC's node (GICv3 or GICv2), with the phandle devices name;
+/// `cells`: #address-cells and #size-cells (a hardware domain's, the host
+/// GIC's; (0, 0): #address-cells 0 alone).
+fn gic(w: &mut W, spec: &GuestDtbSpec, cells: (u32, u32)) -> Res {
     let (m, gic_ph) = (&spec.map, spec.gic_phandle);
     let gic = w.begin_node(&format!("interrupt-controller@{:x}", m.gicd))?;
     match spec.gic {
@@ -278,12 +289,12 @@ fn gic(w: &mut W, spec: &GuestDtbSpec) -> Res {
         }
     }
     w.property_u32("#interrupt-cells", 3)?;
-    match spec.host.map(|h| h.gic_cells) {
-        Some((ac, sc)) if ac != 0 => {
+    match cells {
+        (0, _) => w.property_u32("#address-cells", 0)?,
+        (ac, sc) => {
             w.property_u32("#address-cells", ac)?;
             w.property_u32("#size-cells", sc)?;
         }
-        _ => w.property_u32("#address-cells", 0)?,
     }
     w.property_null("interrupt-controller")?;
     w.property_u32("phandle", gic_ph)?;
@@ -555,12 +566,10 @@ mod tests {
             vpl011: 0x900_0000,
             vpl011_intid: 33,
         };
-        s.gic_phandle = 1;
         s.host = Some(HostTree {
             dtb: &host,
             removed: &removed,
             console: Some("/pl011@9000000"),
-            gic_cells: (2, 2),
         });
         let blob = build(&s).unwrap();
         let f = Fdt::new(&blob).unwrap();
