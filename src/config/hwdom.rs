@@ -30,7 +30,7 @@ use super::devices::HypDevices;
 use super::diag::Kind;
 use super::model::*;
 use super::parse::Parser;
-use crate::fdt::{Fdt, Node};
+use crate::fdt::{Fdt, Node, Prop};
 use crate::hw::platform::{self, GicIrq, Located};
 use crate::mm::range::subtract;
 use crate::mm::Range;
@@ -38,9 +38,8 @@ use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
-/// Guest-physical addresses a domain can have (the stage-2 tables'
-/// input range).
-const IPA_LIMIT: u64 = 1 << crate::mm::stage2::IPA_BITS;
+/// Guest-physical addresses a domain can have: below this.
+const IPA_LIMIT: u64 = crate::mm::stage2::IPA_SPACE.end;
 
 /// Gives the hardware domain, if there is one, its devices and its
 /// device tree's removals; checks the other domains' devices against it.
@@ -313,23 +312,35 @@ impl Given {
     }
 }
 
-/// A PCI host bridge's memory and I/O windows (`ranges`: 3 cells of PCI
-/// address, the parent's address cells, 2 cells of size), as CPU
-/// addresses.
+/// A PCI host bridge's memory and I/O windows, as CPU addresses.
 fn pci_windows(l: &Located<'_>) -> Vec<Range> {
     let Some(r) = l.node.prop("ranges") else {
         return Vec::new();
     };
     let pac = l.parent().and_then(|p| p.cells().0).unwrap_or(2);
-    let per = 3 + pac as usize + 2;
-    let n = r.cell_count().unwrap_or(0) / per;
-    (0..n)
-        .filter_map(|e| {
-            let parent = r.read_cells(e * per + 3, pac)?;
-            let size = r.read_cells(e * per + 3 + pac as usize, 2)?;
-            Range::from_base_size(l.translate(parent)?, size)
-        })
+    pci_ranges(&r, pac)
+        .flatten()
+        .filter_map(|(parent, size)| Range::from_base_size(l.translate(parent)?, size))
         .collect()
+}
+
+/// Each whole entry of a PCI host bridge's `ranges` (3 cells of PCI
+/// address, `parent_cells` of the parent bus's address, 2 of size): the
+/// parent address and the size, None where they do not decode (more than
+/// 2 parent cells).
+pub fn pci_ranges<'a>(
+    ranges: &Prop<'a>,
+    parent_cells: u32,
+) -> impl Iterator<Item = Option<(u64, u64)>> + 'a {
+    let r = *ranges;
+    let per = 3 + parent_cells as usize + 2;
+    (0..r.cell_count().unwrap_or(0) / per).map(move |e| {
+        let parent = r.read_cells(e * per + 3, parent_cells)?;
+        Some((
+            parent,
+            r.read_cells(e * per + 3 + parent_cells as usize, 2)?,
+        ))
+    })
 }
 
 /// The SPIs a PCI host bridge's `interrupt-map` sends to the GIC `gic`

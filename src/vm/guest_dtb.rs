@@ -191,7 +191,7 @@ fn build_hardware(spec: &GuestDtbSpec, host: HostTree<'_>) -> Result<Vec<u8>, vm
                 continue;
             }
             if pci && p.name == "ranges" {
-                w.property("ranges", &pci_ranges_in_reach(p.value, parent_cells))?;
+                w.property("ranges", &pci_ranges_in_reach(&p, parent_cells))?;
             } else {
                 w.property(p.name, p.value)?;
             }
@@ -337,31 +337,25 @@ fn timer_and_psci(w: &mut W, spec: &GuestDtbSpec) -> Res {
 /// A PCI host bridge's `ranges` without the windows beyond the guest
 /// address space (QEMU virt's 512 GiB one at 512 GiB), which the hardware
 /// domain could not reach: Linux then places every BAR in the others.
-/// Entries are 3 cells of PCI address, `parent_cells` of CPU address
-/// (identity above the bridge, as `config::hwdom` maps them), 2 of size.
-fn pci_ranges_in_reach(value: &[u8], parent_cells: u32) -> Vec<u8> {
+/// The parent address is taken as the CPU's (identity above the bridge,
+/// as `config::hwdom` maps them); an entry that does not decode, or a
+/// trailing part of one, is kept.
+fn pci_ranges_in_reach(ranges: &crate::fdt::Prop<'_>, parent_cells: u32) -> Vec<u8> {
     let per = (3 + parent_cells as usize + 2) * 4;
-    let cell = |e: &[u8], i: usize| {
-        u32::from_be_bytes([e[4 * i], e[4 * i + 1], e[4 * i + 2], e[4 * i + 3]]) as u64
-    };
-    value
-        .chunks(per)
-        .filter(|e| {
-            if e.len() < per {
-                return true;
-            }
-            let mut addr = 0u64;
-            for i in 0..parent_cells as usize {
-                addr = (addr << 32) | cell(e, 3 + i);
-            }
-            let size =
-                (cell(e, 3 + parent_cells as usize) << 32) | cell(e, 4 + parent_cells as usize);
-            addr.checked_add(size)
-                .is_some_and(|end| end <= 1 << crate::mm::stage2::IPA_BITS)
-        })
-        .flatten()
-        .copied()
-        .collect()
+    let mut entries = crate::config::hwdom::pci_ranges(ranges, parent_cells);
+    let mut out = Vec::new();
+    for chunk in ranges.value.chunks(per) {
+        let in_reach = match entries.next().flatten() {
+            Some((addr, size)) => addr
+                .checked_add(size)
+                .is_some_and(|end| end <= crate::mm::stage2::IPA_SPACE.end),
+            None => true,
+        };
+        if in_reach {
+            out.extend_from_slice(chunk);
+        }
+    }
+    out
 }
 
 /// A short name for logs.
