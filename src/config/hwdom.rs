@@ -31,7 +31,7 @@ use super::diag::Kind;
 use super::model::*;
 use super::parse::Parser;
 use crate::fdt::{Fdt, Node, Prop};
-use crate::hw::platform::{self, GicIrq, Located};
+use crate::hw::platform::{self, GicIrq, Located, Walk};
 use crate::mm::range::subtract;
 use crate::mm::Range;
 use alloc::format;
@@ -163,7 +163,7 @@ fn walk(fdt: &Fdt<'_>, k: &HypDevices, taken: &[(usize, String)]) -> Vec<Met> {
         // Described by the hypervisor; /reserved-memory is kept in the
         // hardware domain's tree as it is.
         if hypervisors(&n) || Some(n.offset()) == k.gic || n.name() == "reserved-memory" {
-            return false;
+            return Walk::Over;
         }
         let left_out = if Some(n.offset()) == k.console_node {
             Some("the hypervisor's console".to_string())
@@ -184,7 +184,7 @@ fn walk(fdt: &Fdt<'_>, k: &HypDevices, taken: &[(usize, String)]) -> Vec<Met> {
                     irqs: Vec::new(),
                 });
             }
-            return false;
+            return Walk::Over;
         }
         let mut irqs = match k.gic {
             Some(g) => l.gic_interrupts(fdt, g).unwrap_or_default(),
@@ -212,7 +212,11 @@ fn walk(fdt: &Fdt<'_>, k: &HypDevices, taken: &[(usize, String)]) -> Vec<Met> {
             irqs,
         });
         // A PCI bridge's children are PCI functions, not MMIO nodes.
-        !pci
+        if pci {
+            Walk::Over
+        } else {
+            Walk::Into
+        }
     });
     met
 }

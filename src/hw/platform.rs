@@ -98,17 +98,30 @@ impl<'a> Located<'a> {
     }
 }
 
-/// Visits every node below the root depth first, with its ancestors;
-/// `visit` returns whether to go into the node's children. No allocation.
-pub fn walk_located<'a>(fdt: &Fdt<'a>, visit: &mut dyn FnMut(&Located<'a>) -> bool) {
+/// What a `walk_located` visit asks next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Walk {
+    /// Go into the node's children.
+    Into,
+    /// Go on with its next sibling, not into its children.
+    Over,
+    /// End the walk.
+    Stop,
+}
+
+/// Visits every node below the root depth first, with its ancestors (as
+/// deep as `Located` keeps them); `visit` says where to go next. No
+/// allocation.
+pub fn walk_located<'a>(fdt: &Fdt<'a>, visit: &mut dyn FnMut(&Located<'a>) -> Walk) {
+    /// False when the walk is to stop.
     fn go<'a>(
         n: Node<'a>,
         anc: &mut [Option<Node<'a>>; MAX_ANCESTORS],
         depth: usize,
-        visit: &mut dyn FnMut(&Located<'a>) -> bool,
-    ) {
-        if depth + 1 >= MAX_ANCESTORS {
-            return;
+        visit: &mut dyn FnMut(&Located<'a>) -> Walk,
+    ) -> bool {
+        if depth >= MAX_ANCESTORS {
+            return true;
         }
         anc[depth] = Some(n);
         for c in n.children() {
@@ -117,10 +130,13 @@ pub fn walk_located<'a>(fdt: &Fdt<'a>, visit: &mut dyn FnMut(&Located<'a>) -> bo
                 depth: depth + 1,
                 node: c,
             };
-            if visit(&l) {
-                go(c, anc, depth + 1, visit);
+            match visit(&l) {
+                Walk::Stop => return false,
+                Walk::Into if !go(c, anc, depth + 1, visit) => return false,
+                Walk::Into | Walk::Over => {}
             }
         }
+        true
     }
     let mut anc = [None; MAX_ANCESTORS];
     go(fdt.root(), &mut anc, 0, visit);
@@ -132,32 +148,16 @@ pub fn find_located<'a>(
     fdt: &Fdt<'a>,
     pred: &mut dyn FnMut(&Node<'a>) -> bool,
 ) -> Option<Located<'a>> {
-    fn go<'a>(
-        n: Node<'a>,
-        anc: &mut [Option<Node<'a>>; MAX_ANCESTORS],
-        depth: usize,
-        pred: &mut dyn FnMut(&Node<'a>) -> bool,
-    ) -> Option<Located<'a>> {
-        if depth >= MAX_ANCESTORS {
-            return None;
+    let mut found = None;
+    walk_located(fdt, &mut |l| {
+        if pred(&l.node) {
+            found = Some(*l);
+            Walk::Stop
+        } else {
+            Walk::Into
         }
-        anc[depth] = Some(n);
-        for c in n.children() {
-            if pred(&c) {
-                return Some(Located {
-                    anc: *anc,
-                    depth: depth + 1,
-                    node: c,
-                });
-            }
-            if let Some(l) = go(c, anc, depth + 1, pred) {
-                return Some(l);
-            }
-        }
-        None
-    }
-    let mut anc = [None; MAX_ANCESTORS];
-    go(fdt.root(), &mut anc, 0, pred)
+    });
+    found
 }
 
 /// Finds the node at `path` (no allocation).
