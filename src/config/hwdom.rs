@@ -175,15 +175,16 @@ fn walk(fdt: &Fdt<'_>, k: &HypDevices, taken: &[(usize, String)]) -> Vec<Met> {
                 .find(|(o, _)| *o == n.offset())
                 .map(|(_, who)| who.clone())
         };
-        if left_out.is_some() || !n.is_enabled() {
-            if left_out.is_some() {
-                met.push(Met {
-                    path: l.path(),
-                    left_out,
-                    regs: Vec::new(),
-                    irqs: Vec::new(),
-                });
-            }
+        if left_out.is_some() {
+            met.push(Met {
+                path: l.path(),
+                left_out,
+                regs: Vec::new(),
+                irqs: Vec::new(),
+            });
+            return Walk::Over;
+        }
+        if !n.is_enabled() {
             return Walk::Over;
         }
         let mut irqs = match k.gic {
